@@ -1,0 +1,211 @@
+//! The key/value state of one sequence.
+//!
+//! A [`Kv`] holds, for every layer, the keys before RoPE (after the k-norm),
+//! the same keys rotated to their positions, and the values, row by row in
+//! slot order, plus each slot's position. Slots are usually in position
+//! order, but nothing requires it: attention masks by position, not by slot.
+//! Keeping the pre-RoPE keys is what lets a cached document move to another
+//! offset; keeping the rotated ones saves re-rotating every key at every step.
+//!
+//! Cost: `3 * layers * kv_heads * head_dim` f32 per slot. Appends are amortised
+//! O(1) per row (capacity doubles); overwriting scattered slots rewrites the
+//! layer's buffers once per call.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::Result;
+
+/// Growable `(capacity, kv_heads, head_dim)` buffer whose first `len` rows are live.
+#[derive(Debug, Clone)]
+pub(crate) struct RowBuffer {
+    data: Tensor,
+    len: usize,
+}
+
+impl RowBuffer {
+    fn empty(kv_heads: usize, head_dim: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            data: Tensor::zeros((0, kv_heads, head_dim), DType::F32, device)?,
+            len: 0,
+        })
+    }
+
+    fn from_tensor(data: Tensor) -> Result<Self> {
+        let len = data.dim(0)?;
+        Ok(Self {
+            data: data.contiguous()?,
+            len,
+        })
+    }
+
+    /// The live rows, `(len, kv_heads, head_dim)`; contiguous.
+    pub(crate) fn view(&self) -> Result<Tensor> {
+        Ok(self.data.narrow(0, 0, self.len)?)
+    }
+
+    fn append(&mut self, rows: &Tensor) -> Result<()> {
+        let added = rows.dim(0)?;
+        let capacity = self.data.dim(0)?;
+        if self.len + added > capacity {
+            let (_, heads, dim) = self.data.dims3()?;
+            let new_capacity = (self.len + added).max(capacity * 2).max(16);
+            let grown = Tensor::zeros((new_capacity, heads, dim), DType::F32, self.data.device())?;
+            grown.slice_set(&self.view()?, 0, 0)?;
+            self.data = grown;
+        }
+        self.data.slice_set(&rows.contiguous()?, 0, self.len)?;
+        self.len += added;
+        Ok(())
+    }
+
+    /// Replaces the rows at `slots` (all `< len`) with the rows of `rows`, in order.
+    fn overwrite(&mut self, slots: &[usize], rows: &Tensor) -> Result<()> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let first = slots[0];
+        let contiguous_run = slots.iter().enumerate().all(|(i, &s)| s == first + i);
+        if contiguous_run {
+            self.data.slice_set(&rows.contiguous()?, 0, first)?;
+            return Ok(());
+        }
+        // One gather over [live rows ++ new rows] puts each new row in its slot.
+        let mut index: Vec<u32> = (0..self.len as u32).collect();
+        for (j, &slot) in slots.iter().enumerate() {
+            index[slot] = (self.len + j) as u32;
+        }
+        let index = Tensor::from_vec(index, self.len, self.data.device())?;
+        let merged = Tensor::cat(&[&self.view()?, rows], 0)?.index_select(&index, 0)?;
+        self.data = merged;
+        Ok(())
+    }
+
+    /// Writes rows to `slots`: existing slots are overwritten, slots `len..` appended.
+    fn write(&mut self, slots: &[usize], rows: &Tensor) -> Result<()> {
+        let split = slots
+            .iter()
+            .position(|&s| s >= self.len)
+            .unwrap_or(slots.len());
+        if split > 0 {
+            self.overwrite(&slots[..split], &rows.narrow(0, 0, split)?)?;
+        }
+        if split < slots.len() {
+            self.append(&rows.narrow(0, split, slots.len() - split)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Keys and values of one layer.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerKv {
+    pub(crate) k_raw: RowBuffer,
+    pub(crate) k: RowBuffer,
+    pub(crate) v: RowBuffer,
+}
+
+impl LayerKv {
+    pub(crate) fn write(
+        &mut self,
+        slots: &[usize],
+        k_raw: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<()> {
+        self.k_raw.write(slots, k_raw)?;
+        self.k.write(slots, k)?;
+        self.v.write(slots, v)
+    }
+}
+
+/// Per-layer KV of one sequence, with the position of every slot.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    pub(crate) positions: Vec<u32>,
+    pub(crate) layers: Vec<LayerKv>,
+}
+
+impl Kv {
+    pub(crate) fn empty(
+        num_layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let layer = LayerKv {
+            k_raw: RowBuffer::empty(kv_heads, head_dim, device)?,
+            k: RowBuffer::empty(kv_heads, head_dim, device)?,
+            v: RowBuffer::empty(kv_heads, head_dim, device)?,
+        };
+        Ok(Self {
+            positions: Vec::new(),
+            layers: vec![layer; num_layers],
+        })
+    }
+
+    pub(crate) fn from_layers(
+        positions: Vec<u32>,
+        layers: Vec<(Tensor, Tensor, Tensor)>,
+    ) -> Result<Self> {
+        let layers = layers
+            .into_iter()
+            .map(|(k_raw, k, v)| {
+                Ok(LayerKv {
+                    k_raw: RowBuffer::from_tensor(k_raw)?,
+                    k: RowBuffer::from_tensor(k)?,
+                    v: RowBuffer::from_tensor(v)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { positions, layers })
+    }
+
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// True when no slot is filled.
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Position of every slot, in slot order.
+    pub fn positions(&self) -> &[u32] {
+        &self.positions
+    }
+
+    /// The position a token appended after this sequence gets: one past the largest.
+    pub fn next_position(&self) -> u32 {
+        self.positions.iter().max().map_or(0, |p| p + 1)
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Keys of `layer` before RoPE, `(len, kv_heads, head_dim)`.
+    pub fn k_raw(&self, layer: usize) -> Result<Tensor> {
+        self.layer(layer)?.k_raw.view()
+    }
+
+    /// Keys of `layer` rotated to their slots' positions, `(len, kv_heads, head_dim)`.
+    pub fn k(&self, layer: usize) -> Result<Tensor> {
+        self.layer(layer)?.k.view()
+    }
+
+    /// Values of `layer`, `(len, kv_heads, head_dim)`.
+    pub fn v(&self, layer: usize) -> Result<Tensor> {
+        self.layer(layer)?.v.view()
+    }
+
+    fn layer(&self, layer: usize) -> Result<&LayerKv> {
+        self.layers.get(layer).ok_or_else(|| {
+            crate::ModelError::input(format!(
+                "layer {layer} out of range: the cache has {} layers",
+                self.layers.len()
+            ))
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Attention of query rows over a sequence's keys, masked by position.
+//!
+//! A key is visible to a query when `key_pos <= query_pos` and, on a
+//! sliding-window layer, `query_pos - key_pos < window`. Masks depend only on
+//! positions and the window, so one [`AttnPlan`] is built per layer kind and
+//! call and shared by all layers of that kind.
+//!
+//! When slots are in position order, query rows are processed in chunks and
+//! each chunk reads only the key slots it can see, which skips the
+//! upper triangle and everything outside a sliding window. Cost per chunk:
+//! `O(chunk * visible_keys * heads * head_dim)`.
+
+use std::ops::Range;
+
+use candle_core::{Device, Tensor};
+
+use crate::Result;
+
+/// Query rows per chunk. Large enough for efficient GEMMs, small enough that a
+/// sliding window skips most keys.
+const QUERY_CHUNK: usize = 256;
+
+/// One block of query rows and the key slots they read.
+#[derive(Debug)]
+struct ChunkPlan {
+    rows: Range<usize>,
+    keys: Range<usize>,
+    /// Additive `(rows, keys)` mask; `None` when every key in range is visible.
+    mask: Option<Tensor>,
+}
+
+/// How a set of query rows attends over a set of keys, fixed per layer kind.
+#[derive(Debug)]
+pub(crate) struct AttnPlan {
+    chunks: Vec<ChunkPlan>,
+    num_keys: usize,
+}
+
+impl AttnPlan {
+    /// Plans attention of rows at `query_pos` over keys at `key_pos`.
+    /// With `whole` set, one chunk covers all rows and all keys (needed when the
+    /// caller observes attention probabilities over a fixed key range).
+    pub(crate) fn new(
+        query_pos: &[u32],
+        key_pos: &[u32],
+        window: Option<usize>,
+        whole: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let keys_sorted = key_pos.windows(2).all(|w| w[0] <= w[1]);
+        let chunk = if whole || !keys_sorted {
+            query_pos.len().max(1)
+        } else {
+            QUERY_CHUNK
+        };
+        let mut chunks = Vec::new();
+        for start in (0..query_pos.len()).step_by(chunk) {
+            let rows = start..(start + chunk).min(query_pos.len());
+            let keys = if whole || !keys_sorted {
+                0..key_pos.len()
+            } else {
+                visible_key_range(&query_pos[rows.clone()], key_pos, window)
+            };
+            let mask = build_mask(
+                &query_pos[rows.clone()],
+                &key_pos[keys.clone()],
+                window,
+                device,
+            )?;
+            chunks.push(ChunkPlan { rows, keys, mask });
+        }
+        Ok(Self {
+            chunks,
+            num_keys: key_pos.len(),
+        })
+    }
+}
+
+/// Slots (in a position-sorted key list) that any of `query_pos` can see.
+fn visible_key_range(query_pos: &[u32], key_pos: &[u32], window: Option<usize>) -> Range<usize> {
+    let lo = query_pos.iter().copied().min().unwrap_or(0) as i64;
+    let hi = query_pos.iter().copied().max().unwrap_or(0) as i64;
+    let first_visible = match window {
+        Some(w) => lo - w as i64 + 1,
+        None => i64::MIN,
+    };
+    let start = key_pos.partition_point(|&p| (p as i64) < first_visible);
+    let end = key_pos.partition_point(|&p| (p as i64) <= hi);
+    start..end.max(start)
+}
+
+fn visible(query: u32, key: u32, window: Option<usize>) -> bool {
+    key <= query && window.is_none_or(|w| ((query - key) as usize) < w)
+}
+
+fn build_mask(
+    query_pos: &[u32],
+    key_pos: &[u32],
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let all_visible = query_pos
+        .iter()
+        .all(|&q| key_pos.iter().all(|&k| visible(q, k, window)));
+    if all_visible {
+        return Ok(None);
+    }
+    let mut mask = Vec::with_capacity(query_pos.len() * key_pos.len());
+    for &q in query_pos {
+        mask.extend(key_pos.iter().map(|&k| {
+            if visible(q, k, window) {
+                0f32
+            } else {
+                f32::NEG_INFINITY
+            }
+        }));
+    }
+    Ok(Some(Tensor::from_vec(
+        mask,
+        (query_pos.len(), key_pos.len()),
+        device,
+    )?))
+}
+
+/// Attention output and, when asked, head-averaged probabilities.
+pub(crate) struct AttnOutput {
+    /// `(rows, heads * head_dim)`.
+    pub(crate) out: Tensor,
+    /// `(rows, observed keys)` head-averaged attention probabilities.
+    pub(crate) observed: Option<Tensor>,
+}
+
+/// Scaled dot-product attention of `q` `(rows, heads, head_dim)` (already
+/// rotated and scaled) over `k`, `v` `(keys, kv_heads, head_dim)`.
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    plan: &AttnPlan,
+    observe: Option<&Range<usize>>,
+) -> Result<AttnOutput> {
+    let (_, heads, head_dim) = q.dims3()?;
+    let (num_keys, kv_heads, _) = k.dims3()?;
+    debug_assert_eq!(num_keys, plan.num_keys);
+    let group = heads / kv_heads;
+    let mut outs = Vec::with_capacity(plan.chunks.len());
+    let mut observed = None;
+    for chunk in &plan.chunks {
+        let n = chunk.rows.len();
+        let r = chunk.keys.len();
+        // (n, heads, d) -> (kv_heads, group * n, d): the query heads sharing a
+        // KV head become rows of one GEMM against that head's keys.
+        let qc = q
+            .narrow(0, chunk.rows.start, n)?
+            .reshape((n, kv_heads, group, head_dim))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?
+            .reshape((kv_heads, group * n, head_dim))?;
+        // (r, kv_heads, d) -> (kv_heads, d, r) and (kv_heads, r, d): strided views.
+        let kc = k.narrow(0, chunk.keys.start, r)?.permute((1, 2, 0))?;
+        let vc = v.narrow(0, chunk.keys.start, r)?.permute((1, 0, 2))?;
+        let scores = qc.matmul(&kc)?.reshape((heads, n, r))?;
+        let scores = match &chunk.mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if let Some(range) = observe {
+            // `whole` plans have one chunk spanning every key.
+            let mean = probs.mean(0)?;
+            observed = Some(mean.narrow(1, range.start, range.len())?);
+        }
+        let out = probs
+            .reshape((kv_heads, group * n, r))?
+            .matmul(&vc)?
+            // (kv_heads, group, n, d) -> (n, heads * d)
+            .reshape((kv_heads, group, n, head_dim))?
+            .permute((2, 0, 1, 3))?
+            .contiguous()?
+            .reshape((n, heads * head_dim))?;
+        outs.push(out);
+    }
+    let out = if outs.len() == 1 {
+        outs.remove(0)
+    } else {
+        Tensor::cat(&outs, 0)?
+    };
+    Ok(AttnOutput { out, observed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_range_covers_exactly_the_visible_keys() {
+        let keys: Vec<u32> = (0..100).collect();
+        let r = visible_key_range(&[50, 60], &keys, Some(8));
+        assert_eq!(r, 43..61);
+        let r = visible_key_range(&[50, 60], &keys, None);
+        assert_eq!(r, 0..61);
+    }
+
+    #[test]
+    fn mask_hides_future_and_out_of_window_keys() {
+        let m = build_mask(&[3], &[0, 1, 2, 3, 4], Some(2), &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let m = m.to_vec2::<f32>().unwrap();
+        assert_eq!(m[0][2], 0.0);
+        assert_eq!(m[0][3], 0.0);
+        assert!(m[0][1].is_infinite() && m[0][4].is_infinite());
+    }
+
+    #[test]
+    fn fully_visible_chunk_needs_no_mask() {
+        let m = build_mask(&[9, 10], &[0, 1, 2], None, &Device::Cpu).unwrap();
+        assert!(m.is_none());
+    }
+}

@@ -1,0 +1,27 @@
+//! The gated MLP: `down(act(gate(x)) * up(x))`.
+
+use candle_core::Tensor;
+
+use super::linear::Linear;
+use crate::config::Activation;
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    pub(crate) gate: Linear,
+    pub(crate) up: Linear,
+    pub(crate) down: Linear,
+    pub(crate) activation: Activation,
+}
+
+impl Mlp {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate.forward(x)?;
+        let gate = match self.activation {
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+        };
+        let up = self.up.forward(x)?;
+        self.down.forward(&(gate * up)?)
+    }
+}

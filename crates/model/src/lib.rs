@@ -1,0 +1,37 @@
+//! prophetkv's transformer runtime: our own layer loop on candle, with
+//! explicit positions for every row.
+//!
+//! - [`load_model`] reads a GGUF file or a safetensors directory into a
+//!   [`Model`] (Gemma 3 and the Llama family), with quantized or f32 weights
+//!   ([`WeightPath`]).
+//! - [`TextTokenizer`] turns text into ids (from `tokenizer.json` or GGUF metadata).
+//! - [`Model::forward_rows`] is the one primitive everything else is made of:
+//!   run a set of rows at given positions through all layers against a
+//!   sequence's [`Kv`], writing their keys/values, optionally returning their
+//!   attention mass. [`Model::prefill`], [`Model::decode`] (a batch of
+//!   sequences), [`Model::rope_k`] and [`Model::kv_from_raw`] (moving cached
+//!   keys to new positions) and [`Model::logits`] complete the set.
+//! - [`generate_greedy`] is the simplest driver on top.
+//!
+//! Nothing here knows about HTTP, async or documents.
+
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod generate;
+mod kv;
+mod layers;
+mod loader;
+mod model;
+mod tokenizer;
+
+pub use config::{
+    Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
+};
+pub use error::{ModelError, Result};
+pub use generate::{generate_greedy, top_k, Generation};
+pub use kv::Kv;
+pub use loader::{load_model, LoadOptions, ModelFormat};
+pub use model::{Model, Rows, RowsOutput, WeightPath};
+pub use tokenizer::TextTokenizer;

@@ -1,0 +1,108 @@
+//! Loading a model from a local path: a GGUF file, or a directory with
+//! `config.json` + `*.safetensors`. Nothing is fetched from a hub.
+
+mod build;
+mod gguf;
+mod hf;
+mod source;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::model::{Model, WeightPath};
+use crate::{ModelError, Result};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Quantized matmuls (GGUF as stored) or everything dequantized to f32.
+    pub weight_path: WeightPath,
+    /// Where the weights and every activation live.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            weight_path: WeightPath::Quantized,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// On-disk format of a model path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A single GGUF file: weights, hyper-parameters and vocabulary.
+    Gguf(PathBuf),
+    /// A Hugging Face style directory: config.json, safetensors shards, tokenizer.json.
+    Safetensors(PathBuf),
+}
+
+impl ModelFormat {
+    /// Recognises the format of `path`, or says what is missing.
+    pub fn detect(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if meta.is_dir() {
+            if !path.join("config.json").is_file() {
+                return Err(ModelError::UnknownFormat {
+                    path: path.to_path_buf(),
+                    reason: "directory has no config.json".into(),
+                });
+            }
+            return Ok(Self::Safetensors(path.to_path_buf()));
+        }
+        let mut magic = [0u8; 4];
+        let read = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map_err(|source| ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        match read {
+            Ok(()) if &magic == b"GGUF" => Ok(Self::Gguf(path.to_path_buf())),
+            Ok(()) => Err(ModelError::UnknownFormat {
+                path: path.to_path_buf(),
+                reason: "not a GGUF file (bad magic) and not a model directory".into(),
+            }),
+            Err(ModelError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Err(ModelError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: "file is shorter than a GGUF header".into(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The path this format was detected at.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Gguf(p) | Self::Safetensors(p) => p,
+        }
+    }
+}
+
+/// Loads the model at `path` (GGUF file or safetensors directory).
+pub fn load_model(path: &Path, options: &LoadOptions) -> Result<Model> {
+    match ModelFormat::detect(path)? {
+        ModelFormat::Gguf(p) => {
+            let mut source = gguf::GgufSource::open(&p, &options.device)?;
+            let config = source.config()?;
+            build::build_model(&mut source, config, options)
+        }
+        ModelFormat::Safetensors(p) => {
+            let config = hf::read_config(&p)?;
+            let mut source = hf::SafetensorsSource::open(&p, &config, &options.device)?;
+            build::build_model(&mut source, config, options)
+        }
+    }
+}
+
+pub(crate) use gguf::{read_header as read_gguf_header, GgufMetadata};

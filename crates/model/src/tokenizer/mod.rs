@@ -1,0 +1,122 @@
+//! Text to token ids and back, with the model's special ids.
+//!
+//! Built from `tokenizer.json` or from a GGUF file's `tokenizer.ggml.*`
+//! metadata. Plain text is encoded without parsing control tokens: a document
+//! containing the characters `<bos>` stays text and cannot inject a control
+//! token. Segments are encoded one by one and concatenated by the caller; BOS
+//! is added once, by [`TextTokenizer::prompt_ids`].
+
+mod gguf_vocab;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::loader::ModelFormat;
+use crate::{ModelError, Result};
+
+/// A tokenizer plus the special ids generation needs.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<u32>,
+    eos: Vec<u32>,
+}
+
+impl TextTokenizer {
+    /// Loads the tokenizer that belongs to the model at `path`.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        match ModelFormat::detect(path)? {
+            ModelFormat::Gguf(p) => gguf_vocab::from_gguf(&p),
+            ModelFormat::Safetensors(dir) => from_dir(&dir),
+        }
+    }
+
+    pub(crate) fn new(mut inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>) -> Self {
+        inner.set_encode_special_tokens(true);
+        Self { inner, bos, eos }
+    }
+
+    /// Ids of `text` with no special tokens added or parsed.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// BOS (when the model uses one) followed by the ids of `text`.
+    pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// Text of `ids`, special tokens dropped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// The id prepended to every prompt, if the model uses one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Ids that end generation.
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// The token string of `id` (as stored in the vocabulary).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ModelError::Tokenizer(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+fn ids_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().map(|x| x as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `tokenizer.json`, with BOS/EOS from `config.json` and `tokenizer_config.json`.
+fn from_dir(dir: &Path) -> Result<TextTokenizer> {
+    let file = dir.join("tokenizer.json");
+    let inner = tokenizers::Tokenizer::from_file(&file)
+        .map_err(|e| ModelError::Tokenizer(format!("cannot load {}: {e}", file.display())))?;
+    let config = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
+    let config = config.get("text_config").cloned().unwrap_or(config);
+    let tok_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let add_bos = tok_config
+        .get("add_bos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(!model_type.starts_with("qwen"));
+    let bos = ids_of(config.get("bos_token_id")).first().copied();
+    let eos = ids_of(config.get("eos_token_id"));
+    Ok(TextTokenizer::new(inner, bos.filter(|_| add_bos), eos))
+}
