@@ -1,0 +1,131 @@
+//! The default model against independent implementations: Hugging Face
+//! transformers (GGUF dequantized to fp32) and llama.cpp (quantized kernels),
+//! on the three prompts of `data/` (one past the 512-token window).
+//!
+//! Needs `models/gemma-3-270m-q4_k_m.gguf` (`scripts/fetch-model.sh`; the
+//! test command fetches it) or `PROPHETKV_MODEL`.
+
+use std::path::PathBuf;
+
+use prophetkv_model::{generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    results: Vec<Prompt>,
+}
+
+#[derive(Deserialize)]
+struct Prompt {
+    name: String,
+    text: String,
+    token_ids: Vec<u32>,
+    top_ids: Vec<u32>,
+    top_logits: Vec<f32>,
+    greedy_ids: Vec<u32>,
+}
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("PROPHETKV_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run scripts/fetch-model.sh",
+        path.display()
+    );
+    path
+}
+
+fn reference(file: &str) -> Reference {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Full last-position logits of `ids`.
+fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
+    let positions: Vec<u32> = (0..ids.len() as u32).collect();
+    let (_, last) = model.prefill(ids, &positions).unwrap();
+    model
+        .logits(&last)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn load(path: WeightPath) -> Model {
+    let options = LoadOptions {
+        weight_path: path,
+        ..LoadOptions::default()
+    };
+    load_model(&model_path(), &options).unwrap()
+}
+
+#[test]
+fn default_model_matches_hf_and_llamacpp_references() {
+    let hf = reference("gemma3-270m-hf-logits.json");
+    let llama = reference("gemma3-270m-llamacpp-logits.json");
+    let tokenizer = TextTokenizer::from_path(&model_path()).unwrap();
+
+    for p in &hf.results {
+        let ids = tokenizer.prompt_ids(&p.text).unwrap();
+        assert_eq!(
+            ids, p.token_ids,
+            "{}: prompt token ids differ from HF",
+            p.name
+        );
+    }
+
+    // f32: exact reference path.
+    let model = load(WeightPath::F32);
+    let mut max_f32 = 0f32;
+    for p in &hf.results {
+        let logits = last_logits(&model, &p.token_ids);
+        let top1 = prophetkv_model::top_k(&logits, 1)[0].0;
+        assert_eq!(top1, p.top_ids[0], "{}: f32 top-1 differs from HF", p.name);
+        for (&id, &want) in p.top_ids.iter().zip(&p.top_logits) {
+            let d = (logits[id as usize] - want).abs();
+            max_f32 = max_f32.max(d);
+            assert!(d <= 0.02, "{}: f32 logit of {id} off by {d}", p.name);
+        }
+        let g = generate_greedy(&model, &p.token_ids, 16, &[], 0).unwrap();
+        assert_eq!(
+            g.output_ids, p.greedy_ids,
+            "{}: f32 greedy continuation differs",
+            p.name
+        );
+    }
+    drop(model);
+
+    // Quantized: within llama.cpp-like distance of HF.
+    let model = load(WeightPath::Quantized);
+    let mut max_q = 0f32;
+    let mut max_llama = 0f32;
+    for (p, l) in hf.results.iter().zip(&llama.results) {
+        let logits = last_logits(&model, &p.token_ids);
+        for (&id, &want) in p.top_ids.iter().zip(&p.top_logits) {
+            let d = (logits[id as usize] - want).abs();
+            max_q = max_q.max(d);
+            assert!(d <= 0.75, "{}: quantized logit of {id} off by {d}", p.name);
+        }
+        for (&id, &theirs) in l.top_ids.iter().zip(&l.top_logits) {
+            if let Some(i) = p.top_ids.iter().position(|&x| x == id) {
+                max_llama = max_llama.max((theirs - p.top_logits[i]).abs());
+            }
+        }
+        let margin = p.top_logits[0] - p.top_logits[1];
+        let top1 = prophetkv_model::top_k(&logits, 1)[0].0;
+        if margin > 0.05 {
+            assert_eq!(top1, p.top_ids[0], "{}: quantized top-1 differs", p.name);
+        }
+    }
+    println!(
+        "max |logit - HF| over the top-20 of 3 prompts: f32 {max_f32:.2e}, quantized {max_q:.4} (llama.cpp {max_llama:.4})"
+    );
+}
