@@ -16,7 +16,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::Result;
 
 /// Growable `(capacity, kv_heads, head_dim)` buffer whose first `len` rows are live.
-#[derive(Debug, Clone)]
+///
+/// Rows are written in place, so a buffer never shares storage with another
+/// tensor: construction and [`RowBuffer::try_clone`] copy.
+#[derive(Debug)]
 pub(crate) struct RowBuffer {
     data: Tensor,
     len: usize,
@@ -30,11 +33,18 @@ impl RowBuffer {
         })
     }
 
-    fn from_tensor(data: Tensor) -> Result<Self> {
+    fn from_tensor(data: &Tensor) -> Result<Self> {
         let len = data.dim(0)?;
         Ok(Self {
-            data: data.contiguous()?,
+            data: data.copy()?,
             len,
+        })
+    }
+
+    fn try_clone(&self) -> Result<Self> {
+        Ok(Self {
+            data: self.view()?.copy()?,
+            len: self.len,
         })
     }
 
@@ -97,7 +107,7 @@ impl RowBuffer {
 }
 
 /// Keys and values of one layer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct LayerKv {
     pub(crate) k_raw: RowBuffer,
     pub(crate) k: RowBuffer,
@@ -105,6 +115,22 @@ pub(crate) struct LayerKv {
 }
 
 impl LayerKv {
+    fn empty(kv_heads: usize, head_dim: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            k_raw: RowBuffer::empty(kv_heads, head_dim, device)?,
+            k: RowBuffer::empty(kv_heads, head_dim, device)?,
+            v: RowBuffer::empty(kv_heads, head_dim, device)?,
+        })
+    }
+
+    fn try_clone(&self) -> Result<Self> {
+        Ok(Self {
+            k_raw: self.k_raw.try_clone()?,
+            k: self.k.try_clone()?,
+            v: self.v.try_clone()?,
+        })
+    }
+
     pub(crate) fn write(
         &mut self,
         slots: &[usize],
@@ -119,7 +145,10 @@ impl LayerKv {
 }
 
 /// Per-layer KV of one sequence, with the position of every slot.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: buffers are written in place, so a copy is a deep copy
+/// ([`Kv::try_clone`]) and may fail like any allocation on a device.
+#[derive(Debug)]
 pub struct Kv {
     pub(crate) positions: Vec<u32>,
     pub(crate) layers: Vec<LayerKv>,
@@ -132,14 +161,12 @@ impl Kv {
         head_dim: usize,
         device: &Device,
     ) -> Result<Self> {
-        let layer = LayerKv {
-            k_raw: RowBuffer::empty(kv_heads, head_dim, device)?,
-            k: RowBuffer::empty(kv_heads, head_dim, device)?,
-            v: RowBuffer::empty(kv_heads, head_dim, device)?,
-        };
+        let layers = (0..num_layers)
+            .map(|_| LayerKv::empty(kv_heads, head_dim, device))
+            .collect::<Result<_>>()?;
         Ok(Self {
             positions: Vec::new(),
-            layers: vec![layer; num_layers],
+            layers,
         })
     }
 
@@ -151,13 +178,25 @@ impl Kv {
             .into_iter()
             .map(|(k_raw, k, v)| {
                 Ok(LayerKv {
-                    k_raw: RowBuffer::from_tensor(k_raw)?,
-                    k: RowBuffer::from_tensor(k)?,
-                    v: RowBuffer::from_tensor(v)?,
+                    k_raw: RowBuffer::from_tensor(&k_raw)?,
+                    k: RowBuffer::from_tensor(&k)?,
+                    v: RowBuffer::from_tensor(&v)?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Self { positions, layers })
+    }
+
+    /// An independent deep copy.
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Self {
+            positions: self.positions.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(LayerKv::try_clone)
+                .collect::<Result<_>>()?,
+        })
     }
 
     /// Number of slots.

@@ -26,12 +26,16 @@ mod loader;
 mod model;
 mod tokenizer;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use config::{
     Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
 };
 pub use error::{ModelError, Result};
 pub use generate::{generate_greedy, top_k, Generation};
 pub use kv::Kv;
+pub use layers::attention::Observe;
 pub use loader::{load_model, LoadOptions, ModelFormat};
-pub use model::{Model, Rows, RowsOutput, WeightPath};
+pub use model::{Forward, Model, Rows, RowsOutput, WeightPath};
 pub use tokenizer::TextTokenizer;

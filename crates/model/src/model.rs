@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::ModelConfig;
 use crate::kv::Kv;
-use crate::layers::attention::AttnPlan;
+use crate::layers::attention::{AttnPlan, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
 use crate::layers::linear::Linear;
 use crate::layers::norm::RmsNorm;
@@ -51,6 +51,37 @@ impl Rows {
             tokens: tokens.to_vec(),
             positions: positions.to_vec(),
             slots: (start..start + tokens.len()).collect(),
+        }
+    }
+}
+
+/// One pass of rows through a range of layers: the general form of
+/// [`Model::forward_rows`].
+#[derive(Debug, Clone)]
+pub struct Forward<'a> {
+    /// The rows.
+    pub rows: &'a Rows,
+    /// Hidden states `(rows, hidden)` entering layer `layers.start`; `None`
+    /// starts from the rows' token embeddings (then `layers.start` must be 0).
+    pub input: Option<&'a Tensor>,
+    /// Layers to run; the rows' K/V are written in these layers only.
+    pub layers: Range<usize>,
+    /// Attention statistics to return.
+    pub observe: Observe,
+    /// Key slots the rows may attend to; `None`: every slot. The rows' own
+    /// slots must be inside.
+    pub attend: Option<Range<usize>>,
+}
+
+impl<'a> Forward<'a> {
+    /// All layers, from the embeddings, attending to every slot, observing nothing.
+    pub fn new(rows: &'a Rows, num_layers: usize) -> Self {
+        Self {
+            rows,
+            input: None,
+            layers: 0..num_layers,
+            observe: Observe::None,
+            attend: None,
         }
     }
 }
@@ -126,7 +157,21 @@ impl Model {
         rows: &Rows,
         observe: Option<Range<usize>>,
     ) -> Result<RowsOutput> {
-        self.validate_rows(kv, rows, observe.as_ref())?;
+        let mut pass = Forward::new(rows, self.blocks.len());
+        if let Some(range) = observe {
+            pass.observe = Observe::Attention(range);
+        }
+        self.forward(kv, &pass)
+    }
+
+    /// Runs one [`Forward`] pass against `kv`.
+    pub fn forward(&self, kv: &mut Kv, pass: &Forward<'_>) -> Result<RowsOutput> {
+        let rows = pass.rows;
+        self.validate_rows(kv, rows)?;
+        let n = rows.tokens.len();
+        let total = kv.len() + rows.slots.iter().filter(|&&s| s >= kv.len()).count();
+        let attend = pass.attend.clone().unwrap_or(0..total);
+        self.validate_pass(pass, n, total, &attend)?;
         for (&slot, &pos) in rows.slots.iter().zip(&rows.positions) {
             if slot < kv.positions.len() {
                 kv.positions[slot] = pos;
@@ -134,26 +179,30 @@ impl Model {
                 kv.positions.push(pos);
             }
         }
-        let plans = self.plans(&rows.positions, &kv.positions, observe.is_some())?;
+        let whole = matches!(pass.observe, Observe::Attention(_));
+        let plans = self.plans(&rows.positions, &kv.positions, attend, whole)?;
         let angles = self.angles(&rows.positions)?;
-        let mut x = self.embed(&rows.tokens)?;
-        let n = rows.tokens.len();
+        let mut x = match pass.input {
+            Some(h) => h.clone(),
+            None => self.embed(&rows.tokens)?,
+        };
         let mut seqs = [SeqRows {
             rows: 0..n,
             kv,
             slots: rows.slots.clone(),
+            positions: rows.positions.clone(),
             plans,
         }];
         let ctx = CallContext {
             ropes: &self.ropes,
             angles: &angles,
-            observe: observe.as_ref(),
+            windows: &self.kind_windows,
+            observe: &pass.observe,
         };
-        let mut attention = observe
-            .as_ref()
-            .map(|_| Vec::with_capacity(self.blocks.len()));
-        for (layer, block) in self.blocks.iter().enumerate() {
-            let (next, observed) = block.forward(layer, &x, &mut seqs, &ctx)?;
+        let observing = pass.observe != Observe::None;
+        let mut attention = observing.then(|| Vec::with_capacity(pass.layers.len()));
+        for layer in pass.layers.clone() {
+            let (next, observed) = self.blocks[layer].forward(layer, &x, &mut seqs, &ctx)?;
             x = next;
             if let (Some(all), Some(o)) = (attention.as_mut(), observed) {
                 all.push(o);
@@ -163,6 +212,20 @@ impl Model {
             hidden: x,
             attention,
         })
+    }
+
+    /// Keys (rotated, `(rows, kv_heads, head_dim)`) that `layer` would compute
+    /// for hidden states `hidden` entering it at `positions`; nothing is written.
+    pub fn layer_keys(&self, layer: usize, hidden: &Tensor, positions: &[u32]) -> Result<Tensor> {
+        let block = self.blocks.get(layer).ok_or_else(|| {
+            ModelError::input(format!(
+                "layer {layer} out of range: the model has {} layers",
+                self.blocks.len()
+            ))
+        })?;
+        let k_raw = block.keys(hidden)?;
+        let rope = &self.ropes[block.kind];
+        rope.apply(&k_raw, &rope.angles(positions, &self.device)?)
     }
 
     /// Decodes one token for each sequence as one batch: token `b` is appended
@@ -184,11 +247,12 @@ impl Model {
             positions.push(pos);
             let slot = kv.len();
             kv.positions.push(pos);
-            let plans = self.plans(&[pos], &kv.positions, false)?;
+            let plans = self.plans(&[pos], &kv.positions, 0..kv.positions.len(), false)?;
             batch.push(SeqRows {
                 rows: b..b + 1,
-                kv: &mut **kv,
+                kv,
                 slots: vec![slot],
+                positions: vec![pos],
                 plans,
             });
         }
@@ -196,7 +260,8 @@ impl Model {
         let ctx = CallContext {
             ropes: &self.ropes,
             angles: &angles,
-            observe: None,
+            windows: &self.kind_windows,
+            observe: &Observe::None,
         };
         let mut x = self.embed(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -273,10 +338,16 @@ impl Model {
             .collect()
     }
 
-    fn plans(&self, query: &[u32], keys: &[u32], whole: bool) -> Result<Vec<AttnPlan>> {
+    fn plans(
+        &self,
+        query: &[u32],
+        keys: &[u32],
+        allowed: Range<usize>,
+        whole: bool,
+    ) -> Result<Vec<AttnPlan>> {
         self.kind_windows
             .iter()
-            .map(|&w| AttnPlan::new(query, keys, w, whole, &self.device))
+            .map(|&w| AttnPlan::new(query, keys, allowed.clone(), w, whole, &self.device))
             .collect()
     }
 
@@ -301,7 +372,7 @@ impl Model {
         Ok(())
     }
 
-    fn validate_rows(&self, kv: &Kv, rows: &Rows, observe: Option<&Range<usize>>) -> Result<()> {
+    fn validate_rows(&self, kv: &Kv, rows: &Rows) -> Result<()> {
         let n = rows.tokens.len();
         if n == 0 {
             return Err(ModelError::input("forward_rows needs at least one row"));
@@ -332,14 +403,59 @@ impl Model {
                 )));
             }
         }
-        if let Some(range) = observe {
-            let total = len + (n - split);
-            if range.start > range.end || range.end > total {
-                return Err(ModelError::input(format!(
-                    "observed key range {range:?} outside the {total} slots"
-                )));
-            }
-        }
         Ok(())
+    }
+
+    fn validate_pass(
+        &self,
+        pass: &Forward<'_>,
+        n: usize,
+        total: usize,
+        attend: &Range<usize>,
+    ) -> Result<()> {
+        let layers = &pass.layers;
+        if layers.start >= layers.end || layers.end > self.blocks.len() {
+            return Err(ModelError::input(format!(
+                "layer range {layers:?} invalid for a model of {} layers",
+                self.blocks.len()
+            )));
+        }
+        match pass.input {
+            None if layers.start != 0 => {
+                return Err(ModelError::input(
+                    "a pass starting after layer 0 needs input hidden states",
+                ))
+            }
+            Some(h) if h.dims() != [n, self.config.hidden_size] => {
+                return Err(ModelError::input(format!(
+                    "input hidden states have shape {:?}, expected [{n}, {}]",
+                    h.dims(),
+                    self.config.hidden_size
+                )))
+            }
+            _ => {}
+        }
+        let within = |r: &Range<usize>, outer: &Range<usize>| {
+            r.start <= r.end && r.start >= outer.start && r.end <= outer.end
+        };
+        if !within(attend, &(0..total)) {
+            return Err(ModelError::input(format!(
+                "attend range {attend:?} outside the {total} slots"
+            )));
+        }
+        if let Some(&s) = pass.rows.slots.iter().find(|s| !attend.contains(s)) {
+            return Err(ModelError::input(format!(
+                "row slot {s} lies outside the attend range {attend:?}"
+            )));
+        }
+        match &pass.observe {
+            Observe::Attention(r) if !within(r, attend) => Err(ModelError::input(format!(
+                "observed key range {r:?} outside the attended slots {attend:?}"
+            ))),
+            Observe::Scores(r) if !within(r, &(0..total)) => Err(ModelError::input(format!(
+                "scored key range {r:?} outside the {total} slots"
+            ))),
+            _ => Ok(()),
+        }
     }
 }

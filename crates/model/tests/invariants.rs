@@ -1,9 +1,7 @@
 //! The runtime's invariants on tiny random models (f32, tolerance 1e-4).
 
-mod common;
-
 use candle_core::Tensor;
-use common::{max_abs_diff, tiny, tokens, Tiny, ALL};
+use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
 use prophetkv_model::{ModelError, Rows};
 
 const TOL: f32 = 1e-4;
@@ -64,7 +62,7 @@ fn batched_decode_equals_decoding_each_sequence_alone() {
         let b = tokens(33, 3);
         let (mut ka, _) = model.prefill(&a, &positions(0..20)).unwrap();
         let (mut kb, _) = model.prefill(&b, &positions(0..33)).unwrap();
-        let (mut ka2, mut kb2) = (ka.clone(), kb.clone());
+        let (mut ka2, mut kb2) = (ka.try_clone().unwrap(), kb.try_clone().unwrap());
         let batched = model.decode(&mut [&mut ka, &mut kb], &[5, 9]).unwrap();
         let alone_a = model.decode(&mut [&mut ka2], &[5]).unwrap();
         let alone_b = model.decode(&mut [&mut kb2], &[9]).unwrap();
@@ -100,7 +98,7 @@ fn keys_cached_at_p_and_rerotated_to_q_equal_keys_computed_at_q() {
             .map(|l| (at_p.k_raw(l).unwrap(), at_p.v(l).unwrap()))
             .collect();
         let mut moved = model.kv_from_raw(q_pos.clone(), layers).unwrap();
-        let mut direct = at_q.clone();
+        let mut direct = at_q.try_clone().unwrap();
         let a = model.decode(&mut [&mut moved], &[3]).unwrap();
         let b = model.decode(&mut [&mut direct], &[3]).unwrap();
         let d = max_abs_diff(&a, &b);
@@ -117,7 +115,7 @@ fn forward_rows_over_all_rows_equals_prefill() {
     for kind in ALL {
         let (_dir, model) = tiny(kind);
         let (mut kv, _) = model.prefill(&ids, &positions(0..50)).unwrap();
-        let reference = kv.clone();
+        let reference = kv.try_clone().unwrap();
         let out_prefill = prefill_logits(&model, &ids);
         // Overwrite every slot with the same rows: a fixed point.
         let rows = Rows {
@@ -181,7 +179,7 @@ fn sliding_window_layers_give_no_mass_outside_the_window() {
     let rows = Rows::append(&ids[29..], &[29], 29);
     let out = model.forward_rows(&mut kv, &rows, Some(0..30)).unwrap();
     let attention = out.attention.unwrap();
-    let window = common::WINDOW;
+    let window = prophetkv_model::testing::WINDOW;
     for (l, mass) in attention.iter().enumerate() {
         let m = mass.to_vec2::<f32>().unwrap();
         let outside: f32 = m[0][..30 - window].iter().sum();
@@ -217,7 +215,7 @@ fn malformed_rows_are_errors_not_panics() {
             slots: vec![3, 3],
         },
         Rows {
-            tokens: vec![common::VOCAB as u32],
+            tokens: vec![prophetkv_model::testing::VOCAB as u32],
             positions: vec![10],
             slots: vec![10],
         },

@@ -18,7 +18,7 @@ use crate::Result;
 
 /// Query rows per chunk. Large enough for efficient GEMMs, small enough that a
 /// sliding window skips most keys.
-const QUERY_CHUNK: usize = 256;
+const QUERY_CHUNK: usize = 128;
 
 /// One block of query rows and the key slots they read.
 #[derive(Debug)]
@@ -37,17 +37,20 @@ pub(crate) struct AttnPlan {
 }
 
 impl AttnPlan {
-    /// Plans attention of rows at `query_pos` over keys at `key_pos`.
-    /// With `whole` set, one chunk covers all rows and all keys (needed when the
-    /// caller observes attention probabilities over a fixed key range).
+    /// Plans attention of rows at `query_pos` over the key slots `allowed`
+    /// (positions `key_pos`, all slots). With `whole` set, one chunk covers
+    /// all rows and every allowed key (needed to observe attention over a
+    /// fixed key range).
     pub(crate) fn new(
         query_pos: &[u32],
         key_pos: &[u32],
+        allowed: Range<usize>,
         window: Option<usize>,
         whole: bool,
         device: &Device,
     ) -> Result<Self> {
-        let keys_sorted = key_pos.windows(2).all(|w| w[0] <= w[1]);
+        let keys_in = &key_pos[allowed.clone()];
+        let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
         let chunk = if whole || !keys_sorted {
             query_pos.len().max(1)
         } else {
@@ -56,11 +59,12 @@ impl AttnPlan {
         let mut chunks = Vec::new();
         for start in (0..query_pos.len()).step_by(chunk) {
             let rows = start..(start + chunk).min(query_pos.len());
-            let keys = if whole || !keys_sorted {
-                0..key_pos.len()
+            let local = if whole || !keys_sorted {
+                0..keys_in.len()
             } else {
-                visible_key_range(&query_pos[rows.clone()], key_pos, window)
+                visible_key_range(&query_pos[rows.clone()], keys_in, window)
             };
+            let keys = allowed.start + local.start..allowed.start + local.end;
             let mask = build_mask(
                 &query_pos[rows.clone()],
                 &key_pos[keys.clone()],
@@ -93,7 +97,7 @@ fn visible(query: u32, key: u32, window: Option<usize>) -> bool {
     key <= query && window.is_none_or(|w| ((query - key) as usize) < w)
 }
 
-fn build_mask(
+pub(crate) fn build_mask(
     query_pos: &[u32],
     key_pos: &[u32],
     window: Option<usize>,
@@ -130,6 +134,19 @@ pub(crate) struct AttnOutput {
     pub(crate) observed: Option<Tensor>,
 }
 
+/// What attention statistics a call returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observe {
+    /// Nothing.
+    None,
+    /// The attention probabilities the rows actually use, restricted to
+    /// these key slots (which must lie inside the slots the rows attend to).
+    Attention(Range<usize>),
+    /// A softmax of the rows' scores over these key slots alone (position
+    /// mask and window applied), whatever the rows attend to.
+    Scores(Range<usize>),
+}
+
 /// Scaled dot-product attention of `q` `(rows, heads, head_dim)` (already
 /// rotated and scaled) over `k`, `v` `(keys, kv_heads, head_dim)`.
 pub(crate) fn attend(
@@ -137,7 +154,7 @@ pub(crate) fn attend(
     k: &Tensor,
     v: &Tensor,
     plan: &AttnPlan,
-    observe: Option<&Range<usize>>,
+    observe: &ObserveCtx<'_>,
 ) -> Result<AttnOutput> {
     let (_, heads, head_dim) = q.dims3()?;
     let (num_keys, kv_heads, _) = k.dims3()?;
@@ -165,10 +182,11 @@ pub(crate) fn attend(
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        if let Some(range) = observe {
-            // `whole` plans have one chunk spanning every key.
+        if let Observe::Attention(range) = observe.what {
+            // `whole` plans have one chunk spanning every allowed key.
+            let offset = range.start - chunk.keys.start;
             let mean = probs.mean(0)?;
-            observed = Some(mean.narrow(1, range.start, range.len())?);
+            observed = Some(mean.narrow(1, offset, range.len())?);
         }
         let out = probs
             .reshape((kv_heads, group * n, r))?
@@ -185,7 +203,52 @@ pub(crate) fn attend(
     } else {
         Tensor::cat(&outs, 0)?
     };
+    if let Observe::Scores(range) = observe.what {
+        observed = Some(score_softmax(q, k, range, observe)?);
+    }
     Ok(AttnOutput { out, observed })
+}
+
+/// Inputs of an observation beyond the plan: the positions it masks by.
+pub(crate) struct ObserveCtx<'a> {
+    pub(crate) what: &'a Observe,
+    pub(crate) query_pos: &'a [u32],
+    pub(crate) key_pos: &'a [u32],
+    pub(crate) window: Option<usize>,
+}
+
+/// Head-averaged softmax of `q`'s scores over the key slots `range` only.
+fn score_softmax(
+    q: &Tensor,
+    k: &Tensor,
+    range: &Range<usize>,
+    ctx: &ObserveCtx<'_>,
+) -> Result<Tensor> {
+    let (n, heads, head_dim) = q.dims3()?;
+    let kv_heads = k.dim(1)?;
+    let group = heads / kv_heads;
+    let r = range.len();
+    let qg = q
+        .reshape((n, kv_heads, group, head_dim))?
+        .permute((1, 2, 0, 3))?
+        .contiguous()?
+        .reshape((kv_heads, group * n, head_dim))?;
+    let kr = k.narrow(0, range.start, r)?.permute((1, 2, 0))?;
+    let scores = qg.matmul(&kr)?.reshape((heads, n, r))?;
+    let mask = build_mask(
+        ctx.query_pos,
+        &ctx.key_pos[range.clone()],
+        ctx.window,
+        q.device(),
+    )?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(&m)?,
+        None => scores,
+    };
+    // A row that sees none of the range would be all -inf: give it zeros.
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = probs.eq(&probs)?.where_cond(&probs, &probs.zeros_like()?)?;
+    Ok(probs.mean(0)?)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use candle_core::Tensor;
 
-use super::attention::{attend, AttnPlan};
+use super::attention::{attend, AttnPlan, Observe, ObserveCtx};
 use super::linear::Linear;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
@@ -52,6 +52,8 @@ pub(crate) struct SeqRows<'a> {
     pub(crate) kv: &'a mut Kv,
     /// Slot of each row (overwrites first, then appends in order).
     pub(crate) slots: Vec<usize>,
+    /// Position of each row.
+    pub(crate) positions: Vec<u32>,
     /// Attention plan per layer kind.
     pub(crate) plans: Vec<AttnPlan>,
 }
@@ -62,11 +64,25 @@ pub(crate) struct CallContext<'a> {
     pub(crate) ropes: &'a [Rope],
     /// Angles of every row of the call, per layer kind.
     pub(crate) angles: &'a [RopeAngles],
-    /// Key slot range whose attention probabilities are returned (single-sequence calls).
-    pub(crate) observe: Option<&'a Range<usize>>,
+    /// Sliding window per layer kind.
+    pub(crate) windows: &'a [Option<usize>],
+    /// What attention statistics to return (single-sequence calls).
+    pub(crate) observe: &'a Observe,
 }
 
 impl Block {
+    /// Pre-RoPE keys `(rows, kv_heads, head_dim)` of hidden states entering this block.
+    pub(crate) fn keys(&self, x: &Tensor) -> Result<Tensor> {
+        let a = &self.attn;
+        let n = x.dim(0)?;
+        let h = self.attn_norm.forward(x)?;
+        let k = a.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+        match &a.k_norm {
+            Some(norm) => norm.forward(&k),
+            None => Ok(k),
+        }
+    }
+
     /// Runs `x` `(rows, hidden)` through the block as layer `layer`; returns the
     /// new hidden state and, if observed, `(rows, observed keys)` attention mass.
     pub(crate) fn forward(
@@ -104,12 +120,18 @@ impl Block {
                 &k_rot.narrow(0, start, len)?,
                 &v.narrow(0, start, len)?,
             )?;
+            let observe = ObserveCtx {
+                what: ctx.observe,
+                query_pos: &seq.positions,
+                key_pos: &seq.kv.positions,
+                window: ctx.windows[self.kind],
+            };
             let result = attend(
                 &q.narrow(0, start, len)?,
                 &cache.k.view()?,
                 &cache.v.view()?,
                 &seq.plans[self.kind],
-                ctx.observe,
+                &observe,
             )?;
             outs.push(result.out);
             observed = observed.or(result.observed);

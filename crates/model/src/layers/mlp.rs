@@ -2,6 +2,7 @@
 
 use candle_core::Tensor;
 
+use super::activation::gated;
 use super::linear::Linear;
 use crate::config::Activation;
 use crate::Result;
@@ -17,11 +18,7 @@ pub(crate) struct Mlp {
 impl Mlp {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = self.gate.forward(x)?;
-        let gate = match self.activation {
-            Activation::GeluTanh => gate.gelu()?,
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-        };
         let up = self.up.forward(x)?;
-        self.down.forward(&(gate * up)?)
+        self.down.forward(&gated(&gate, &up, self.activation)?)
     }
 }

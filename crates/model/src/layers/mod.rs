@@ -3,6 +3,7 @@
 //! Every layer works on rows: a `(rows, width)` hidden state where each row
 //! carries its own position. Nothing here owns a KV cache.
 
+pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod block;
 pub(crate) mod linear;

@@ -1,22 +1,27 @@
-//! Tiny random models, written as safetensors + config.json to a temp dir and
-//! loaded through the normal loader.
-
-#![allow(dead_code)]
+//! Tiny random models for tests (feature `testing`): written as safetensors +
+//! config.json to a temp dir and loaded through the normal loader, so tests
+//! exercise the real loading path without any download.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::{load_model, LoadOptions, Model, WeightPath};
 use candle_core::{Device, Tensor};
-use prophetkv_model::{load_model, LoadOptions, Model, WeightPath};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+/// Vocabulary size.
 pub const VOCAB: usize = 64;
+/// Width of the residual stream.
 pub const HIDDEN: usize = 32;
+/// Width of the MLP.
 pub const FFN: usize = 64;
+/// Query heads.
 pub const HEADS: usize = 4;
+/// Key/value heads.
 pub const KV_HEADS: usize = 2;
+/// Width of a head.
 pub const HEAD_DIM: usize = 16;
 /// Smaller than the test sequences, so windowed layers really mask.
 pub const WINDOW: usize = 8;
@@ -34,6 +39,7 @@ pub enum Tiny {
     Qwen2,
 }
 
+/// Every tiny family.
 pub const ALL: [Tiny; 4] = [Tiny::Gemma3, Tiny::Llama, Tiny::Qwen3, Tiny::Qwen2];
 
 fn config(kind: Tiny) -> serde_json::Value {
@@ -174,6 +180,7 @@ pub fn tokens(n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect()
 }
 
+/// Largest absolute element difference of two same-shaped tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
     (a - b)

@@ -1,0 +1,141 @@
+//! `prophetkv generate` as a user runs it: JSON output and one-line errors.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::quantized::gguf_file;
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("PROPHETKV_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run scripts/fetch-model.sh",
+        path.display()
+    );
+    path
+}
+
+fn generate(model: &Path, prompt: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(["generate", "--model"])
+        .arg(model)
+        .args(["--prompt", prompt])
+        .args(extra)
+        .env_remove("PROPHETKV_MODEL")
+        .output()
+        .expect("run prophetkv")
+}
+
+/// Asserts a clean failure: non-zero exit, one stderr line containing `needle`, no panic.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "{stderr:?} does not mention {needle:?}"
+    );
+}
+
+#[test]
+fn json_output_has_prompt_ids_output_ids_text_and_descending_top_logits() {
+    let out = generate(
+        &model_path(),
+        "The capital of France is",
+        &["--max-tokens", "4", "--top-logprobs", "5", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["prompt_ids"][0], 2, "BOS first");
+    assert_eq!(v["output_ids"].as_array().unwrap().len(), 4);
+    assert!(v["text"].as_str().is_some());
+    let top = v["first_step_top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(
+        logits.windows(2).all(|w| w[0] >= w[1]),
+        "not descending: {logits:?}"
+    );
+    assert_eq!(top[0][0], v["output_ids"][0], "greedy picks the top logit");
+}
+
+#[test]
+fn missing_model_file_is_a_one_line_error() {
+    let out = generate(Path::new("/nonexistent/model.gguf"), "hi", &[]);
+    assert_one_line_error(&out, "cannot read model at /nonexistent/model.gguf");
+}
+
+#[test]
+fn file_that_is_not_a_model_is_a_one_line_error() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"this is not a gguf file at all").unwrap();
+    let out = generate(f.path(), "hi", &[]);
+    assert_one_line_error(&out, "not a GGUF file");
+}
+
+#[test]
+fn truncated_gguf_is_a_one_line_error() {
+    let bytes = std::fs::read(model_path()).unwrap();
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    let out = generate(f.path(), "hi", &[]);
+    assert_one_line_error(&out, "truncated");
+}
+
+#[test]
+fn unknown_architecture_is_a_one_line_error() {
+    // GGUF naming an architecture we do not implement.
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    let arch = gguf_file::Value::String("phi3".into());
+    gguf_file::write(f.as_file_mut(), &[("general.architecture", &arch)], &[]).unwrap();
+    let out = generate(f.path(), "hi", &[]);
+    assert_one_line_error(&out, "unsupported architecture \"phi3\"");
+
+    // And a Hugging Face directory of an unknown model type.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "gpt_neox"}"#,
+    )
+    .unwrap();
+    let out = generate(dir.path(), "hi", &[]);
+    assert_one_line_error(&out, "unsupported architecture \"gpt_neox\"");
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_a_one_line_error() {
+    // Gemma 3 270M has a 32,768-token context; Gemma splits digits, so this
+    // 40,000-byte prompt (under the OS's argument limit) is 40,000 tokens.
+    let prompt = "0123456789".repeat(4_000);
+    let out = generate(&model_path(), &prompt, &[]);
+    assert_one_line_error(&out, "exceeds the model's context of 32768 tokens");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [vec!["--help"], vec!["generate", "--help"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}

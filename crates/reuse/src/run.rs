@@ -1,0 +1,423 @@
+//! One request through assembly, selection and recomputation.
+//!
+//! Every strategy ends the same way: the chosen rows, the fresh rows and the
+//! question run through the layers against the assembled cache, overwriting
+//! their slots; the last question row gives the first answer token's logits
+//! and the cache is ready for decoding.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use prophetkv_model::{Forward, Kv, Observe, Rows};
+
+use crate::backbone::Backbone;
+use crate::cache::DocCache;
+use crate::layout::{assemble, Layout, Piece};
+use crate::select::{budget, fuse, leading_rows, normalise, random_rows, top_blocks, top_k_stable};
+use crate::stats::{ReuseStats, StageTimings};
+use crate::strategy::{Granularity, Probe, ReuseConfig, StrategyKind};
+use crate::{Result, ReuseError};
+
+/// A request: anchor, documents and fresh pieces in order, then the question.
+#[derive(Debug, Clone, Copy)]
+pub struct ReuseRequest<'a> {
+    /// BOS + instruction prefix, cached once.
+    pub anchor: &'a DocCache,
+    /// Documents and fresh segments between the anchor and the question.
+    pub pieces: &'a [Piece<'a>],
+    /// The question; the answer starts after its last token.
+    pub query: &'a [u32],
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct ReuseOutput {
+    /// The corrected cache, ready for decoding.
+    pub kv: Kv,
+    /// Logits `(1, vocab)` of the first answer token.
+    pub logits: Tensor,
+    /// Where every row lives.
+    pub layout: Layout,
+    /// Stage I's fused score of every eligible row (ProphetKV and CacheBlend).
+    pub scores: Option<Vec<f32>>,
+    /// Counts, choices and timings.
+    pub stats: ReuseStats,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+/// Layer-0 outputs of CacheBlend's selection pass, by slot (ascending).
+struct LayerZero {
+    hidden: Tensor,
+    slots: Vec<usize>,
+}
+
+/// What a strategy chose before the recompute.
+struct Selection {
+    /// Eligible slots to recompute, ascending.
+    slots: Vec<usize>,
+    /// Stage I score of every eligible row, when the strategy scores.
+    scores: Option<Vec<f32>>,
+    /// CacheBlend: the recompute continues from layer 1 with these.
+    layer_zero: Option<LayerZero>,
+}
+
+/// Runs `request` with `config`'s strategy.
+pub fn run(
+    model: &impl Backbone,
+    request: &ReuseRequest<'_>,
+    config: &ReuseConfig,
+    device: &Device,
+) -> Result<ReuseOutput> {
+    let num_layers = model.num_layers();
+    config.validate(num_layers)?;
+    let started = Instant::now();
+    let layout = Layout::new(
+        request.anchor,
+        request.pieces,
+        request.query,
+        config.first_doc_eligible,
+    )?;
+    if layout.len() > model.max_position() {
+        return Err(ReuseError::ContextOverflow {
+            len: layout.len(),
+            max: model.max_position(),
+        });
+    }
+    let mut timings = StageTimings::default();
+    let mut rows_per_layer = vec![0usize; num_layers];
+
+    let (kv, selection, hidden) = if config.strategy == StrategyKind::Full {
+        // The reference: a plain prefill of the same ids, no cache involved.
+        let mut kv = model.new_kv()?;
+        let slots: Vec<usize> = (0..layout.len()).collect();
+        let t = Instant::now();
+        let hidden = forward_slots(
+            model,
+            &mut kv,
+            &layout,
+            &slots,
+            None,
+            0..num_layers,
+            &mut rows_per_layer,
+        )?;
+        timings.recompute_ms = ms(t);
+        let selection = Selection {
+            slots: layout.eligible.clone(),
+            scores: None,
+            layer_zero: None,
+        };
+        (kv, selection, hidden)
+    } else {
+        let mut kv = assemble(model, &layout, request.anchor, request.pieces, device)?;
+        timings.assembly_ms = ms(started);
+        let t = Instant::now();
+        let selection = select(model, &mut kv, &layout, config, &mut rows_per_layer)?;
+        timings.probe_ms = ms(t);
+        let t = Instant::now();
+        let hidden = recompute(
+            model,
+            &mut kv,
+            &layout,
+            &selection,
+            device,
+            &mut rows_per_layer,
+        )?;
+        timings.recompute_ms = ms(t);
+        (kv, selection, hidden)
+    };
+
+    let t = Instant::now();
+    let logits = model.logits(&hidden)?;
+    timings.first_token_ms = ms(t);
+    let stats = stats(config, &layout, &selection.slots, rows_per_layer, timings);
+    Ok(ReuseOutput {
+        kv,
+        logits,
+        layout,
+        scores: selection.scores,
+        stats,
+    })
+}
+
+/// The strategy's choice of eligible rows (Stage I where it has one).
+fn select(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    config: &ReuseConfig,
+    rows_per_layer: &mut [usize],
+) -> Result<Selection> {
+    let k = budget(config.ratio, layout.eligible.len());
+    let plain = |chosen: Vec<usize>| Selection {
+        slots: pick(&layout.eligible, &chosen),
+        scores: None,
+        layer_zero: None,
+    };
+    Ok(match config.strategy {
+        StrategyKind::Full | StrategyKind::Naive => plain(Vec::new()),
+        StrategyKind::ProphetKv => {
+            let scores = probe(model, kv, layout, config, rows_per_layer)?;
+            let chosen = match config.prophet.granularity {
+                Granularity::Token => top_k_stable(&scores, k),
+                Granularity::Block(b) => top_blocks(&scores, &eligible_groups(layout), b, k),
+            };
+            Selection {
+                slots: pick(&layout.eligible, &chosen),
+                scores: Some(scores),
+                layer_zero: None,
+            }
+        }
+        StrategyKind::CacheBlend => {
+            let (scores, layer_zero) = key_deviation(model, kv, layout, rows_per_layer)?;
+            Selection {
+                slots: pick(&layout.eligible, &top_k_stable(&scores, k)),
+                scores: Some(scores),
+                layer_zero: Some(layer_zero),
+            }
+        }
+        StrategyKind::Epic => plain(leading_rows(&eligible_groups(layout), config.epic_rows, k)),
+        StrategyKind::Random => plain(random_rows(layout.eligible.len(), k, config.seed)),
+    })
+}
+
+/// Stage II: the selection, the fresh rows and the question through the
+/// layers; returns the last question row's final hidden state.
+fn recompute(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    selection: &Selection,
+    device: &Device,
+    rows_per_layer: &mut [usize],
+) -> Result<Tensor> {
+    let num_layers = model.num_layers();
+    let mut slots: Vec<usize> = selection
+        .slots
+        .iter()
+        .copied()
+        .chain(layout.fresh.iter().copied())
+        .chain(layout.query.clone())
+        .collect();
+    slots.sort_unstable();
+    let Some(zero) = &selection.layer_zero else {
+        return forward_slots(
+            model,
+            kv,
+            layout,
+            &slots,
+            None,
+            0..num_layers,
+            rows_per_layer,
+        );
+    };
+    if num_layers == 1 {
+        // A one-layer model: the layer-0 pass already computed every row.
+        return Ok(zero.hidden.narrow(0, zero.slots.len() - 1, 1)?);
+    }
+    // CacheBlend continues from layer 1 with the layer-0 outputs.
+    let index = slots
+        .iter()
+        .map(|s| zero.slots.binary_search(s).map(|i| i as u32))
+        .collect::<std::result::Result<Vec<u32>, _>>()
+        .map_err(|_| ReuseError::Option {
+            name: "cacheblend",
+            reason: "a recomputed row is missing from the layer-0 pass".into(),
+        })?;
+    let input = zero.hidden.index_select(&Tensor::new(index, device)?, 0)?;
+    forward_slots(
+        model,
+        kv,
+        layout,
+        &slots,
+        Some(&input),
+        1..num_layers,
+        rows_per_layer,
+    )
+}
+
+/// Runs the rows at `slots` (ascending) through `layers`; returns the hidden
+/// state of the last one, `(1, hidden)`.
+fn forward_slots(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    slots: &[usize],
+    input: Option<&Tensor>,
+    layers: std::ops::Range<usize>,
+    rows_per_layer: &mut [usize],
+) -> Result<Tensor> {
+    let rows = rows_at(layout, slots);
+    let mut pass = Forward::new(&rows, model.num_layers());
+    pass.input = input;
+    pass.layers = layers.clone();
+    let out = model.forward(kv, &pass)?;
+    for l in layers {
+        rows_per_layer[l] += slots.len();
+    }
+    Ok(out.hidden.narrow(0, slots.len() - 1, 1)?)
+}
+
+fn rows_at(layout: &Layout, slots: &[usize]) -> Rows {
+    Rows {
+        tokens: slots.iter().map(|&s| layout.tokens[s]).collect(),
+        positions: slots.iter().map(|&s| s as u32).collect(),
+        slots: slots.to_vec(),
+    }
+}
+
+/// `eligible[i]` for each chosen index `i`.
+fn pick(eligible: &[usize], chosen: &[usize]) -> Vec<usize> {
+    chosen.iter().map(|&i| eligible[i]).collect()
+}
+
+/// Number of eligible rows in each eligible document, in order.
+fn eligible_groups(layout: &Layout) -> Vec<usize> {
+    layout
+        .documents
+        .iter()
+        .map(|d| layout.eligible.iter().filter(|s| d.contains(s)).count())
+        .filter(|&n| n > 0)
+        .collect()
+}
+
+/// ProphetKV Stage I: the question's attention over the uncorrected context,
+/// per layer summed over question rows, restricted to eligible rows,
+/// normalised, then fused over the scoring layers.
+fn probe(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    config: &ReuseConfig,
+    rows_per_layer: &mut [usize],
+) -> Result<Vec<f32>> {
+    let num_layers = model.num_layers();
+    let q = layout.query.len();
+    let (slots, observe, attend): (Vec<usize>, Observe, Option<std::ops::Range<usize>>) =
+        match config.prophet.probe {
+            Probe::Attend => {
+                let slots = layout
+                    .fresh
+                    .iter()
+                    .copied()
+                    .chain(layout.query.clone())
+                    .collect();
+                (slots, Observe::Attention(0..layout.len()), None)
+            }
+            Probe::Isolated => (
+                layout.query.clone().collect(),
+                Observe::Scores(0..layout.query.start),
+                Some(layout.query.clone()),
+            ),
+        };
+    let rows = rows_at(layout, &slots);
+    let mut pass = Forward::new(&rows, num_layers);
+    pass.observe = observe;
+    pass.attend = attend;
+    let out = model.forward(kv, &pass)?;
+    rows_per_layer.iter_mut().for_each(|r| *r += slots.len());
+    let attention = out.attention.unwrap_or_default();
+    let layers: Vec<usize> = match &config.prophet.score_layers {
+        Some(list) => list.clone(),
+        None => (0..num_layers).collect(),
+    };
+    let mut per_layer = Vec::with_capacity(layers.len());
+    for l in layers {
+        let mass = &attention[l];
+        let n = mass.dim(0)?;
+        let summed: Vec<f32> = mass.narrow(0, n - q, q)?.sum(0)?.to_vec1()?;
+        let mut scores: Vec<f32> = layout.eligible.iter().map(|&s| summed[s]).collect();
+        normalise(&mut scores);
+        per_layer.push(scores);
+    }
+    Ok(fuse(&per_layer, config.prophet.fusion))
+}
+
+/// CacheBlend's selection pass: layer 0 for every document, fresh and
+/// question row; then each row's layer-1 key deviation from its cached key
+/// (squared L2, summed over heads). Returns the deviation of every eligible
+/// row and the layer-0 outputs with their slots.
+fn key_deviation(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    rows_per_layer: &mut [usize],
+) -> Result<(Vec<f32>, LayerZero)> {
+    let mut slots: Vec<usize> = layout
+        .documents
+        .iter()
+        .flat_map(|d| d.clone())
+        .chain(layout.fresh.iter().copied())
+        .chain(layout.query.clone())
+        .collect();
+    slots.sort_unstable();
+    let rows = rows_at(layout, &slots);
+    let mut pass = Forward::new(&rows, model.num_layers());
+    pass.layers = 0..1;
+    let h1 = model.forward(kv, &pass)?.hidden;
+    rows_per_layer[0] += slots.len();
+    if model.num_layers() < 2 {
+        let zero = LayerZero { hidden: h1, slots };
+        return Ok((vec![0.0; layout.eligible.len()], zero));
+    }
+    let new_k = model.layer_keys(1, &h1, &rows.positions)?;
+    let index = Tensor::new(
+        slots.iter().map(|&s| s as u32).collect::<Vec<_>>(),
+        h1.device(),
+    )?;
+    let cached = kv.k(1)?.index_select(&index, 0)?;
+    let deviation: Vec<f32> = (new_k - cached)?
+        .sqr()?
+        .flatten_from(1)?
+        .sum(1)?
+        .to_vec1()?;
+    let scores = layout
+        .eligible
+        .iter()
+        .map(|s| slots.binary_search(s).map(|i| deviation[i]).unwrap_or(0.0))
+        .collect();
+    Ok((scores, LayerZero { hidden: h1, slots }))
+}
+
+fn stats(
+    config: &ReuseConfig,
+    layout: &Layout,
+    selected: &[usize],
+    rows_per_layer: Vec<usize>,
+    timings: StageTimings,
+) -> ReuseStats {
+    let full = config.strategy == StrategyKind::Full;
+    let selected_positions = layout
+        .documents
+        .iter()
+        .map(|d| {
+            selected
+                .iter()
+                .filter(|s| d.contains(s))
+                .map(|&s| s as u32)
+                .collect()
+        })
+        .collect();
+    let doc_rows = layout.document_rows();
+    let recomputed = if full {
+        layout.len()
+    } else {
+        selected.len() + layout.fresh.len() + layout.query.len()
+    };
+    ReuseStats {
+        strategy: config.strategy,
+        ratio: config.ratio,
+        context_tokens: layout.len(),
+        eligible: layout.eligible.len(),
+        selected: selected.len(),
+        fresh: layout.fresh.len(),
+        query: layout.query.len(),
+        reused: if full { 0 } else { doc_rows - selected.len() },
+        recomputed,
+        selected_positions,
+        rows_per_layer,
+        timings,
+    }
+}

@@ -1,0 +1,182 @@
+//! Which rows to recompute: the strategies and their options, as config values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::{Result, ReuseError};
+
+/// A recomputation strategy (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    /// Compute every row: the reference.
+    Full,
+    /// Compute only fresh rows and the query.
+    Naive,
+    /// Query-driven two-stage selection (the product's default).
+    #[serde(rename = "prophetkv")]
+    ProphetKv,
+    /// Rows whose layer-1 keys deviate most from the cache.
+    #[serde(rename = "cacheblend")]
+    CacheBlend,
+    /// The first rows of every document.
+    Epic,
+    /// Seeded random rows: the floor any smart strategy must beat.
+    Random,
+}
+
+impl StrategyKind {
+    /// Every strategy, in a stable order.
+    pub const ALL: [StrategyKind; 6] = [
+        StrategyKind::Full,
+        StrategyKind::Naive,
+        StrategyKind::ProphetKv,
+        StrategyKind::CacheBlend,
+        StrategyKind::Epic,
+        StrategyKind::Random,
+    ];
+
+    /// The name used in configs, the CLI and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Full => "full",
+            StrategyKind::Naive => "naive",
+            StrategyKind::ProphetKv => "prophetkv",
+            StrategyKind::CacheBlend => "cacheblend",
+            StrategyKind::Epic => "epic",
+            StrategyKind::Random => "random",
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = ReuseError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| ReuseError::UnknownStrategy(s.to_string()))
+    }
+}
+
+/// How ProphetKV's Stage I obtains the query's attention over the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// The query (and fresh rows) run against the assembled, uncorrected context.
+    Attend,
+    /// The query runs alone; its scores against the cached keys are read off.
+    Isolated,
+}
+
+/// How per-layer scores become one score per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Mean over the scoring layers.
+    Mean,
+    /// Max over the scoring layers.
+    Max,
+}
+
+/// Unit of selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// Individual rows.
+    Token,
+    /// Runs of this many consecutive rows within a document, scored by their sum.
+    Block(usize),
+}
+
+/// ProphetKV's options.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProphetOptions {
+    /// Stage I mode.
+    pub probe: Probe,
+    /// Layer fusion.
+    pub fusion: Fusion,
+    /// Layers whose scores count (`None`: all).
+    pub score_layers: Option<Vec<usize>>,
+    /// Selection unit.
+    pub granularity: Granularity,
+}
+
+impl Default for ProphetOptions {
+    fn default() -> Self {
+        Self {
+            probe: Probe::Attend,
+            fusion: Fusion::Mean,
+            score_layers: None,
+            granularity: Granularity::Token,
+        }
+    }
+}
+
+/// Everything a reuse run is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReuseConfig {
+    /// The strategy.
+    pub strategy: StrategyKind,
+    /// Fraction of eligible rows to recompute, in `[0, 1]`.
+    pub ratio: f64,
+    /// Whether a document directly after the anchor may be recomputed (its cache is exact).
+    pub first_doc_eligible: bool,
+    /// ProphetKV's options.
+    pub prophet: ProphetOptions,
+    /// EPIC: fixed rows per document; `None` spreads the ratio's budget over documents.
+    pub epic_rows: Option<usize>,
+    /// Seed of `random`.
+    pub seed: u64,
+}
+
+impl Default for ReuseConfig {
+    fn default() -> Self {
+        Self {
+            strategy: StrategyKind::ProphetKv,
+            ratio: 0.2,
+            first_doc_eligible: false,
+            prophet: ProphetOptions::default(),
+            epic_rows: None,
+            seed: 0,
+        }
+    }
+}
+
+impl ReuseConfig {
+    /// Rejects values no run can use, naming the option.
+    pub fn validate(&self, num_layers: usize) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.ratio) || self.ratio.is_nan() {
+            return Err(ReuseError::Ratio(self.ratio));
+        }
+        if let Granularity::Block(0) = self.prophet.granularity {
+            return Err(ReuseError::Option {
+                name: "block size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(layers) = &self.prophet.score_layers {
+            if layers.is_empty() {
+                return Err(ReuseError::Option {
+                    name: "score layers",
+                    reason: "must name at least one layer".into(),
+                });
+            }
+            if let Some(&l) = layers.iter().find(|&&l| l >= num_layers) {
+                return Err(ReuseError::Option {
+                    name: "score layers",
+                    reason: format!("layer {l} does not exist (the model has {num_layers})"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! DESIGN.md §3's invariants on tiny random models (f32, tolerance 1e-4).
+
+use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
+use prophetkv_model::Model;
+use prophetkv_reuse::{
+    run, DocCache, Granularity, Piece, Probe, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest,
+    StrategyKind,
+};
+
+const TOL: f32 = 1e-4;
+
+/// Anchor, three documents separated by fresh gaps, and a question.
+struct Fixture {
+    anchor: DocCache,
+    docs: Vec<DocCache>,
+    gap: Vec<u32>,
+    query: Vec<u32>,
+}
+
+impl Fixture {
+    fn new(model: &Model, doc_lens: &[usize]) -> Self {
+        let anchor_ids = vec![1, 2, 3];
+        let anchor = DocCache::compute(model, &[], &anchor_ids).unwrap();
+        let docs = doc_lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                DocCache::compute(model, &anchor_ids, &tokens(n, 10 + i as u64)).unwrap()
+            })
+            .collect();
+        Self {
+            anchor,
+            docs,
+            gap: vec![5, 6],
+            query: tokens(6, 99),
+        }
+    }
+
+    fn pieces(&self) -> Vec<Piece<'_>> {
+        let mut pieces = Vec::new();
+        for (i, d) in self.docs.iter().enumerate() {
+            if i > 0 {
+                pieces.push(Piece::Fresh(&self.gap));
+            }
+            pieces.push(Piece::Document(d));
+        }
+        pieces
+    }
+
+    fn run(&self, model: &Model, config: &ReuseConfig) -> ReuseOutput {
+        let pieces = self.pieces();
+        let request = ReuseRequest {
+            anchor: &self.anchor,
+            pieces: &pieces,
+            query: &self.query,
+        };
+        run(model, &request, config, model.device()).unwrap()
+    }
+}
+
+fn config(strategy: StrategyKind, ratio: f64) -> ReuseConfig {
+    ReuseConfig {
+        strategy,
+        ratio,
+        ..ReuseConfig::default()
+    }
+}
+
+/// Last-row logits of a plain prefill of `ids`.
+fn plain_prefill(model: &Model, ids: &[u32]) -> candle_core::Tensor {
+    let positions: Vec<u32> = (0..ids.len() as u32).collect();
+    let (_, last) = model.prefill(ids, &positions).unwrap();
+    model.logits(&last).unwrap()
+}
+
+#[test]
+fn full_equals_plain_prefill() {
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[20, 25, 30]);
+        let out = f.run(&model, &config(StrategyKind::Full, 0.2));
+        let d = max_abs_diff(&out.logits, &plain_prefill(&model, &out.layout.tokens));
+        assert!(
+            d < TOL,
+            "{kind:?}: full differs from a plain prefill by {d}"
+        );
+        assert_eq!(out.stats.recomputed, out.layout.len());
+    }
+}
+
+#[test]
+fn every_budgeted_strategy_at_ratio_one_equals_full_and_decodes_the_same() {
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[20, 25, 30]);
+        let full = f.run(&model, &config(StrategyKind::Full, 1.0));
+        let mut full_kv = full.kv.try_clone().unwrap();
+        let full_next = model.decode(&mut [&mut full_kv], &[7]).unwrap();
+        for strategy in [
+            StrategyKind::ProphetKv,
+            StrategyKind::CacheBlend,
+            StrategyKind::Epic,
+            StrategyKind::Random,
+        ] {
+            let mut out = f.run(&model, &config(strategy, 1.0));
+            assert_eq!(
+                out.stats.selected, out.stats.eligible,
+                "{kind:?} {strategy}"
+            );
+            let d = max_abs_diff(&out.logits, &full.logits);
+            assert!(
+                d < TOL,
+                "{kind:?} {strategy}: first-token logits differ from full by {d}"
+            );
+            for l in 0..out.kv.num_layers() {
+                let dk = max_abs_diff(&out.kv.k(l).unwrap(), &full.kv.k(l).unwrap());
+                let dv = max_abs_diff(&out.kv.v(l).unwrap(), &full.kv.v(l).unwrap());
+                assert!(
+                    dk < TOL && dv < TOL,
+                    "{kind:?} {strategy} layer {l}: K/V differ by {dk}/{dv}"
+                );
+            }
+            let next = model.decode(&mut [&mut out.kv], &[7]).unwrap();
+            let d = max_abs_diff(&next, &full_next);
+            assert!(
+                d < TOL,
+                "{kind:?} {strategy}: decode after Stage II differs by {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_document_with_naive_equals_full() {
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[40]);
+        let naive = f.run(&model, &config(StrategyKind::Naive, 0.0));
+        let full = f.run(&model, &config(StrategyKind::Full, 0.0));
+        let d = max_abs_diff(&naive.logits, &full.logits);
+        assert!(
+            d < TOL,
+            "{kind:?}: naive on one document differs from full by {d}"
+        );
+        assert_eq!(
+            naive.stats.eligible, 0,
+            "the first document's cache is exact"
+        );
+    }
+}
+
+#[test]
+fn assembled_layer0_keys_equal_keys_computed_in_place() {
+    // Layer-0 keys depend only on token and position: after re-rotation to
+    // their offsets, cached documents' layer-0 keys must equal a full prefill's.
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[20, 25, 30]);
+        let naive = f.run(&model, &config(StrategyKind::Naive, 0.0));
+        let full = f.run(&model, &config(StrategyKind::Full, 0.0));
+        for doc in &naive.layout.documents {
+            let a = naive
+                .kv
+                .k(0)
+                .unwrap()
+                .narrow(0, doc.start, doc.len())
+                .unwrap();
+            let b = full
+                .kv
+                .k(0)
+                .unwrap()
+                .narrow(0, doc.start, doc.len())
+                .unwrap();
+            let d = max_abs_diff(&a, &b);
+            assert!(d < TOL, "{kind:?}: re-rotated layer-0 keys differ by {d}");
+        }
+        // Later layers do differ: the documents never saw each other.
+        let last = naive.kv.num_layers() - 1;
+        let doc = naive.layout.documents[2].clone();
+        let a = naive
+            .kv
+            .k(last)
+            .unwrap()
+            .narrow(0, doc.start, doc.len())
+            .unwrap();
+        let b = full
+            .kv
+            .k(last)
+            .unwrap()
+            .narrow(0, doc.start, doc.len())
+            .unwrap();
+        assert!(
+            max_abs_diff(&a, &b) > TOL,
+            "{kind:?}: caches should be stale before recompute"
+        );
+    }
+}
+
+#[test]
+fn selection_is_deterministic() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    for strategy in [
+        StrategyKind::ProphetKv,
+        StrategyKind::CacheBlend,
+        StrategyKind::Epic,
+        StrategyKind::Random,
+    ] {
+        let a = f.run(&model, &config(strategy, 0.3));
+        let b = f.run(&model, &config(strategy, 0.3));
+        assert_eq!(
+            a.stats.selected_positions, b.stats.selected_positions,
+            "{strategy}"
+        );
+        assert_eq!(max_abs_diff(&a.logits, &b.logits), 0.0, "{strategy}");
+    }
+    let mut other_seed = config(StrategyKind::Random, 0.3);
+    other_seed.seed = 1;
+    assert_ne!(
+        f.run(&model, &other_seed).stats.selected_positions,
+        f.run(&model, &config(StrategyKind::Random, 0.3))
+            .stats
+            .selected_positions
+    );
+}
+
+#[test]
+fn rows_per_layer_match_each_strategy_plan() {
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[20, 25, 30]);
+        for strategy in StrategyKind::ALL {
+            let out = f.run(&model, &config(strategy, 0.2));
+            let s = &out.stats;
+            assert_eq!(s.eligible, 55, "documents 2 and 3 are eligible");
+            let expected_k = match strategy {
+                StrategyKind::Naive => 0,
+                StrategyKind::Full => 55,
+                _ => 11,
+            };
+            assert_eq!(s.selected, expected_k, "{kind:?} {strategy}");
+            let stage2 = s.selected + s.fresh + s.query;
+            for (l, &rows) in s.rows_per_layer.iter().enumerate() {
+                let expected = match strategy {
+                    StrategyKind::Full => out.layout.len(),
+                    // Stage I runs fresh + question rows, Stage II the selection too.
+                    StrategyKind::ProphetKv => (s.fresh + s.query) + stage2,
+                    // Layer 0 for every row; from layer 1 only the selection.
+                    StrategyKind::CacheBlend if l == 0 => 75 + s.fresh + s.query,
+                    _ => stage2,
+                };
+                assert_eq!(rows, expected, "{kind:?} {strategy} layer {l}");
+            }
+            if strategy == StrategyKind::Full {
+                assert_eq!(s.reused, 0);
+            } else {
+                assert_eq!(
+                    s.reused + s.selected,
+                    out.layout.document_rows(),
+                    "{strategy}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prophetkv_options_all_run_and_change_the_choice() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let base = f.run(&model, &config(StrategyKind::ProphetKv, 0.2));
+    let scores = base.scores.clone().unwrap();
+    let total: f32 = scores.iter().sum();
+    assert!(
+        (total - 1.0).abs() < 1e-4,
+        "fused mean scores sum to 1, got {total}"
+    );
+    let mut variants = Vec::new();
+    let mut c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.probe = Probe::Isolated;
+    variants.push(c.clone());
+    c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.fusion = prophetkv_reuse::Fusion::Max;
+    variants.push(c.clone());
+    c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.score_layers = Some(vec![2]);
+    variants.push(c.clone());
+    c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.granularity = Granularity::Block(4);
+    variants.push(c.clone());
+    for v in variants {
+        let out = f.run(&model, &v);
+        assert_eq!(out.stats.selected, 11, "{:?}", v.prophet);
+    }
+}
+
+#[test]
+fn bad_input_gives_errors() {
+    let (_dir, model) = tiny(Tiny::Llama);
+    let f = Fixture::new(&model, &[20, 25]);
+    let pieces = f.pieces();
+    let request = ReuseRequest {
+        anchor: &f.anchor,
+        pieces: &pieces,
+        query: &f.query,
+    };
+    for ratio in [-0.1, 1.5, f64::NAN] {
+        let err = run(
+            &model,
+            &request,
+            &config(StrategyKind::ProphetKv, ratio),
+            model.device(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ReuseError::Ratio(_)), "{err}");
+    }
+    assert!(matches!(
+        "magic".parse::<StrategyKind>(),
+        Err(ReuseError::UnknownStrategy(_))
+    ));
+    let err = DocCache::compute(&model, &[1, 2, 3], &[]).unwrap_err();
+    assert!(matches!(err, ReuseError::EmptyDocument { .. }), "{err}");
+    let empty_query = ReuseRequest {
+        query: &[],
+        ..request
+    };
+    let err = run(
+        &model,
+        &empty_query,
+        &config(StrategyKind::Naive, 0.2),
+        model.device(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReuseError::EmptyQuery), "{err}");
+    // Tiny models have a 1024-token context.
+    let long = tokens(1100, 3);
+    let too_long = ReuseRequest {
+        query: &long,
+        ..request
+    };
+    let err = run(
+        &model,
+        &too_long,
+        &config(StrategyKind::Naive, 0.2),
+        model.device(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ReuseError::ContextOverflow { .. }), "{err}");
+}
