@@ -1,12 +1,18 @@
-//! `prophetkv generate`: greedy continuation of one prompt.
+//! `prophetkv generate`: greedy continuation of one prompt, optionally with
+//! documents reused from their own KV caches.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use prophetkv_model::{generate_greedy, load_model, LoadOptions, TextTokenizer, WeightPath};
+use prophetkv_model::{
+    continue_greedy, generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath,
+};
+use prophetkv_reuse::{DocCache, Piece, ReuseRequest, ReuseStats};
 use serde::Serialize;
+
+use crate::strategy_args::StrategyArgs;
 
 /// Default model location, as left by `scripts/fetch-model.sh`.
 pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
@@ -35,9 +41,20 @@ pub struct GenerateArgs {
     /// Model: a GGUF file or a directory with config.json + *.safetensors + tokenizer.json.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// The prompt; BOS is added when the model uses one.
+    /// The prompt (with documents: the question, which ends where the answer starts).
     #[arg(long)]
     prompt: String,
+    /// Instruction prefix placed after BOS; with documents it is their anchor.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// A document placed between the prefix and the prompt (repeatable, in order).
+    #[arg(long = "document")]
+    documents: Vec<String>,
+    /// A JSON file holding a list of document strings (after any --document).
+    #[arg(long)]
+    documents_file: Option<PathBuf>,
+    #[command(flatten)]
+    reuse: StrategyArgs,
     /// Most tokens to generate (generation also stops at EOS).
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
@@ -58,6 +75,8 @@ struct GenerateOutput {
     output_ids: Vec<u32>,
     text: String,
     first_step_top: Vec<(u32, f32)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<ReuseStats>,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -70,34 +89,111 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let tokenizer = TextTokenizer::from_path(&args.model)
         .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
-    let loaded = started.elapsed();
-    let prompt_ids = tokenizer.prompt_ids(&args.prompt)?;
+    let config = args.reuse.config(model.config().num_layers())?;
+    let documents = read_documents(&args.documents, args.documents_file.as_deref())?;
+    tracing::info!(
+        load_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+
     let gen_start = Instant::now();
-    let generation = generate_greedy(
-        &model,
-        &prompt_ids,
+    let out = if documents.is_empty() {
+        let mut ids = tokenizer.prompt_ids(&args.prefix)?;
+        ids.extend(tokenizer.encode(&args.prompt)?);
+        let g = generate_greedy(
+            &model,
+            &ids,
+            args.max_tokens,
+            tokenizer.eos(),
+            args.top_logprobs,
+        )?;
+        GenerateOutput {
+            text: tokenizer.decode(&g.output_ids)?,
+            prompt_ids: g.prompt_ids,
+            output_ids: g.output_ids,
+            first_step_top: g.first_step_top,
+            stats: None,
+        }
+    } else {
+        with_documents(&model, &tokenizer, &args, &documents, &config)?
+    };
+    tracing::info!(
+        generate_ms = gen_start.elapsed().as_millis() as u64,
+        prompt_tokens = out.prompt_ids.len(),
+        output_tokens = out.output_ids.len(),
+        "generated"
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{}", out.text);
+    }
+    Ok(())
+}
+
+/// `--document` values, then the strings of `--documents-file`.
+fn read_documents(inline: &[String], file: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let mut documents = inline.to_vec();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading documents file {}", path.display()))?;
+        let listed: Vec<String> = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "documents file {} must hold a JSON list of strings",
+                path.display()
+            )
+        })?;
+        documents.extend(listed);
+    }
+    Ok(documents)
+}
+
+/// Caches every document after the anchor, assembles, recomputes per the
+/// strategy, then decodes greedily from the corrected cache.
+fn with_documents(
+    model: &Model,
+    tokenizer: &TextTokenizer,
+    args: &GenerateArgs,
+    documents: &[String],
+    config: &prophetkv_reuse::ReuseConfig,
+) -> anyhow::Result<GenerateOutput> {
+    let lookup = Instant::now();
+    let anchor_ids = tokenizer.prompt_ids(&args.prefix)?;
+    if anchor_ids.is_empty() {
+        bail!("documents need an anchor: the model has no BOS token and --prefix is empty");
+    }
+    let anchor = DocCache::compute(model, &[], &anchor_ids)?;
+    let mut caches = Vec::with_capacity(documents.len());
+    for (i, text) in documents.iter().enumerate() {
+        let ids = tokenizer.encode(text)?;
+        if ids.is_empty() {
+            bail!("document {i} is empty");
+        }
+        caches.push(DocCache::compute(model, &anchor_ids, &ids)?);
+    }
+    let lookup_ms = lookup.elapsed().as_secs_f64() * 1e3;
+    let query = tokenizer.encode(&args.prompt)?;
+    let pieces: Vec<Piece<'_>> = caches.iter().map(Piece::Document).collect();
+    let request = ReuseRequest {
+        anchor: &anchor,
+        pieces: &pieces,
+        query: &query,
+    };
+    let mut out = prophetkv_reuse::run(model, &request, config, model.device())?;
+    out.stats.timings.lookup_ms = lookup_ms;
+    let (output_ids, first_step_top) = continue_greedy(
+        model,
+        &mut out.kv,
+        &out.logits,
         args.max_tokens,
         tokenizer.eos(),
         args.top_logprobs,
     )?;
-    let text = tokenizer.decode(&generation.output_ids)?;
-    tracing::info!(
-        load_ms = loaded.as_millis() as u64,
-        generate_ms = gen_start.elapsed().as_millis() as u64,
-        prompt_tokens = prompt_ids.len(),
-        output_tokens = generation.output_ids.len(),
-        "generated"
-    );
-    if args.json {
-        let out = GenerateOutput {
-            prompt_ids: generation.prompt_ids,
-            output_ids: generation.output_ids,
-            text,
-            first_step_top: generation.first_step_top,
-        };
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        println!("{text}");
-    }
-    Ok(())
+    Ok(GenerateOutput {
+        text: tokenizer.decode(&output_ids)?,
+        prompt_ids: out.layout.tokens,
+        output_ids,
+        first_step_top,
+        stats: Some(out.stats),
+    })
 }

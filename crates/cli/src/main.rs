@@ -1,6 +1,7 @@
 //! `prophetkv`: the one binary. Subcommands live in their own modules.
 
 mod generate;
+mod strategy_args;
 
 use std::process::ExitCode;
 

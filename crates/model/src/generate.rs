@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::kv::Kv;
 use crate::model::Model;
 use crate::{ModelError, Result};
 
@@ -59,7 +60,28 @@ pub fn generate_greedy(
     }
     let positions: Vec<u32> = (0..prompt_ids.len() as u32).collect();
     let (mut kv, last) = model.prefill(prompt_ids, &positions)?;
-    let logits = row(&model.logits(&last)?)?;
+    let logits = model.logits(&last)?;
+    let (output_ids, first_step_top) =
+        continue_greedy(model, &mut kv, &logits, max_tokens, eos, top)?;
+    Ok(Generation {
+        prompt_ids: prompt_ids.to_vec(),
+        output_ids,
+        first_step_top,
+    })
+}
+
+/// Greedy decoding from a filled cache whose next-token logits are `logits`
+/// `(1, vocab)`. Returns the generated ids and the top `top` first-step logits.
+pub fn continue_greedy(
+    model: &Model,
+    kv: &mut Kv,
+    logits: &Tensor,
+    max_tokens: usize,
+    eos: &[u32],
+    top: usize,
+) -> Result<(Vec<u32>, Vec<(u32, f32)>)> {
+    let max = model.config().max_position;
+    let logits = row(logits)?;
     let first_step_top = top_k(&logits, top);
     let mut output_ids = Vec::new();
     let mut next = top_k(&logits, 1).first().map(|t| t.0);
@@ -68,15 +90,11 @@ pub fn generate_greedy(
             break;
         }
         output_ids.push(token);
-        if eos.contains(&token) || kv.len() + 1 >= max {
+        if eos.contains(&token) || kv.next_position() as usize >= max {
             break;
         }
-        let logits = row(&model.decode(&mut [&mut kv], &[token])?)?;
+        let logits = row(&model.decode(&mut [&mut *kv], &[token])?)?;
         next = top_k(&logits, 1).first().map(|t| t.0);
     }
-    Ok(Generation {
-        prompt_ids: prompt_ids.to_vec(),
-        output_ids,
-        first_step_top,
-    })
+    Ok((output_ids, first_step_top))
 }

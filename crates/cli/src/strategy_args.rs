@@ -1,0 +1,86 @@
+//! Command-line options that configure document reuse (shared by subcommands).
+
+use clap::{Args, ValueEnum};
+use prophetkv_reuse::{Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind};
+
+fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
+    s.parse()
+        .map_err(|e: prophetkv_reuse::ReuseError| e.to_string())
+}
+
+/// ProphetKV Stage I mode.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProbeArg {
+    /// The question attends to the assembled context.
+    Attend,
+    /// The question runs alone; scored against the cached keys.
+    Isolated,
+}
+
+/// Layer fusion of Stage I scores.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FusionArg {
+    /// Mean over layers.
+    Mean,
+    /// Max over layers.
+    Max,
+}
+
+/// How documents are reused and which rows are recomputed.
+#[derive(Debug, Args)]
+pub struct StrategyArgs {
+    /// Recomputation strategy: full, naive, prophetkv, cacheblend, epic, random.
+    #[arg(long, default_value = "prophetkv", value_parser = parse_strategy)]
+    strategy: StrategyKind,
+    /// Fraction of eligible document rows to recompute, in [0, 1].
+    #[arg(long, default_value_t = 0.2)]
+    ratio: f64,
+    /// ProphetKV Stage I probe.
+    #[arg(long, value_enum, default_value = "attend")]
+    probe: ProbeArg,
+    /// ProphetKV layer fusion.
+    #[arg(long, value_enum, default_value = "mean")]
+    fusion: FusionArg,
+    /// ProphetKV scoring layers, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    score_layers: Vec<usize>,
+    /// ProphetKV selects blocks of this many rows instead of single rows.
+    #[arg(long)]
+    block: Option<usize>,
+    /// EPIC: fixed rows per document (default: the ratio's budget spread over documents).
+    #[arg(long)]
+    epic_rows: Option<usize>,
+    /// Seed of the random strategy.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Let the first document be recomputed too (its cache is already exact).
+    #[arg(long)]
+    first_doc_eligible: bool,
+}
+
+impl StrategyArgs {
+    /// The validated reuse configuration.
+    pub fn config(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+        let config = ReuseConfig {
+            strategy: self.strategy,
+            ratio: self.ratio,
+            first_doc_eligible: self.first_doc_eligible,
+            prophet: ProphetOptions {
+                probe: match self.probe {
+                    ProbeArg::Attend => Probe::Attend,
+                    ProbeArg::Isolated => Probe::Isolated,
+                },
+                fusion: match self.fusion {
+                    FusionArg::Mean => Fusion::Mean,
+                    FusionArg::Max => Fusion::Max,
+                },
+                score_layers: (!self.score_layers.is_empty()).then(|| self.score_layers.clone()),
+                granularity: self.block.map_or(Granularity::Token, Granularity::Block),
+            },
+            epic_rows: self.epic_rows,
+            seed: self.seed,
+        };
+        config.validate(num_layers)?;
+        Ok(config)
+    }
+}
