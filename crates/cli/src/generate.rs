@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use prophetkv_model::{
     continue_greedy, generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath,
 };
-use prophetkv_reuse::{DocCache, Piece, ReuseRequest, ReuseStats};
+use prophetkv_reuse::{CachedDocuments, ReuseRequest, ReuseStats};
 use serde::Serialize;
 
 use crate::strategy_args::StrategyArgs;
@@ -162,26 +162,22 @@ fn with_documents(
     if anchor_ids.is_empty() {
         bail!("documents need an anchor: the model has no BOS token and --prefix is empty");
     }
-    let anchor = DocCache::compute(model, &[], &anchor_ids)?;
-    let mut caches = Vec::with_capacity(documents.len());
-    for (i, text) in documents.iter().enumerate() {
-        let ids = tokenizer.encode(text)?;
-        if ids.is_empty() {
-            bail!("document {i} is empty");
-        }
-        caches.push(DocCache::compute(model, &anchor_ids, &ids)?);
-    }
+    let ids = documents
+        .iter()
+        .map(|d| tokenizer.encode(d))
+        .collect::<prophetkv_model::Result<Vec<_>>>()?;
+    let cached = CachedDocuments::compute(model, &anchor_ids, &ids)?;
     let lookup_ms = lookup.elapsed().as_secs_f64() * 1e3;
     let query = tokenizer.encode(&args.prompt)?;
-    let pieces: Vec<Piece<'_>> = caches.iter().map(Piece::Document).collect();
+    let pieces = cached.pieces();
     let request = ReuseRequest {
-        anchor: &anchor,
+        anchor: &cached.anchor,
         pieces: &pieces,
         query: &query,
     };
     let mut out = prophetkv_reuse::run(model, &request, config, model.device())?;
     out.stats.timings.lookup_ms = lookup_ms;
-    let (output_ids, first_step_top) = continue_greedy(
+    let c = continue_greedy(
         model,
         &mut out.kv,
         &out.logits,
@@ -190,10 +186,10 @@ fn with_documents(
         args.top_logprobs,
     )?;
     Ok(GenerateOutput {
-        text: tokenizer.decode(&output_ids)?,
+        text: tokenizer.decode(&c.output_ids)?,
         prompt_ids: out.layout.tokens,
-        output_ids,
-        first_step_top,
+        output_ids: c.output_ids,
+        first_step_top: c.first_step_top,
         stats: Some(out.stats),
     })
 }

@@ -1,24 +1,11 @@
 //! `prophetkv generate` as a user runs it: JSON output and one-line errors.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::quantized::gguf_file;
-
-fn model_path() -> PathBuf {
-    let path = std::env::var_os("PROPHETKV_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "default model missing at {}: run scripts/fetch-model.sh",
-        path.display()
-    );
-    path
-}
+use prophetkv_model::testing::default_model_path;
 
 fn generate(model: &Path, prompt: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_prophetkv"))
@@ -53,7 +40,7 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 #[test]
 fn json_output_has_prompt_ids_output_ids_text_and_descending_top_logits() {
     let out = generate(
-        &model_path(),
+        &default_model_path(),
         "The capital of France is",
         &["--max-tokens", "4", "--top-logprobs", "5", "--json"],
     );
@@ -92,7 +79,7 @@ fn file_that_is_not_a_model_is_a_one_line_error() {
 
 #[test]
 fn truncated_gguf_is_a_one_line_error() {
-    let bytes = std::fs::read(model_path()).unwrap();
+    let bytes = std::fs::read(default_model_path()).unwrap();
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(&bytes[..bytes.len() / 2]).unwrap();
     let out = generate(f.path(), "hi", &[]);
@@ -124,7 +111,7 @@ fn prompt_longer_than_the_context_is_a_one_line_error() {
     // Gemma 3 270M has a 32,768-token context; Gemma splits digits, so this
     // 40,000-byte prompt (under the OS's argument limit) is 40,000 tokens.
     let prompt = "0123456789".repeat(4_000);
-    let out = generate(&model_path(), &prompt, &[]);
+    let out = generate(&default_model_path(), &prompt, &[]);
     assert_one_line_error(&out, "exceeds the model's context of 32768 tokens");
 }
 

@@ -61,17 +61,25 @@ pub fn generate_greedy(
     let positions: Vec<u32> = (0..prompt_ids.len() as u32).collect();
     let (mut kv, last) = model.prefill(prompt_ids, &positions)?;
     let logits = model.logits(&last)?;
-    let (output_ids, first_step_top) =
-        continue_greedy(model, &mut kv, &logits, max_tokens, eos, top)?;
+    let c = continue_greedy(model, &mut kv, &logits, max_tokens, eos, top)?;
     Ok(Generation {
         prompt_ids: prompt_ids.to_vec(),
-        output_ids,
-        first_step_top,
+        output_ids: c.output_ids,
+        first_step_top: c.first_step_top,
     })
 }
 
+/// What [`continue_greedy`] produced.
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    /// Generated ids (the stop token included when one was produced).
+    pub output_ids: Vec<u32>,
+    /// The `top` highest first-step logits, descending.
+    pub first_step_top: Vec<(u32, f32)>,
+}
+
 /// Greedy decoding from a filled cache whose next-token logits are `logits`
-/// `(1, vocab)`. Returns the generated ids and the top `top` first-step logits.
+/// `(1, vocab)`.
 pub fn continue_greedy(
     model: &Model,
     kv: &mut Kv,
@@ -79,7 +87,7 @@ pub fn continue_greedy(
     max_tokens: usize,
     eos: &[u32],
     top: usize,
-) -> Result<(Vec<u32>, Vec<(u32, f32)>)> {
+) -> Result<Continuation> {
     let max = model.config().max_position;
     let logits = row(logits)?;
     let first_step_top = top_k(&logits, top);
@@ -96,5 +104,8 @@ pub fn continue_greedy(
         let logits = row(&model.decode(&mut [&mut *kv], &[token])?)?;
         next = top_k(&logits, 1).first().map(|t| t.0);
     }
-    Ok((output_ids, first_step_top))
+    Ok(Continuation {
+        output_ids,
+        first_step_top,
+    })
 }

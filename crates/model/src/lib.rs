@@ -33,7 +33,7 @@ pub use config::{
     Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
 };
 pub use error::{ModelError, Result};
-pub use generate::{continue_greedy, generate_greedy, top_k, Generation};
+pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Generation};
 pub use kv::Kv;
 pub use layers::attention::Observe;
 pub use loader::{load_model, LoadOptions, ModelFormat};

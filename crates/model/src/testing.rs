@@ -194,3 +194,23 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// The default model for real-model tests: `PROPHETKV_MODEL`, else
+/// `models/gemma-3-270m-q4_k_m.gguf` at the workspace root. Panics with the
+/// fetch command when it is missing.
+pub fn default_model_path() -> std::path::PathBuf {
+    let path = std::env::var_os("PROPHETKV_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("models/gemma-3-270m-q4_k_m.gguf"));
+    assert!(
+        path.is_file(),
+        "default model missing at {}: run scripts/fetch-model.sh",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root (where `models/` and `tasks/` live).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use prophetkv_model::testing::default_model_path;
 use prophetkv_model::{generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
 use serde::Deserialize;
 
@@ -23,20 +24,6 @@ struct Prompt {
     top_ids: Vec<u32>,
     top_logits: Vec<f32>,
     greedy_ids: Vec<u32>,
-}
-
-fn model_path() -> PathBuf {
-    let path = std::env::var_os("PROPHETKV_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "default model missing at {}: run scripts/fetch-model.sh",
-        path.display()
-    );
-    path
 }
 
 fn reference(file: &str) -> Reference {
@@ -64,14 +51,14 @@ fn load(path: WeightPath) -> Model {
         weight_path: path,
         ..LoadOptions::default()
     };
-    load_model(&model_path(), &options).unwrap()
+    load_model(&default_model_path(), &options).unwrap()
 }
 
 #[test]
 fn default_model_matches_hf_and_llamacpp_references() {
     let hf = reference("gemma3-270m-hf-logits.json");
     let llama = reference("gemma3-270m-llamacpp-logits.json");
-    let tokenizer = TextTokenizer::from_path(&model_path()).unwrap();
+    let tokenizer = TextTokenizer::from_path(&default_model_path()).unwrap();
 
     for p in &hf.results {
         let ids = tokenizer.prompt_ids(&p.text).unwrap();

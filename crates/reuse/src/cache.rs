@@ -108,3 +108,34 @@ impl DocCache {
         &self.layers
     }
 }
+
+/// The cached half of a request: the anchor and the documents after it.
+#[derive(Debug, Clone)]
+pub struct CachedDocuments {
+    /// BOS + instruction prefix.
+    pub anchor: DocCache,
+    /// Documents in request order, each cached after the anchor.
+    pub documents: Vec<DocCache>,
+}
+
+impl CachedDocuments {
+    /// Caches `anchor` and each document (token ids) after it.
+    pub fn compute(model: &impl Backbone, anchor: &[u32], documents: &[Vec<u32>]) -> Result<Self> {
+        let mut cached = Vec::with_capacity(documents.len());
+        for (index, ids) in documents.iter().enumerate() {
+            if ids.is_empty() {
+                return Err(ReuseError::EmptyDocument { index });
+            }
+            cached.push(DocCache::compute(model, anchor, ids)?);
+        }
+        Ok(Self {
+            anchor: DocCache::compute(model, &[], anchor)?,
+            documents: cached,
+        })
+    }
+
+    /// The documents as request pieces, in order, with nothing between them.
+    pub fn pieces(&self) -> Vec<crate::Piece<'_>> {
+        self.documents.iter().map(crate::Piece::Document).collect()
+    }
+}

@@ -24,7 +24,7 @@ mod stats;
 mod strategy;
 
 pub use backbone::Backbone;
-pub use cache::DocCache;
+pub use cache::{CachedDocuments, DocCache};
 pub use error::{Result, ReuseError};
 pub use layout::{assemble, Layout, Piece};
 pub use run::{run, ReuseOutput, ReuseRequest};

@@ -4,10 +4,11 @@
 //!
 //! Needs `models/gemma-3-270m-q4_k_m.gguf` (the test command fetches it).
 
-use std::path::PathBuf;
-
+use prophetkv_model::testing::{default_model_path, max_abs_diff, workspace_root};
 use prophetkv_model::{continue_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
-use prophetkv_reuse::{run, DocCache, Piece, ReuseConfig, ReuseOutput, ReuseRequest, StrategyKind};
+use prophetkv_reuse::{
+    run, CachedDocuments, Piece, ReuseConfig, ReuseOutput, ReuseRequest, StrategyKind,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -19,26 +20,10 @@ struct Task {
     answers: Vec<String>,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model_path() -> PathBuf {
-    let path = std::env::var_os("PROPHETKV_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("models/gemma-3-270m-q4_k_m.gguf"));
-    assert!(
-        path.is_file(),
-        "default model missing at {}: run scripts/fetch-model.sh",
-        path.display()
-    );
-    path
-}
-
 /// Task `code-s102-n8-t2000-3` of the dev set, cut to its first 6 documents
 /// (the needle is in document 4, index 3).
 fn task() -> Task {
-    let text = std::fs::read_to_string(root().join("tasks/dev-niah.jsonl")).unwrap();
+    let text = std::fs::read_to_string(workspace_root().join("tasks/dev-niah.jsonl")).unwrap();
     let mut task: Task = text
         .lines()
         .map(|l| serde_json::from_str::<Task>(l).unwrap())
@@ -58,13 +43,13 @@ fn config(strategy: StrategyKind, ratio: f64) -> ReuseConfig {
 
 fn answer(model: &Model, tokenizer: &TextTokenizer, out: &mut ReuseOutput) -> String {
     let logits = out.logits.clone();
-    let (ids, _) = continue_greedy(model, &mut out.kv, &logits, 8, tokenizer.eos(), 0).unwrap();
-    tokenizer.decode(&ids).unwrap()
+    let c = continue_greedy(model, &mut out.kv, &logits, 8, tokenizer.eos(), 0).unwrap();
+    tokenizer.decode(&c.output_ids).unwrap()
 }
 
 #[test]
 fn prophetkv_on_the_default_model_matches_full_and_finds_the_needle() {
-    let path = model_path();
+    let path = default_model_path();
     let options = LoadOptions {
         weight_path: WeightPath::F32,
         ..LoadOptions::default()
@@ -80,16 +65,16 @@ fn prophetkv_on_the_default_model_matches_full_and_finds_the_needle() {
     assert_eq!(needle_doc, 3);
 
     let anchor_ids = tokenizer.prompt_ids(&task.prefix).unwrap();
-    let anchor = DocCache::compute(&model, &[], &anchor_ids).unwrap();
-    let docs: Vec<DocCache> = task
+    let ids: Vec<Vec<u32>> = task
         .documents
         .iter()
-        .map(|d| DocCache::compute(&model, &anchor_ids, &tokenizer.encode(d).unwrap()).unwrap())
+        .map(|d| tokenizer.encode(d).unwrap())
         .collect();
-    let pieces: Vec<Piece<'_>> = docs.iter().map(Piece::Document).collect();
+    let cached = CachedDocuments::compute(&model, &anchor_ids, &ids).unwrap();
+    let pieces = cached.pieces();
     let query = tokenizer.encode(&task.question).unwrap();
     let request = ReuseRequest {
-        anchor: &anchor,
+        anchor: &cached.anchor,
         pieces: &pieces,
         query: &query,
     };
@@ -121,16 +106,7 @@ fn prophetkv_on_the_default_model_matches_full_and_finds_the_needle() {
         model.device(),
     )
     .unwrap();
-    let d: f32 = (&exact.logits - &full_logits)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let d = max_abs_diff(&exact.logits, &full_logits);
     assert!(d <= 1e-3, "prophetkv at ratio 1 differs from full by {d}");
 
     // The needle: the sentence of the needle document that holds the answer.

@@ -99,42 +99,30 @@ fn string_array(md: &GgufMetadata<'_>, key: &str) -> Result<Vec<String>> {
     let v = md
         .get(key)
         .ok_or_else(|| tok_err(format!("{key} is missing from the GGUF metadata")))?;
-    let items = v
-        .to_vec()
-        .map_err(|_| tok_err(format!("{key} is not an array")))?;
-    items
-        .iter()
-        .map(|x| {
-            x.to_string()
-                .cloned()
-                .map_err(|_| tok_err(format!("{key} holds a non-string")))
-        })
-        .collect()
+    array(v, key, "string", |x| x.to_string().ok().cloned())
 }
 
 fn int_array(v: &Value, key: &str) -> Result<Vec<i32>> {
-    let items = v
-        .to_vec()
-        .map_err(|_| tok_err(format!("{key} is not an array")))?;
-    items
-        .iter()
-        .map(|x| {
-            x.to_i32()
-                .map_err(|_| tok_err(format!("{key} holds a non-i32")))
-        })
-        .collect()
+    array(v, key, "i32", |x| x.to_i32().ok())
 }
 
 fn float_array(v: &Value, key: &str) -> Result<Vec<f32>> {
+    array(v, key, "f32", |x| x.to_f32().ok())
+}
+
+/// The items of an array value, each converted by `item` (`None`: wrong type).
+fn array<T>(
+    v: &Value,
+    key: &str,
+    what: &str,
+    item: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>> {
     let items = v
         .to_vec()
         .map_err(|_| tok_err(format!("{key} is not an array")))?;
     items
         .iter()
-        .map(|x| {
-            x.to_f32()
-                .map_err(|_| tok_err(format!("{key} holds a non-f32")))
-        })
+        .map(|x| item(x).ok_or_else(|| tok_err(format!("{key} holds a non-{what}"))))
         .collect()
 }
 
