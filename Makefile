@@ -4,20 +4,27 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run test model build lint bench-runtime
+.PHONY: run test model deps build lint bench-runtime bench-store
 
 ## Fetch the default model if missing, build, and run a generation demo.
 run: model build
 	./target/release/prophetkv generate --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 32
 
-## Fetch the default model if missing and run the whole test suite.
-test: model
+## Fetch the default model and install redis-server if missing, then run the whole test suite.
+test: model deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --release --workspace
 
 ## Download and verify the default model (idempotent).
 model:
 	scripts/fetch-model.sh
+
+## Test dependencies: redis-server (the store's tests start their own servers).
+deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null
 
 build:
 	$(CARGO) build --release
@@ -29,3 +36,10 @@ lint:
 ## Prefill/decode throughput of both weight paths next to candle's stock Gemma 3 (docs/RESULTS.md).
 bench-runtime: model
 	$(CARGO) run --release -p prophetkv-model --example runtime_bench -- --model $(MODEL) --runs 3
+
+## Load time per tier vs computing, bytes per token (docs/RESULTS.md); starts a throwaway Redis.
+bench-store: model deps
+	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
+	redis-server --port $$port --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null; \
+	$(CARGO) run --release -p prophetkv-store --example tier_bench -- --model $(MODEL) --redis-url redis://127.0.0.1:$$port/; \
+	status=$$?; redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$status

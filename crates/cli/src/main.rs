@@ -1,6 +1,8 @@
 //! `prophetkv`: the one binary. Subcommands live in their own modules.
 
 mod generate;
+mod ingest;
+mod store_args;
 mod strategy_args;
 
 use std::process::ExitCode;
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt with the local model (greedy).
     Generate(generate::GenerateArgs),
+    /// Register documents and precompute their KV caches (resumable).
+    Ingest(ingest::IngestArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Ingest(args) => ingest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -117,12 +117,109 @@ fn prompt_longer_than_the_context_is_a_one_line_error() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for args in [vec!["--help"], vec!["generate", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["generate", "--help"],
+        vec!["ingest", "--help"],
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
             .args(&args)
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
+
+#[test]
+fn bad_reuse_input_is_a_clear_error() {
+    let model = default_model_path();
+    let doc = ["--document", "Document 1:\nThe code is 123.\n\n"];
+    // Ratio outside [0, 1].
+    let out = generate(
+        &model,
+        "Question: the code?",
+        &[&doc[..], &["--ratio", "2"]].concat(),
+    );
+    assert_one_line_error(&out, "recompute ratio must be within [0, 1], got 2");
+    // An empty document.
+    let out = generate(
+        &model,
+        "Question: the code?",
+        &[&doc[..], &["--document", ""]].concat(),
+    );
+    assert_one_line_error(&out, "document 1 is empty");
+    // A prompt that does not fit the model's context (40,000 digit tokens).
+    let long = "0123456789".repeat(4_000);
+    let out = generate(&model, "Question: the code?", &["--document", &long]);
+    assert_one_line_error(&out, "exceeds the model's context of 32768 tokens");
+    // A documents file that is not a JSON list of strings.
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(b"{\"not\": \"a list\"}").unwrap();
+    let path = f.path().to_str().unwrap();
+    let out = generate(&model, "q", &["--documents-file", path]);
+    assert_one_line_error(&out, "must hold a JSON list of strings");
+    // An unknown strategy: clap's usage error names the valid ones.
+    let out = generate(&model, "q", &["--strategy", "magic"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown strategy \"magic\" (full, naive, prophetkv, cacheblend, epic, random)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn documents_json_output_carries_reuse_stats() {
+    let docs = [
+        "Document 1:\nThe harbor town grew slowly along the river.\n\n",
+        "Document 2:\nThe access code for the Aurora project is 74547.\n\n",
+    ];
+    let out = generate(
+        &default_model_path(),
+        "Question: What is the access code for the Aurora project?\nAnswer:",
+        &[
+            "--prefix",
+            "Read the documents below and answer the question at the end.\n\n",
+            "--document",
+            docs[0],
+            "--document",
+            docs[1],
+            "--strategy",
+            "prophetkv",
+            "--ratio",
+            "0.5",
+            "--max-tokens",
+            "6",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = &v["stats"];
+    assert_eq!(stats["strategy"], "prophetkv");
+    let eligible = stats["eligible"].as_u64().unwrap();
+    assert!(eligible > 0, "the second document is eligible");
+    assert_eq!(stats["selected"].as_u64().unwrap(), eligible / 2);
+    assert_eq!(stats["selected_positions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        stats["context_tokens"].as_u64().unwrap() as usize,
+        v["prompt_ids"].as_array().unwrap().len()
+    );
+    for stage in [
+        "lookup_ms",
+        "assembly_ms",
+        "probe_ms",
+        "recompute_ms",
+        "first_token_ms",
+    ] {
+        assert!(stats["timings"][stage].as_f64().is_some(), "{stage}");
     }
 }
