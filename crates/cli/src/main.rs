@@ -41,9 +41,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            // One line: the error and those causes its message does not already include.
+            let mut line = String::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                let text = text.lines().next().unwrap_or_default();
+                if !line.contains(text) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(text);
+                }
+            }
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

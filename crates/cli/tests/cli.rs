@@ -14,6 +14,8 @@ fn generate(model: &Path, prompt: &str, extra: &[&str]) -> Output {
         .args(["--prompt", prompt])
         .args(extra)
         .env_remove("PROPHETKV_MODEL")
+        // Errors must stay one line even when backtraces are captured.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run prophetkv")
 }
@@ -67,6 +69,12 @@ fn json_output_has_prompt_ids_output_ids_text_and_descending_top_logits() {
 fn missing_model_file_is_a_one_line_error() {
     let out = generate(Path::new("/nonexistent/model.gguf"), "hi", &[]);
     assert_one_line_error(&out, "cannot read model at /nonexistent/model.gguf");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "cause repeated: {stderr}"
+    );
 }
 
 #[test]
@@ -80,10 +88,16 @@ fn file_that_is_not_a_model_is_a_one_line_error() {
 #[test]
 fn truncated_gguf_is_a_one_line_error() {
     let bytes = std::fs::read(default_model_path()).unwrap();
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(&bytes[..bytes.len() / 2]).unwrap();
-    let out = generate(f.path(), "hi", &[]);
-    assert_one_line_error(&out, "truncated");
+    // Cut inside the tensor data, then inside the header (its vocabulary).
+    for (cut, needle) in [
+        (bytes.len() / 2, "truncated"),
+        (1 << 20, "cannot parse GGUF header"),
+    ] {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&bytes[..cut]).unwrap();
+        let out = generate(f.path(), "hi", &[]);
+        assert_one_line_error(&out, needle);
+    }
 }
 
 #[test]

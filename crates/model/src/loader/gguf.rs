@@ -86,6 +86,11 @@ fn usize_of(v: &Value) -> Option<usize> {
     }
 }
 
+/// candle errors carry a backtrace on later lines when `RUST_BACKTRACE` is set.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 /// Reads the header (metadata + tensor index) of a GGUF file.
 pub(crate) fn read_header(path: &Path) -> Result<(File, Content)> {
     let mut file = File::open(path).map_err(|source| ModelError::Io {
@@ -94,7 +99,7 @@ pub(crate) fn read_header(path: &Path) -> Result<(File, Content)> {
     })?;
     let content = Content::read(&mut file).map_err(|e| ModelError::Corrupt {
         path: path.to_path_buf(),
-        reason: format!("cannot parse GGUF header: {e}"),
+        reason: format!("cannot parse GGUF header: {}", first_line(&e)),
     })?;
     Ok((file, content))
 }
@@ -143,7 +148,7 @@ impl GgufSource {
             .tensor(&mut self.file, name, &self.device)
             .map_err(|e| ModelError::Corrupt {
                 path: self.path.clone(),
-                reason: format!("cannot read tensor {name}: {e}"),
+                reason: format!("cannot read tensor {name}: {}", first_line(&e)),
             })
     }
 

@@ -64,6 +64,8 @@ pub struct RemoteTier {
     client: redis::Client,
     conn: Mutex<Option<Connection>>,
     config: RemoteConfig,
+    put_script: Script,
+    remove_script: Script,
 }
 
 fn now_ms() -> u64 {
@@ -81,6 +83,8 @@ impl RemoteTier {
             client,
             conn: Mutex::new(None),
             config,
+            put_script: Script::new(PUT),
+            remove_script: Script::new(REMOVE),
         };
         tier.with_conn(|c| redis::cmd("PING").query::<String>(c))?;
         Ok(tier)
@@ -148,21 +152,13 @@ impl RemoteTier {
         if bytes.len() as u64 > self.config.budget {
             return Ok(());
         }
-        let keys = self.keys(key);
-        let script = Script::new(PUT);
-        let evicted: i64 = self.with_conn(|c| {
-            script
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .key(&keys[3])
-                .arg(key.hex())
-                .arg(bytes)
+        let prefix = format!("{}:kv:", self.config.prefix);
+        let evicted = self.run_script(&self.put_script, key, |inv| {
+            inv.arg(bytes)
                 .arg(now_ms())
                 .arg(bytes.len())
                 .arg(self.config.budget)
-                .arg(format!("{}:kv:", self.config.prefix))
-                .invoke(c)
+                .arg(&prefix);
         })?;
         if evicted > 0 {
             tracing::debug!(evicted, "remote tier evicted blobs");
@@ -172,18 +168,28 @@ impl RemoteTier {
 
     /// Deletes the blob under `key`.
     pub fn remove(&self, key: &CacheKey) -> Result<()> {
-        let keys = self.keys(key);
-        let script = Script::new(REMOVE);
-        self.with_conn(|c| {
-            script
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .key(&keys[3])
-                .arg(key.hex())
-                .invoke::<i64>(c)
-        })?;
+        self.run_script(&self.remove_script, key, |_| {})?;
         Ok(())
+    }
+
+    /// Runs a bookkeeping script with the four keys of `key` and its hex as
+    /// the first argument; `args` appends the rest.
+    fn run_script(
+        &self,
+        script: &Script,
+        key: &CacheKey,
+        args: impl Fn(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<i64> {
+        let keys = self.keys(key);
+        self.with_conn(|c| {
+            let mut inv = script.prepare_invoke();
+            for k in &keys {
+                inv.key(k);
+            }
+            inv.arg(key.hex());
+            args(&mut inv);
+            inv.invoke(c)
+        })
     }
 
     /// Bytes of blobs under the prefix.
