@@ -152,13 +152,43 @@ fn weights(kind: Tiny, seed: u64) -> HashMap<String, Tensor> {
     w
 }
 
-/// Writes the tiny model of `kind` into `dir`.
+/// BOS id of the tiny models' tokenizer (`t1`).
+pub const TINY_BOS: u32 = 1;
+/// EOS id of the tiny models' tokenizer (`t63`).
+pub const TINY_EOS: u32 = 63;
+
+/// A word-level tokenizer over `t0` .. `t63` (whitespace-separated words;
+/// anything else is `t0`), so a tiny model directory is a complete model.
+fn write_tokenizer(dir: &Path) {
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::whitespace::Whitespace;
+    let vocab = (0..VOCAB as u32).map(|i| (format!("t{i}"), i)).collect();
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("t0".into())
+        .build()
+        .unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_pre_tokenizer(Some(Whitespace {}));
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+}
+
+/// Text whose tiny-tokenizer ids are `ids`.
+pub fn tiny_text(ids: &[u32]) -> String {
+    ids.iter().map(|i| format!("t{i} ")).collect()
+}
+
+/// Writes the tiny model of `kind` (config, weights, tokenizer) into `dir`.
 pub fn write_tiny(dir: &Path, kind: Tiny) {
+    let mut config = config(kind);
+    config["bos_token_id"] = TINY_BOS.into();
+    config["eos_token_id"] = TINY_EOS.into();
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string_pretty(&config(kind)).unwrap(),
+        serde_json::to_string_pretty(&config).unwrap(),
     )
     .unwrap();
+    write_tokenizer(dir);
     candle_core::safetensors::save(&weights(kind, 7), dir.join("model.safetensors")).unwrap();
 }
 

@@ -1,0 +1,182 @@
+//! What a client asks for and what it gets back, as the engine sees it.
+
+use std::time::Instant;
+
+use prophetkv_reuse::{ReuseConfig, ReuseStats};
+use prophetkv_store::Tier;
+use serde::Serialize;
+
+use crate::sampling::SamplingParams;
+use crate::{EngineError, Result};
+
+/// A document in a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocumentRef {
+    /// A registered document of the request's tenant.
+    Id(String),
+    /// Inline text, cached by content.
+    Text(String),
+}
+
+/// One segment between the anchor (BOS + instruction) and the query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    /// Text computed for this request only (e.g. the rendered conversation so far).
+    Fresh(String),
+    /// A document whose cache is reused.
+    Document(DocumentRef),
+}
+
+/// A validated generation request: the only thing the worker accepts.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Owner of the documents it refers to.
+    pub tenant: String,
+    /// Segments after the anchor, in order.
+    pub segments: Vec<Segment>,
+    /// The text the answer continues (last user turn + generation prompt).
+    pub query: String,
+    /// Recomputation strategy and ratio.
+    pub reuse: ReuseConfig,
+    /// Sampling.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Strings that end generation (never emitted).
+    pub stop: Vec<String>,
+}
+
+impl GenerateRequest {
+    /// Checks every field that does not need the model, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        self.sampling.validate()?;
+        if !(0.0..=1.0).contains(&self.reuse.ratio) || self.reuse.ratio.is_nan() {
+            return Err(EngineError::invalid(
+                "recompute_ratio",
+                format!("must be within [0, 1], got {}", self.reuse.ratio),
+            ));
+        }
+        if self.max_tokens == 0 {
+            return Err(EngineError::invalid("max_tokens", "must be at least 1"));
+        }
+        if self.stop.len() > 8 {
+            return Err(EngineError::invalid(
+                "stop",
+                format!("at most 8 stop strings, got {}", self.stop.len()),
+            ));
+        }
+        if self.query.is_empty() {
+            return Err(EngineError::invalid("prompt", "must not be empty"));
+        }
+        for seg in &self.segments {
+            match seg {
+                Segment::Document(DocumentRef::Text(t)) if t.is_empty() => {
+                    return Err(EngineError::invalid(
+                        "documents",
+                        "an inline document is empty",
+                    ))
+                }
+                Segment::Document(DocumentRef::Id(id)) if id.is_empty() => {
+                    return Err(EngineError::invalid("documents", "a document id is empty"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End of sequence or a stop string.
+    Stop,
+    /// `max_tokens` or the context was reached.
+    Length,
+}
+
+/// Milliseconds from arrival to each milestone of a request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    /// Waiting in the queue.
+    pub queued_ms: f64,
+    /// Document cache lookups (and computations of missing ones).
+    pub lookup_ms: f64,
+    /// Selection (ProphetKV Stage I, CacheBlend's layer-0 pass).
+    pub probe_ms: f64,
+    /// Recomputation (Stage II).
+    pub recompute_ms: f64,
+    /// Arrival to the first token.
+    pub first_token_ms: f64,
+    /// Arrival to the end.
+    pub finished_ms: f64,
+}
+
+/// Document cache hits of a request, per tier.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierHits {
+    /// In memory.
+    pub host: usize,
+    /// On this replica's disk.
+    pub disk: usize,
+    /// In Redis.
+    pub remote: usize,
+    /// Computed from text.
+    pub computed: usize,
+}
+
+impl TierHits {
+    pub(crate) fn add(&mut self, tier: Tier) {
+        match tier {
+            Tier::Host => self.host += 1,
+            Tier::Disk => self.disk += 1,
+            Tier::Remote => self.remote += 1,
+            Tier::Computed => self.computed += 1,
+        }
+    }
+}
+
+/// Token counts, as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+}
+
+/// What a request's stream carries, in order: `Started`, `Text`*, then `Finished` or `Failed`.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The prompt is processed; generation begins.
+    Started {
+        /// Prompt tokens.
+        prompt_tokens: usize,
+    },
+    /// New text (stop strings and incomplete characters held back).
+    Text(String),
+    /// Generation ended.
+    Finished(Box<Summary>),
+    /// The request failed.
+    Failed(EngineError),
+}
+
+/// The end of a request.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Reuse statistics.
+    pub reuse: ReuseStats,
+    /// Cache hits per tier.
+    pub hits: TierHits,
+    /// Milestones.
+    pub timeline: Timeline,
+}
+
+pub(crate) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}

@@ -1,0 +1,312 @@
+//! The engine end to end on a tiny model: generation, batching, cancellation,
+//! overload, sampling and stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prophetkv_engine::{
+    DocumentRef, EngineConfig, EngineError, EngineHandle, EngineParts, Event, FinishReason,
+    GenerateRequest, SamplingParams, Segment, Summary,
+};
+use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
+use prophetkv_model::{continue_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
+use prophetkv_reuse::{ReuseConfig, StrategyKind};
+use prophetkv_store::{DocumentStore, KvDtype, ModelIdentity, StoreConfig};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+struct Fixture {
+    _model_dir: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    engine: EngineHandle,
+    store: Arc<DocumentStore>,
+    tokenizer: TextTokenizer,
+    reference: Model,
+}
+
+const INSTRUCTION: &str = "t5 t6 ";
+
+fn load(dir: &std::path::Path) -> Model {
+    load_model(
+        dir,
+        &LoadOptions {
+            weight_path: WeightPath::F32,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fixture(config: EngineConfig) -> Fixture {
+    let model_dir = tempfile::tempdir().unwrap();
+    write_tiny(model_dir.path(), Tiny::Gemma3);
+    let model = load(model_dir.path());
+    let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let c = model.config();
+    let identity = ModelIdentity {
+        fingerprint: "tiny".into(),
+        layers: c.num_layers(),
+        kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        anchor: tokenizer.prompt_ids(INSTRUCTION).unwrap(),
+    };
+    let store_config = StoreConfig {
+        data_dir: data.path().to_path_buf(),
+        host_budget: 64 << 20,
+        disk_budget: 64 << 20,
+        remote: None,
+        kv_dtype: KvDtype::F32,
+    };
+    let store = Arc::new(DocumentStore::open(&store_config, identity, model.device()).unwrap());
+    let parts = EngineParts {
+        model,
+        tokenizer: tokenizer.clone(),
+        store: store.clone(),
+        instruction: INSTRUCTION.into(),
+    };
+    let engine = EngineHandle::spawn(parts, config).unwrap();
+    let reference = load(model_dir.path());
+    Fixture {
+        _model_dir: model_dir,
+        _data: data,
+        engine,
+        store,
+        tokenizer,
+        reference,
+    }
+}
+
+fn request(docs: Vec<DocumentRef>, query: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        tenant: "t".into(),
+        segments: docs.into_iter().map(Segment::Document).collect(),
+        query: query.into(),
+        reuse: ReuseConfig {
+            strategy: StrategyKind::ProphetKv,
+            ratio: 0.5,
+            ..ReuseConfig::default()
+        },
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop: vec![],
+    }
+}
+
+/// All text of a request and its summary (or its error).
+async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<(String, Summary), EngineError> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Started { .. } => {}
+            Event::Text(t) => text.push_str(&t),
+            Event::Finished(s) => return Ok((text, *s)),
+            Event::Failed(e) => return Err(e),
+        }
+    }
+    panic!("stream ended without Finished");
+}
+
+#[tokio::test]
+async fn greedy_generation_with_full_reuse_equals_the_models_own_greedy_decode() {
+    let f = fixture(EngineConfig::default());
+    let docs = [tiny_text(&tokens(30, 1)), tiny_text(&tokens(25, 2))];
+    let query = tiny_text(&tokens(5, 3));
+    let mut req = request(
+        docs.iter().cloned().map(DocumentRef::Text).collect(),
+        &query,
+        8,
+    );
+    req.reuse.strategy = StrategyKind::Full;
+    let (text, summary) = collect(f.engine.submit(req).unwrap()).await.unwrap();
+
+    let mut ids = f.tokenizer.prompt_ids(INSTRUCTION).unwrap();
+    for d in &docs {
+        ids.extend(f.tokenizer.encode(d).unwrap());
+    }
+    ids.extend(f.tokenizer.encode(&query).unwrap());
+    let positions: Vec<u32> = (0..ids.len() as u32).collect();
+    let (mut kv, last) = f.reference.prefill(&ids, &positions).unwrap();
+    let logits = f.reference.logits(&last).unwrap();
+    let c = continue_greedy(&f.reference, &mut kv, &logits, 8, f.tokenizer.eos(), 0).unwrap();
+    let expected_ids: Vec<u32> = c
+        .output_ids
+        .into_iter()
+        .filter(|t| !f.tokenizer.eos().contains(t))
+        .collect();
+    assert_eq!(text, f.tokenizer.decode(&expected_ids).unwrap());
+    assert_eq!(summary.usage.prompt_tokens, ids.len());
+    assert_eq!(summary.usage.completion_tokens, expected_ids.len());
+    assert_eq!(summary.hits.computed, 2);
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_decode_steps_and_all_finish() {
+    let f = fixture(EngineConfig {
+        max_batch: 8,
+        max_queue: 16,
+        max_prefills_per_step: 8,
+    });
+    let doc = tiny_text(&tokens(40, 4));
+    let receivers: Vec<_> = (0..6)
+        .map(|i| {
+            f.engine
+                .submit(request(
+                    vec![DocumentRef::Text(doc.clone())],
+                    &tiny_text(&tokens(4, 10 + i)),
+                    12,
+                ))
+                .unwrap()
+        })
+        .collect();
+    for rx in receivers {
+        let (_, summary) = collect(rx).await.unwrap();
+        assert!(summary.usage.completion_tokens > 0);
+    }
+    let m = f.engine.metrics();
+    assert!(m.largest_batch > 1, "decode batch never exceeded 1: {m:?}");
+    assert_eq!(m.hits[3], 1, "the shared document is computed once: {m:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_cancelled_and_frees_its_slot() {
+    let f = fixture(EngineConfig {
+        max_batch: 1,
+        max_queue: 4,
+        max_prefills_per_step: 1,
+    });
+    let mut rx = f
+        .engine
+        .submit(request(vec![], &tiny_text(&tokens(4, 5)), 900))
+        .unwrap();
+    assert!(matches!(rx.recv().await, Some(Event::Started { .. })));
+    drop(rx);
+    // With max_batch 1, a second request can only run once the first is gone.
+    let started = Instant::now();
+    let (_, summary) = collect(
+        f.engine
+            .submit(request(vec![], &tiny_text(&tokens(4, 6)), 3))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.usage.completion_tokens > 0);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The gauge is updated at the end of the worker's step.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.engine.metrics().running != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a finished sequence still counts as running"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_requests() {
+    let f = fixture(EngineConfig {
+        max_batch: 1,
+        max_queue: 2,
+        max_prefills_per_step: 1,
+    });
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..12 {
+        match f
+            .engine
+            .submit(request(vec![], &tiny_text(&tokens(4, 20 + i)), 40))
+        {
+            Ok(rx) => accepted.push(rx),
+            Err(EngineError::QueueFull { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "a queue of 2 accepted 12 requests at once");
+    for rx in accepted {
+        collect(rx).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn seeded_sampling_reproduces_and_stop_strings_are_not_emitted() {
+    let f = fixture(EngineConfig::default());
+    let sampled = |seed| {
+        let mut r = request(vec![], &tiny_text(&tokens(6, 7)), 16);
+        r.sampling = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.9,
+            top_k: 0,
+            seed: Some(seed),
+        };
+        r
+    };
+    let a = collect(f.engine.submit(sampled(42)).unwrap())
+        .await
+        .unwrap()
+        .0;
+    let b = collect(f.engine.submit(sampled(42)).unwrap())
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(a, b);
+    // Stop at the second word of the greedy text: only the first is emitted.
+    let (greedy, _) = collect(
+        f.engine
+            .submit(request(vec![], &tiny_text(&tokens(6, 7)), 6))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let words: Vec<&str> = greedy.split_whitespace().collect();
+    assert!(words.len() >= 2, "{greedy:?}");
+    let mut r = request(vec![], &tiny_text(&tokens(6, 7)), 6);
+    r.stop = vec![format!(" {}", words[1])];
+    let (text, summary) = collect(f.engine.submit(r).unwrap()).await.unwrap();
+    assert_eq!(text.trim(), words[0]);
+    assert_eq!(summary.reason, FinishReason::Stop);
+}
+
+#[tokio::test]
+async fn unknown_documents_and_bad_fields_fail_cleanly() {
+    let f = fixture(EngineConfig::default());
+    let err = collect(
+        f.engine
+            .submit(request(vec![DocumentRef::Id("nope".into())], "t3", 4))
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EngineError::UnknownDocument(_)), "{err}");
+    let mut r = request(vec![], "t3", 4);
+    r.reuse.ratio = 2.0;
+    assert!(matches!(
+        f.engine.submit(r),
+        Err(EngineError::Invalid {
+            field: "recompute_ratio",
+            ..
+        })
+    ));
+    let r = request(vec![], "t3", 5000);
+    let err = collect(f.engine.submit(r).unwrap()).await.unwrap_err();
+    assert!(matches!(err, EngineError::ContextOverflow { .. }), "{err}");
+    // A registered document is found by id, and the engine still serves after errors.
+    let record = f
+        .store
+        .register(
+            "t",
+            prophetkv_store::NewDocument {
+                text: "t9 t10".into(),
+                ..Default::default()
+            },
+            vec![9, 10],
+        )
+        .unwrap();
+    let (_, summary) = collect(
+        f.engine
+            .submit(request(vec![DocumentRef::Id(record.id)], "t3", 2))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.hits.computed, 1);
+}
