@@ -1,0 +1,178 @@
+//! Prometheus metrics: request histograms here, engine counters from the engine.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prophetkv_engine::EngineMetrics;
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0,
+];
+const RATIO_BUCKETS: [f64; 8] = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0];
+
+/// A fixed-bucket histogram with atomic counters.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if value <= *b {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+/// Request-level metrics.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    /// Seconds from arrival to the first token.
+    pub ttft: Histogram,
+    /// Seconds from arrival to the last token.
+    pub e2e: Histogram,
+    /// Recomputed fraction of eligible document rows, per request.
+    pub recompute_ratio: Histogram,
+    /// Requests refused with 429.
+    pub rejected: AtomicU64,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            ttft: Histogram::new(&LATENCY_BUCKETS),
+            e2e: Histogram::new(&LATENCY_BUCKETS),
+            recompute_ratio: Histogram::new(&RATIO_BUCKETS),
+            rejected: AtomicU64::new(0),
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// The Prometheus text exposition of these and the engine's metrics.
+    pub fn render(&self, engine: &EngineMetrics, uptime_secs: f64) -> String {
+        let mut out = String::new();
+        self.ttft.render(
+            &mut out,
+            "prophetkv_time_to_first_token_seconds",
+            "Time from arrival to the first token.",
+        );
+        self.e2e.render(
+            &mut out,
+            "prophetkv_request_duration_seconds",
+            "Time from arrival to the last token.",
+        );
+        self.recompute_ratio.render(
+            &mut out,
+            "prophetkv_recompute_ratio",
+            "Recomputed fraction of eligible document rows.",
+        );
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        gauge(
+            &mut out,
+            "prophetkv_queue_depth",
+            "Requests waiting for admission.",
+            engine.queue_depth as f64,
+        );
+        gauge(
+            &mut out,
+            "prophetkv_running_sequences",
+            "Sequences being decoded.",
+            engine.running as f64,
+        );
+        gauge(
+            &mut out,
+            "prophetkv_decode_batch_max",
+            "Largest decode batch so far.",
+            engine.largest_batch as f64,
+        );
+        let mean = if engine.decode_steps > 0 {
+            engine.decode_rows as f64 / engine.decode_steps as f64
+        } else {
+            0.0
+        };
+        gauge(
+            &mut out,
+            "prophetkv_decode_batch_mean",
+            "Mean decode batch size.",
+            mean,
+        );
+        counter(
+            &mut out,
+            "prophetkv_generated_tokens_total",
+            "Tokens generated.",
+            engine.tokens,
+        );
+        gauge(
+            &mut out,
+            "prophetkv_tokens_per_second",
+            "Generated tokens per second since start.",
+            engine.tokens as f64 / uptime_secs.max(1e-9),
+        );
+        counter(
+            &mut out,
+            "prophetkv_requests_total",
+            "Requests admitted.",
+            engine.requests,
+        );
+        counter(
+            &mut out,
+            "prophetkv_rejected_requests_total",
+            "Requests refused with 429.",
+            self.rejected.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(out, "# HELP prophetkv_cache_hits_total Document cache lookups by tier.\n# TYPE prophetkv_cache_hits_total counter");
+        for (tier, n) in ["host", "disk", "remote", "computed"]
+            .iter()
+            .zip(engine.hits)
+        {
+            let _ = writeln!(out, "prophetkv_cache_hits_total{{tier=\"{tier}\"}} {n}");
+        }
+        out
+    }
+}

@@ -1,0 +1,401 @@
+//! The router on a tiny model, without a socket (`tower::ServiceExt::oneshot`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
+use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
+use prophetkv_model::{load_model, LoadOptions, TextTokenizer, WeightPath};
+use prophetkv_reuse::StrategyKind;
+use prophetkv_server::openai::Defaults;
+use prophetkv_server::{router, AppState, ServerConfig};
+use prophetkv_store::{DocumentStore, KvDtype, ModelIdentity, StoreConfig};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn app(api_keys: Vec<String>) -> App {
+    let model_dir = tempfile::tempdir().unwrap();
+    write_tiny(model_dir.path(), Tiny::Gemma3);
+    let model = load_model(
+        model_dir.path(),
+        &LoadOptions {
+            weight_path: WeightPath::F32,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let c = model.config();
+    let identity = ModelIdentity {
+        fingerprint: "tiny".into(),
+        layers: c.num_layers(),
+        kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        anchor: tokenizer.prompt_ids("t5 ").unwrap(),
+    };
+    let store_config = StoreConfig {
+        data_dir: data.path().into(),
+        host_budget: 1 << 26,
+        disk_budget: 1 << 26,
+        remote: None,
+        kv_dtype: KvDtype::F32,
+    };
+    let store = Arc::new(DocumentStore::open(&store_config, identity, model.device()).unwrap());
+    let engine = EngineHandle::spawn(
+        EngineParts {
+            model,
+            tokenizer: tokenizer.clone(),
+            store: store.clone(),
+            instruction: "t5 ".into(),
+        },
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let config = ServerConfig {
+        api_keys,
+        max_body_bytes: 1 << 20,
+        defaults: Defaults {
+            model: "tiny".into(),
+            strategy: StrategyKind::ProphetKv,
+            ratio: 0.2,
+            chat_max_tokens: 16,
+        },
+    };
+    let state = AppState {
+        engine,
+        store,
+        tokenizer,
+        config: Arc::new(config),
+        metrics: Default::default(),
+        accepting: Arc::new(AtomicBool::new(true)),
+    };
+    App {
+        router: router(state),
+        _dirs: (model_dir, data),
+    }
+}
+
+async fn call(
+    app: &App,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<Body>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(k) = key {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    }
+    let res = app
+        .router
+        .clone()
+        .oneshot(req.body(body.unwrap_or_else(Body::empty)).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn post(app: &App, uri: &str, body: Value) -> (StatusCode, Value) {
+    let (status, text) = call(app, "POST", uri, None, Some(Body::from(body.to_string()))).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn docs() -> Vec<Value> {
+    vec![
+        json!({"text": tiny_text(&tokens(30, 1))}),
+        json!({"text": tiny_text(&tokens(20, 2))}),
+    ]
+}
+
+#[tokio::test]
+async fn completion_returns_text_usage_and_reuse_stats_matching_the_ratio() {
+    let app = app(vec![]);
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({
+            "prompt": tiny_text(&tokens(4, 3)), "max_tokens": 5, "temperature": 0,
+            "documents": docs(), "kv_reuse": {"strategy": "prophetkv", "recompute_ratio": 0.5}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "text_completion");
+    assert!(body["choices"][0]["text"].is_string());
+    let stats = &body["prophetkv"];
+    // The second document (20 rows) is eligible; half of it is recomputed.
+    assert_eq!(stats["eligible_tokens"], 20);
+    assert_eq!(stats["selected_tokens"], 10);
+    assert_eq!(stats["reused_tokens"], 40);
+    assert_eq!(stats["cache_hits"]["computed"], 2);
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+        )
+    );
+}
+
+#[tokio::test]
+async fn streaming_chat_sends_role_deltas_finish_usage_and_done() {
+    let app = app(vec![]);
+    let body = json!({
+        "messages": [{"role": "system", "content": "t7 t8"}, {"role": "user", "content": tiny_text(&tokens(4, 4))}],
+        "max_tokens": 6, "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
+        "documents": docs()
+    });
+    let (status, text) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        Some(Body::from(body.to_string())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let finish = chunks
+        .iter()
+        .find(|c| !c["choices"][0]["finish_reason"].is_null())
+        .expect("a finish chunk");
+    assert!(finish["prophetkv"]["reused_tokens"].as_u64().unwrap() > 0);
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+
+    // The same request without streaming gives the same text.
+    let mut plain = body.clone();
+    plain["stream"] = json!(false);
+    let (_, whole) = post(&app, "/v1/chat/completions", plain).await;
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        whole["choices"][0]["message"]["content"].as_str().unwrap(),
+        streamed
+    );
+}
+
+#[tokio::test]
+async fn documents_are_registered_listed_read_used_and_deleted_per_api_key() {
+    let app = app(vec!["key-a".into(), "key-b".into()]);
+    let reg = json!({"id": "notes", "text": tiny_text(&tokens(25, 5))});
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/documents",
+        None,
+        Some(Body::from(reg.to_string())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/documents",
+        Some("wrong"),
+        Some(Body::from(reg.to_string())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, text) = call(
+        &app,
+        "POST",
+        "/v1/documents",
+        Some("key-a"),
+        Some(Body::from(reg.to_string())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(created["data"][0]["tokens"], 25);
+    let (_, list_a) = call(&app, "GET", "/v1/documents", Some("key-a"), None).await;
+    let (_, list_b) = call(&app, "GET", "/v1/documents", Some("key-b"), None).await;
+    assert!(list_a.contains("notes") && !list_b.contains("notes"));
+    let (status, _) = call(&app, "GET", "/v1/documents/notes", Some("key-b"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let body = json!({"prompt": "t3", "max_tokens": 2, "documents": [{"id": "notes"}]}).to_string();
+    let (status, text) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some("key-a"),
+        Some(Body::from(body.clone())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        Some("key-b"),
+        Some(Body::from(body)),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "tenant B cannot use tenant A's document"
+    );
+    let (status, _) = call(&app, "DELETE", "/v1/documents/notes", Some("key-b"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, "DELETE", "/v1/documents/notes", Some("key-a"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, "GET", "/v1/documents/notes", Some("key-a"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_openai_shaped_errors_with_the_right_status() {
+    let app = app(vec![]);
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        (
+            "/v1/completions",
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": 5}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "max_tokens": "ten"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "documents": [{"id": "missing"}]}).to_string(),
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "kv_reuse": {"recompute_ratio": 2}}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "kv_reuse": {"strategy": "magic"}}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "max_tokens": 100000}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "model": "gpt-9"}).to_string(),
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": []}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/nope",
+            "{}".into(),
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/completions",
+            format!("{{\"prompt\": \"{}\"}}", "a".repeat(2 << 20)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+        ),
+    ];
+    for (uri, body, want, kind) in cases {
+        let (status, text) = call(&app, "POST", uri, None, Some(Body::from(body.clone()))).await;
+        assert_eq!(
+            status,
+            want,
+            "{uri} {}: {text}",
+            &body[..body.len().min(80)]
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        assert_eq!(v["error"]["type"], kind, "{text}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ops_endpoints_answer() {
+    let app = app(vec![]);
+    assert_eq!(
+        call(&app, "GET", "/health", None, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", "/ready", None, None).await.0,
+        StatusCode::OK
+    );
+    let (status, models) = call(&app, "GET", "/v1/models", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(models.contains("\"tiny\""));
+    post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "t3", "max_tokens": 2}),
+    )
+    .await;
+    let (_, metrics) = call(&app, "GET", "/metrics", None, None).await;
+    for name in [
+        "prophetkv_time_to_first_token_seconds_bucket",
+        "prophetkv_request_duration_seconds_count",
+        "prophetkv_queue_depth",
+        "prophetkv_running_sequences",
+        "prophetkv_tokens_per_second",
+        "prophetkv_cache_hits_total{tier=\"host\"}",
+        "prophetkv_recompute_ratio_bucket",
+        "prophetkv_decode_batch_max",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
