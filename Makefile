@@ -4,10 +4,14 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run test model deps build lint bench-runtime bench-store
+.PHONY: run demo test model deps build lint bench-runtime bench-store
 
-## Fetch the default model if missing, build, and run a generation demo.
+## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
+	./target/release/prophetkv serve --config config/default.toml --model $(MODEL)
+
+## One greedy generation from the command line.
+demo: model build
 	./target/release/prophetkv generate --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 32
 
 ## Fetch the default model and install redis-server if missing, then run the whole test suite.

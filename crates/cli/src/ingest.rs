@@ -11,11 +11,12 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use prophetkv_model::{load_model, LoadOptions, TextTokenizer};
-use prophetkv_store::{model_fingerprint, DocumentStore, ModelIdentity, NewDocument};
+use prophetkv_store::NewDocument;
 use serde::Deserialize;
 
-use crate::generate::{DtypeArg, DEFAULT_MODEL};
+use crate::config_file::FileConfig;
+use crate::generate::DEFAULT_MODEL;
+use crate::runtime::{self, weight_path};
 use crate::store_args::StoreArgs;
 
 /// Arguments of `prophetkv ingest`.
@@ -33,12 +34,16 @@ pub struct IngestArgs {
     /// Tenant that owns the documents.
     #[arg(long, default_value = "default")]
     tenant: String,
-    /// Instruction prefix every document is cached after (with BOS).
-    #[arg(long, env = "PROPHETKV_PREFIX", default_value = "")]
-    prefix: String,
-    /// Weight path the caches are computed with.
-    #[arg(long, value_enum, default_value = "f32")]
-    dtype: DtypeArg,
+    /// Config file whose [model] instruction/dtype and [store] settings apply.
+    #[arg(long, env = "PROPHETKV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Instruction every document is cached after (with BOS); must equal the
+    /// server's [default: the config's [model] instruction].
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Weight path the caches are computed with: q or f32 [default: the config's].
+    #[arg(long)]
+    dtype: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -118,22 +123,12 @@ fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> 
 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let documents = read_documents(&args)?;
-    let options = LoadOptions {
-        weight_path: args.dtype.into(),
-        ..LoadOptions::default()
-    };
-    let model = load_model(&args.model, &options)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    let tokenizer = TextTokenizer::from_path(&args.model)?;
-    let c = model.config();
-    let identity = ModelIdentity {
-        fingerprint: model_fingerprint(&args.model, &format!("{:?}", options.weight_path))?,
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: tokenizer.prompt_ids(&args.prefix)?,
-    };
-    let store = DocumentStore::open(&args.store.config(), identity, model.device())?;
+    let file = FileConfig::load(args.config.as_deref())?;
+    let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
+    let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
+    let store_config = args.store.config(file.store)?;
+    let (model, tokenizer, store) =
+        runtime::open(&args.model, weights, &instruction, &store_config)?;
 
     let bar = ProgressBar::new(documents.len() as u64);
     bar.set_style(

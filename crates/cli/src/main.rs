@@ -1,7 +1,10 @@
 //! `prophetkv`: the one binary. Subcommands live in their own modules.
 
+mod config_file;
 mod generate;
 mod ingest;
+mod runtime;
+mod serve;
 mod store_args;
 mod strategy_args;
 
@@ -23,20 +26,33 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Register documents and precompute their KV caches (resumable).
     Ingest(ingest::IngestArgs),
+    /// Run the OpenAI-compatible server.
+    Serve(serve::ServeArgs),
+}
+
+fn init_logging(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve(args) => init_logging(args.log_format == serve::LogFormat::Json, "info"),
+        _ => init_logging(false, "warn"),
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Ingest(args) => ingest::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

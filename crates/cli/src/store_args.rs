@@ -1,65 +1,61 @@
-//! Command-line options of the document store (shared by subcommands).
+//! Command-line options of the document store (shared by subcommands). Each
+//! overrides the config file's `[store]` value when given.
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use anyhow::bail;
+use clap::Args;
 use prophetkv_store::{KvDtype, RemoteConfig, StoreConfig};
 
-/// Element type of stored keys and values.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KvDtypeArg {
-    /// Half precision (CPU default).
-    F16,
-    /// bfloat16 (GPU default).
-    Bf16,
-    /// Exact.
-    F32,
-}
+use crate::config_file::StoreSection;
 
 /// Where documents and their caches are kept.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Registry and disk blobs.
-    #[arg(long, env = "PROPHETKV_DATA_DIR", default_value = "data")]
-    data_dir: PathBuf,
-    /// Host memory tier budget, MiB (0 disables it).
-    #[arg(long, env = "PROPHETKV_HOST_BUDGET_MB", default_value_t = 2048)]
-    host_budget_mb: u64,
-    /// Disk tier budget, MiB.
-    #[arg(long, env = "PROPHETKV_DISK_BUDGET_MB", default_value_t = 20480)]
-    disk_budget_mb: u64,
-    /// Redis tier shared by replicas, e.g. redis://127.0.0.1:6379/ (off when unset).
+    /// Registry and disk blobs [default: data].
+    #[arg(long, env = "PROPHETKV_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Host memory tier budget, MiB; 0 disables it [default: 2048].
+    #[arg(long, env = "PROPHETKV_HOST_BUDGET_MB")]
+    host_budget_mb: Option<u64>,
+    /// Disk tier budget, MiB [default: 20480].
+    #[arg(long, env = "PROPHETKV_DISK_BUDGET_MB")]
+    disk_budget_mb: Option<u64>,
+    /// Redis tier shared by replicas, e.g. redis://127.0.0.1:6379/ [default: none].
     #[arg(long, env = "PROPHETKV_REDIS_URL")]
     redis_url: Option<String>,
-    /// Redis tier budget, MiB.
-    #[arg(long, env = "PROPHETKV_REDIS_BUDGET_MB", default_value_t = 8192)]
-    redis_budget_mb: u64,
-    /// Key prefix in Redis (one per deployment).
-    #[arg(long, env = "PROPHETKV_REDIS_PREFIX", default_value = "prophetkv")]
-    redis_prefix: String,
-    /// Element type of stored K/V.
-    #[arg(long, value_enum, env = "PROPHETKV_KV_DTYPE", default_value = "f16")]
-    kv_dtype: KvDtypeArg,
+    /// Redis tier budget, MiB [default: 8192].
+    #[arg(long, env = "PROPHETKV_REDIS_BUDGET_MB")]
+    redis_budget_mb: Option<u64>,
+    /// Key prefix in Redis, one per deployment [default: prophetkv].
+    #[arg(long, env = "PROPHETKV_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// Element type of stored K/V: f16, bf16 or f32 [default: f16].
+    #[arg(long, env = "PROPHETKV_KV_DTYPE")]
+    kv_dtype: Option<String>,
 }
 
 impl StoreArgs {
-    /// The store configuration these options describe.
-    pub fn config(&self) -> StoreConfig {
+    /// These options over `file`'s values.
+    pub fn config(&self, file: StoreSection) -> anyhow::Result<StoreConfig> {
         const MIB: u64 = 1 << 20;
-        StoreConfig {
-            data_dir: self.data_dir.clone(),
-            host_budget: self.host_budget_mb * MIB,
-            disk_budget: self.disk_budget_mb * MIB,
-            remote: self.redis_url.as_ref().map(|url| RemoteConfig {
-                url: url.clone(),
-                budget: self.redis_budget_mb * MIB,
-                prefix: self.redis_prefix.clone(),
+        let redis_url = self.redis_url.clone().unwrap_or(file.redis_url);
+        let kv_dtype = match self.kv_dtype.clone().unwrap_or(file.kv_dtype).as_str() {
+            "f16" => KvDtype::F16,
+            "bf16" => KvDtype::Bf16,
+            "f32" => KvDtype::F32,
+            other => bail!("kv_dtype must be f16, bf16 or f32, got {other:?}"),
+        };
+        Ok(StoreConfig {
+            data_dir: self.data_dir.clone().unwrap_or(file.data_dir),
+            host_budget: self.host_budget_mb.unwrap_or(file.host_budget_mb) * MIB,
+            disk_budget: self.disk_budget_mb.unwrap_or(file.disk_budget_mb) * MIB,
+            remote: (!redis_url.is_empty()).then(|| RemoteConfig {
+                url: redis_url,
+                budget: self.redis_budget_mb.unwrap_or(file.redis_budget_mb) * MIB,
+                prefix: self.redis_prefix.clone().unwrap_or(file.redis_prefix),
             }),
-            kv_dtype: match self.kv_dtype {
-                KvDtypeArg::F16 => KvDtype::F16,
-                KvDtypeArg::Bf16 => KvDtype::Bf16,
-                KvDtypeArg::F32 => KvDtype::F32,
-            },
-        }
+            kv_dtype,
+        })
     }
 }

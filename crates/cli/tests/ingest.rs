@@ -52,6 +52,8 @@ fn ingest(model: &Path, docs: &Path, data: &Path) -> Command {
             "0",
             "--tenant",
             "crash",
+            "--prefix",
+            "",
         ])
         .env_remove("PROPHETKV_REDIS_URL")
         .stdout(Stdio::piped())

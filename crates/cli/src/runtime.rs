@@ -1,0 +1,45 @@
+//! Loading what both `serve` and `ingest` run on: the model, its tokenizer,
+//! and the store opened for that model and instruction.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer, WeightPath};
+use prophetkv_store::{model_fingerprint, DocumentStore, ModelIdentity, StoreConfig};
+
+/// `"q"` or `"f32"` as a weight path.
+pub fn weight_path(dtype: &str) -> anyhow::Result<WeightPath> {
+    match dtype {
+        "q" => Ok(WeightPath::Quantized),
+        "f32" => Ok(WeightPath::F32),
+        other => bail!("dtype must be q or f32, got {other:?}"),
+    }
+}
+
+/// The model, its tokenizer, and the store whose caches belong to them.
+pub fn open(
+    path: &Path,
+    weights: WeightPath,
+    instruction: &str,
+    store: &StoreConfig,
+) -> anyhow::Result<(Model, TextTokenizer, DocumentStore)> {
+    let options = LoadOptions {
+        weight_path: weights,
+        ..LoadOptions::default()
+    };
+    let model =
+        load_model(path, &options).with_context(|| format!("loading model {}", path.display()))?;
+    let tokenizer = TextTokenizer::from_path(path)
+        .with_context(|| format!("loading tokenizer of {}", path.display()))?;
+    let c = model.config();
+    let identity = ModelIdentity {
+        fingerprint: model_fingerprint(path, &format!("{weights:?}"))?,
+        layers: c.num_layers(),
+        kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        anchor: tokenizer.prompt_ids(instruction)?,
+    };
+    let store = DocumentStore::open(store, identity, model.device())
+        .with_context(|| format!("opening the store in {}", store.data_dir.display()))?;
+    Ok((model, tokenizer, store))
+}

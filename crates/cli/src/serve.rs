@@ -1,0 +1,149 @@
+//! `prophetkv serve`: the OpenAI-compatible daemon.
+//!
+//! Configuration: `--config FILE` (TOML, see config/default.toml) <
+//! `PROPHETKV_*` environment variables < flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
+use prophetkv_reuse::StrategyKind;
+use prophetkv_server::openai::Defaults;
+use prophetkv_server::{AppState, ServerConfig};
+
+use crate::config_file::FileConfig;
+use crate::runtime::{self, weight_path};
+use crate::store_args::StoreArgs;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `prophetkv serve`; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/default.toml).
+    #[arg(long, env = "PROPHETKV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model path [default: models/gemma-3-270m-q4_k_m.gguf].
+    #[arg(long, env = "PROPHETKV_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Model id served at /v1/models [default: gemma-3-270m].
+    #[arg(long, env = "PROPHETKV_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// Weight path: q or f32 [default: f32].
+    #[arg(long, env = "PROPHETKV_DTYPE")]
+    pub dtype: Option<String>,
+    /// Instruction placed after BOS; documents are cached after it.
+    #[arg(long, env = "PROPHETKV_INSTRUCTION")]
+    pub instruction: Option<String>,
+    /// Address to bind [default: 127.0.0.1].
+    #[arg(long, env = "PROPHETKV_HOST")]
+    pub host: Option<IpAddr>,
+    /// Port [default: 8080].
+    #[arg(long, env = "PROPHETKV_PORT")]
+    pub port: Option<u16>,
+    /// Bearer API keys, comma-separated; each is a tenant [default: none, no auth].
+    #[arg(long, env = "PROPHETKV_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Option<Vec<String>>,
+    /// Default strategy [default: prophetkv].
+    #[arg(long, env = "PROPHETKV_STRATEGY")]
+    pub strategy: Option<String>,
+    /// Default recompute ratio [default: 0.2].
+    #[arg(long, env = "PROPHETKV_RECOMPUTE_RATIO")]
+    pub recompute_ratio: Option<f64>,
+    /// Most sequences per decode step [default: 16].
+    #[arg(long, env = "PROPHETKV_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Most waiting requests; more get 429 [default: 64].
+    #[arg(long, env = "PROPHETKV_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// Log format.
+    #[arg(long, value_enum, env = "PROPHETKV_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = FileConfig::load(args.config.as_deref())?;
+    let model_path = args.model.clone().unwrap_or(file.model.path.clone());
+    let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
+    let instruction = args
+        .instruction
+        .clone()
+        .unwrap_or(file.model.instruction.clone());
+    let strategy: StrategyKind = args
+        .strategy
+        .as_deref()
+        .unwrap_or(&file.reuse.strategy)
+        .parse()?;
+    let ratio = args.recompute_ratio.unwrap_or(file.reuse.recompute_ratio);
+    if !(0.0..=1.0).contains(&ratio) {
+        anyhow::bail!("recompute_ratio must be within [0, 1], got {ratio}");
+    }
+    let host: IpAddr = match args.host {
+        Some(h) => h,
+        None => file
+            .server
+            .host
+            .parse()
+            .with_context(|| format!("server.host {:?}", file.server.host))?,
+    };
+    let addr = SocketAddr::new(host, args.port.unwrap_or(file.server.port));
+    let store_config = args.store.config(file.store)?;
+
+    let (model, tokenizer, store) =
+        runtime::open(&model_path, weights, &instruction, &store_config)?;
+    let store = Arc::new(store);
+    let engine_config = EngineConfig {
+        max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
+        max_queue: args.max_queue.unwrap_or(file.engine.max_queue),
+        max_prefills_per_step: file.engine.max_prefills_per_step,
+    };
+    let parts = EngineParts {
+        model,
+        tokenizer: tokenizer.clone(),
+        store: store.clone(),
+        instruction,
+    };
+    let engine = EngineHandle::spawn(parts, engine_config)?;
+    let api_keys = args.api_keys.clone().unwrap_or(file.server.api_keys);
+    let config = ServerConfig {
+        api_keys: api_keys.into_iter().filter(|k| !k.is_empty()).collect(),
+        max_body_bytes: file.server.max_body_mb << 20,
+        defaults: Defaults {
+            model: args.model_name.clone().unwrap_or(file.model.name),
+            strategy,
+            ratio,
+            chat_max_tokens: file.engine.chat_max_tokens,
+        },
+    };
+    let state = AppState {
+        engine,
+        store,
+        tokenizer,
+        config: Arc::new(config),
+        metrics: Default::default(),
+        accepting: Arc::new(AtomicBool::new(true)),
+    };
+    let grace = Duration::from_secs(file.server.shutdown_grace_secs);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(prophetkv_server::serve(state, addr, grace))
+        .with_context(|| format!("serving on {addr}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
