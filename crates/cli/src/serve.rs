@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,14 +128,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             chat_max_tokens: file.engine.chat_max_tokens,
         },
     };
-    let state = AppState {
-        engine,
-        store,
-        tokenizer,
-        config: Arc::new(config),
-        metrics: Default::default(),
-        accepting: Arc::new(AtomicBool::new(true)),
-    };
+    let state = AppState::new(engine, store, tokenizer, config);
     let grace = Duration::from_secs(file.server.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -37,3 +37,22 @@ pub struct AppState {
     /// False while shutting down.
     pub accepting: Arc<AtomicBool>,
 }
+
+impl AppState {
+    /// State for a server that is ready and accepting requests.
+    pub fn new(
+        engine: EngineHandle,
+        store: Arc<DocumentStore>,
+        tokenizer: TextTokenizer,
+        config: ServerConfig,
+    ) -> Self {
+        Self {
+            engine,
+            store,
+            tokenizer,
+            config: Arc::new(config),
+            metrics: Arc::default(),
+            accepting: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}

@@ -1,6 +1,5 @@
 //! The router on a tiny model, without a socket (`tower::ServiceExt::oneshot`).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -71,14 +70,7 @@ fn app(api_keys: Vec<String>) -> App {
             chat_max_tokens: 16,
         },
     };
-    let state = AppState {
-        engine,
-        store,
-        tokenizer,
-        config: Arc::new(config),
-        metrics: Default::default(),
-        accepting: Arc::new(AtomicBool::new(true)),
-    };
+    let state = AppState::new(engine, store, tokenizer, config);
     App {
         router: router(state),
         _dirs: (model_dir, data),
