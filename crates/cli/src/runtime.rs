@@ -31,14 +31,11 @@ pub fn open(
         load_model(path, &options).with_context(|| format!("loading model {}", path.display()))?;
     let tokenizer = TextTokenizer::from_path(path)
         .with_context(|| format!("loading tokenizer of {}", path.display()))?;
-    let c = model.config();
-    let identity = ModelIdentity {
-        fingerprint: model_fingerprint(path, &format!("{weights:?}"))?,
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: tokenizer.prompt_ids(instruction)?,
-    };
+    let identity = ModelIdentity::new(
+        model.config(),
+        model_fingerprint(path, &format!("{weights:?}"))?,
+        tokenizer.prompt_ids(instruction)?,
+    );
     let store = DocumentStore::open(store, identity, model.device())
         .with_context(|| format!("opening the store in {}", store.data_dir.display()))?;
     Ok((model, tokenizer, store))

@@ -103,14 +103,11 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
     };
     let model = load_model(&model_path, &options).unwrap();
     let tokenizer = TextTokenizer::from_path(&model_path).unwrap();
-    let c = model.config();
-    let identity = ModelIdentity {
-        fingerprint: model_fingerprint(&model_path, "F32").unwrap(),
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: tokenizer.prompt_ids("").unwrap(),
-    };
+    let identity = ModelIdentity::new(
+        model.config(),
+        model_fingerprint(&model_path, "F32").unwrap(),
+        tokenizer.prompt_ids("").unwrap(),
+    );
     let config = StoreConfig {
         data_dir: data.path().to_path_buf(),
         host_budget: 0,

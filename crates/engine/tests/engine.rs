@@ -42,14 +42,11 @@ fn fixture(config: EngineConfig) -> Fixture {
     let model = load(model_dir.path());
     let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let c = model.config();
-    let identity = ModelIdentity {
-        fingerprint: "tiny".into(),
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: tokenizer.prompt_ids(INSTRUCTION).unwrap(),
-    };
+    let identity = ModelIdentity::new(
+        model.config(),
+        "tiny".into(),
+        tokenizer.prompt_ids(INSTRUCTION).unwrap(),
+    );
     let store_config = StoreConfig {
         data_dir: data.path().to_path_buf(),
         host_budget: 64 << 20,

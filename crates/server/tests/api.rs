@@ -34,14 +34,11 @@ fn app(api_keys: Vec<String>) -> App {
     .unwrap();
     let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let c = model.config();
-    let identity = ModelIdentity {
-        fingerprint: "tiny".into(),
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: tokenizer.prompt_ids("t5 ").unwrap(),
-    };
+    let identity = ModelIdentity::new(
+        model.config(),
+        "tiny".into(),
+        tokenizer.prompt_ids("t5 ").unwrap(),
+    );
     let store_config = StoreConfig {
         data_dir: data.path().into(),
         host_budget: 1 << 26,

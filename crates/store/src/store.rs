@@ -52,6 +52,24 @@ pub struct ModelIdentity {
     pub anchor: Vec<u32>,
 }
 
+impl ModelIdentity {
+    /// The identity of a model with `config`, fingerprinted as `fingerprint`,
+    /// whose documents are cached after `anchor`.
+    pub fn new(
+        config: &prophetkv_model::ModelConfig,
+        fingerprint: String,
+        anchor: Vec<u32>,
+    ) -> Self {
+        Self {
+            fingerprint,
+            layers: config.num_layers(),
+            kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            anchor,
+        }
+    }
+}
+
 /// A document to register.
 #[derive(Debug, Clone, Default)]
 pub struct NewDocument {

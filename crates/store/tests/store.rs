@@ -69,14 +69,7 @@ impl Drop for RedisServer {
 }
 
 fn identity(model: &Model) -> ModelIdentity {
-    let c = model.config();
-    ModelIdentity {
-        fingerprint: "tiny-gemma".into(),
-        layers: c.num_layers(),
-        kv_heads: c.num_kv_heads,
-        head_dim: c.head_dim,
-        anchor: vec![1, 2, 3],
-    }
+    ModelIdentity::new(model.config(), "tiny-gemma".into(), vec![1, 2, 3])
 }
 
 fn config(dir: &Path, redis: Option<&RedisServer>) -> StoreConfig {
