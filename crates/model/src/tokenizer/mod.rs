@@ -9,16 +9,18 @@
 mod gguf_vocab;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::loader::ModelFormat;
 use crate::{ModelError, Result};
 
-/// A tokenizer plus the special ids generation needs.
+/// A tokenizer plus the special ids generation needs. Cheap to clone: the
+/// vocabulary (hundreds of MB for a 262k-token model) is shared.
 #[derive(Debug, Clone)]
 pub struct TextTokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Arc<tokenizers::Tokenizer>,
     bos: Option<u32>,
     eos: Vec<u32>,
 }
@@ -34,7 +36,11 @@ impl TextTokenizer {
 
     pub(crate) fn new(mut inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>) -> Self {
         inner.set_encode_special_tokens(true);
-        Self { inner, bos, eos }
+        Self {
+            inner: Arc::new(inner),
+            bos,
+            eos,
+        }
     }
 
     /// Ids of `text` with no special tokens added or parsed.
