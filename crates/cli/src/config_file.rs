@@ -46,6 +46,7 @@ pub struct ModelSection {
     pub name: String,
     pub dtype: String,
     pub instruction: String,
+    pub chat_template: String,
 }
 
 impl Default for ModelSection {
@@ -55,6 +56,7 @@ impl Default for ModelSection {
             name: "gemma-3-270m".into(),
             dtype: "f32".into(),
             instruction: "Read the documents below and answer the question at the end.\n\n".into(),
+            chat_template: String::new(),
         }
     }
 }

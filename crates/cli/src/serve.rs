@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
+use prophetkv_model::TextTokenizer;
 use prophetkv_reuse::StrategyKind;
+use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
 use prophetkv_server::{AppState, ServerConfig};
 
@@ -46,6 +48,10 @@ pub struct ServeArgs {
     /// Instruction placed after BOS; documents are cached after it.
     #[arg(long, env = "PROPHETKV_INSTRUCTION")]
     pub instruction: Option<String>,
+    /// Chat layout: a Jinja template file, "plain", or empty for the
+    /// model's own template (plain when it has none) [default: empty].
+    #[arg(long, env = "PROPHETKV_CHAT_TEMPLATE")]
+    pub chat_template: Option<String>,
     /// Address to bind [default: 127.0.0.1].
     #[arg(long, env = "PROPHETKV_HOST")]
     pub host: Option<IpAddr>,
@@ -116,6 +122,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         store: store.clone(),
         instruction,
     };
+    let chat_template = chat_template(
+        args.chat_template
+            .as_deref()
+            .unwrap_or(&file.model.chat_template),
+        &tokenizer,
+    )?;
     let engine = EngineHandle::spawn(parts, engine_config)?;
     let api_keys = args.api_keys.clone().unwrap_or(file.server.api_keys);
     let config = ServerConfig {
@@ -126,6 +138,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             strategy,
             ratio,
             chat_max_tokens: file.engine.chat_max_tokens,
+            chat_template,
         },
     };
     let state = AppState::new(engine, store, tokenizer, config);
@@ -138,4 +151,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The chat template named by the configuration: "" (the model's own, if
+/// any), "plain" (none), or a file.
+fn chat_template(
+    setting: &str,
+    tokenizer: &TextTokenizer,
+) -> anyhow::Result<Option<Arc<ChatTemplate>>> {
+    let source = match setting {
+        "plain" => return Ok(None),
+        "" => match tokenizer.chat_template() {
+            Some(t) => t.to_string(),
+            None => {
+                tracing::info!("the model has no chat template; chat uses the plain layout");
+                return Ok(None);
+            }
+        },
+        path => std::fs::read_to_string(path)
+            .with_context(|| format!("reading chat template {path}"))?,
+    };
+    let token = |id: Option<u32>| id.and_then(|id| tokenizer.token(id)).unwrap_or_default();
+    let template = ChatTemplate::new(
+        &source,
+        &token(tokenizer.bos()),
+        &token(tokenizer.eos().first().copied()),
+    )
+    .context("compiling the chat template")?;
+    tracing::info!("chat uses the model's chat template");
+    Ok(Some(Arc::new(template)))
 }

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod chat_template;
 pub mod error;
 pub mod json;
 pub mod metrics;

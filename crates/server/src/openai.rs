@@ -1,10 +1,13 @@
 //! OpenAI request bodies (with prophetkv's `documents` and `kv_reuse`
 //! extensions) and their validation into engine requests.
 
+use std::sync::Arc;
+
 use prophetkv_engine::{DocumentRef, GenerateRequest, SamplingParams, Segment};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 use serde::Deserialize;
 
+use crate::chat_template::{ChatTemplate, TemplateMessage};
 use crate::error::ApiError;
 
 /// A string or a list of strings (`prompt`, `stop`).
@@ -167,6 +170,8 @@ pub struct Defaults {
     pub ratio: f64,
     /// `max_tokens` for chat when a request names none.
     pub chat_max_tokens: usize,
+    /// The model's chat template; `None`: the plain layout.
+    pub chat_template: Option<Arc<ChatTemplate>>,
 }
 
 /// A request validated for the engine, plus what the response needs.
@@ -310,44 +315,44 @@ impl CompletionRequest {
 }
 
 impl ChatRequest {
-    /// Validates into an engine request using the plain chat layout: earlier
-    /// turns as "Role: text" paragraphs (fresh), then the documents, then the
-    /// last user turn and "Assistant:" (the query).
+    /// Validates into an engine request. With the model's chat template, the
+    /// rendered conversation up to the last user turn's text is fresh, then
+    /// come the documents, then that text and the generation prompt (the
+    /// query). Without one, the plain layout: earlier turns as "Role: text"
+    /// paragraphs, the documents, then "User: text\nAssistant:".
     pub fn validate(self, defaults: &Defaults, tenant: &str) -> Result<Valid, ApiError> {
-        let Some(last_user) = self.messages.iter().rposition(|m| m.role == "user") else {
+        let Some(last) = self.messages.last() else {
             return Err(ApiError::unprocessable(
-                "messages must contain a user message",
+                "messages must not be empty",
                 Some("messages"),
             ));
         };
-        if last_user + 1 != self.messages.len() {
+        if last.role != "user" {
             return Err(ApiError::unprocessable(
                 "the last message must be from the user",
                 Some("messages"),
             ));
         }
-        let mut history = String::new();
-        for m in &self.messages[..last_user] {
-            let role = match m.role.as_str() {
-                "system" | "developer" => "System",
-                "user" => "User",
-                "assistant" => "Assistant",
-                other => {
-                    return Err(ApiError::unprocessable(
-                        format!("unsupported role {other:?}"),
-                        Some("messages"),
-                    ))
-                }
-            };
-            history.push_str(&format!("{role}: {}\n\n", m.content.text()?));
-        }
-        let query = format!(
-            "User: {}\nAssistant:",
-            self.messages[last_user].content.text()?
-        );
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| {
+                Ok(TemplateMessage {
+                    role: m.role.clone(),
+                    content: m.content.text()?,
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let (before_documents, query) = match &defaults.chat_template {
+            Some(template) => {
+                let rendered = template.render(&messages)?;
+                (rendered.before_documents, rendered.query)
+            }
+            None => plain_layout(&messages)?,
+        };
         let mut segments = Vec::new();
-        if !history.is_empty() {
-            segments.push(Segment::Fresh(history));
+        if !before_documents.is_empty() {
+            segments.push(Segment::Fresh(before_documents));
         }
         segments.extend(documents(&self.common)?);
         let max_tokens = self
@@ -356,4 +361,31 @@ impl ChatRequest {
             .unwrap_or(defaults.chat_max_tokens);
         validate_common(&self.common, defaults, tenant, segments, query, max_tokens)
     }
+}
+
+/// The layout for models without a chat template: (text before the
+/// documents, query).
+fn plain_layout(messages: &[TemplateMessage]) -> Result<(String, String), ApiError> {
+    let Some((last, earlier)) = messages.split_last() else {
+        return Err(ApiError::unprocessable(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    };
+    let mut history = String::new();
+    for m in earlier {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "System",
+            "user" => "User",
+            "assistant" => "Assistant",
+            other => {
+                return Err(ApiError::unprocessable(
+                    format!("unsupported role {other:?}"),
+                    Some("messages"),
+                ))
+            }
+        };
+        history.push_str(&format!("{role}: {}\n\n", m.content));
+    }
+    Ok((history, format!("User: {}\nAssistant:", last.content)))
 }

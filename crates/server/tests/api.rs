@@ -10,6 +10,7 @@ use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
 use prophetkv_model::{load_model, LoadOptions, TextTokenizer, WeightPath};
 use prophetkv_reuse::StrategyKind;
+use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
 use prophetkv_server::{router, AppState, ServerConfig};
 use prophetkv_store::{DocumentStore, KvDtype, ModelIdentity, StoreConfig};
@@ -22,6 +23,10 @@ struct App {
 }
 
 fn app(api_keys: Vec<String>) -> App {
+    app_with(api_keys, None)
+}
+
+fn app_with(api_keys: Vec<String>, chat_template: Option<Arc<ChatTemplate>>) -> App {
     let model_dir = tempfile::tempdir().unwrap();
     write_tiny(model_dir.path(), Tiny::Gemma3);
     let model = load_model(
@@ -65,6 +70,7 @@ fn app(api_keys: Vec<String>) -> App {
             strategy: StrategyKind::ProphetKv,
             ratio: 0.2,
             chat_max_tokens: 16,
+            chat_template,
         },
     };
     let state = AppState::new(engine, store, tokenizer, config);
@@ -193,6 +199,34 @@ async fn streaming_chat_sends_role_deltas_finish_usage_and_done() {
         whole["choices"][0]["message"]["content"].as_str().unwrap(),
         streamed
     );
+}
+
+#[tokio::test]
+async fn chat_with_a_template_puts_the_documents_before_the_last_user_text() {
+    // In tiny-model tokens: t10 opens a turn, t11 closes it, t12 asks for the answer.
+    let template = "{{ bos_token }}{% for m in messages %}t10 {{ m.content }} t11 {% endfor %}\
+                    {% if add_generation_prompt %}t12{% endif %}";
+    let template = ChatTemplate::new(template, "t1", "t63").unwrap();
+    let app = app_with(vec![], Some(Arc::new(template)));
+    let (status, body) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({
+            "messages": [
+                {"role": "user", "content": "t20"},
+                {"role": "assistant", "content": "t21 t22"},
+                {"role": "user", "content": "t3 t4"}
+            ],
+            "max_tokens": 2, "temperature": 0, "documents": docs(),
+            "kv_reuse": {"strategy": "naive"}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Anchor: BOS t5. Fresh: t10 t20 t11 t10 t21 t22 t11 t10. Documents: 30 + 20.
+    // Query: t3 t4 t11 t12.
+    assert_eq!(body["usage"]["prompt_tokens"], 2 + 8 + 50 + 4, "{body}");
+    assert_eq!(body["prophetkv"]["reused_tokens"], 50, "{body}");
 }
 
 #[tokio::test]

@@ -92,7 +92,11 @@ pub(super) fn from_gguf(path: &Path) -> Result<TextTokenizer> {
     let mut eos: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
     eos.extend(id("tokenizer.ggml.eot_token_id"));
     eos.dedup();
-    Ok(TextTokenizer::new(tokenizer, bos, eos))
+    let template = md
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    Ok(TextTokenizer::new(tokenizer, bos, eos).with_chat_template(template))
 }
 
 fn string_array(md: &GgufMetadata<'_>, key: &str) -> Result<Vec<String>> {

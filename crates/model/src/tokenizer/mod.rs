@@ -23,6 +23,7 @@ pub struct TextTokenizer {
     inner: Arc<tokenizers::Tokenizer>,
     bos: Option<u32>,
     eos: Vec<u32>,
+    chat_template: Option<Arc<str>>,
 }
 
 impl TextTokenizer {
@@ -40,7 +41,20 @@ impl TextTokenizer {
             inner: Arc::new(inner),
             bos,
             eos,
+            chat_template: None,
         }
+    }
+
+    /// The same tokenizer with the model's Jinja chat template (as shipped in
+    /// the GGUF metadata or `tokenizer_config.json`).
+    pub fn with_chat_template(mut self, template: Option<String>) -> Self {
+        self.chat_template = template.filter(|t| !t.trim().is_empty()).map(Arc::from);
+        self
+    }
+
+    /// The model's chat template, if it ships one (base models usually do not).
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
     }
 
     /// Ids of `text` with no special tokens added or parsed.
@@ -124,5 +138,27 @@ fn from_dir(dir: &Path) -> Result<TextTokenizer> {
         .unwrap_or(!model_type.starts_with("qwen"));
     let bos = ids_of(config.get("bos_token_id")).first().copied();
     let eos = ids_of(config.get("eos_token_id"));
-    Ok(TextTokenizer::new(inner, bos.filter(|_| add_bos), eos))
+    Ok(TextTokenizer::new(inner, bos.filter(|_| add_bos), eos)
+        .with_chat_template(dir_chat_template(dir, &tok_config)?))
+}
+
+/// `chat_template.jinja`, else `tokenizer_config.json`'s `chat_template`: a
+/// string, or a list of named templates of which "default" is used.
+fn dir_chat_template(dir: &Path, tok_config: &Value) -> Result<Option<String>> {
+    let file = dir.join("chat_template.jinja");
+    if file.is_file() {
+        return std::fs::read_to_string(&file)
+            .map(Some)
+            .map_err(|source| ModelError::Io { path: file, source });
+    }
+    Ok(match tok_config.get("chat_template") {
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(Value::Array(named)) => named
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    })
 }
