@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps build lint bench-runtime bench-store
+.PHONY: run demo test model deps venv build lint bench-runtime bench-store
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -14,8 +14,8 @@ run: model build
 demo: model build
 	./target/release/prophetkv generate --model $(MODEL) --prompt "$(PROMPT)" --max-tokens 32
 
-## Fetch the default model and install redis-server if missing, then run the whole test suite.
-test: model deps
+## Fetch the default model, install redis-server and the openai package if missing, run every test.
+test: model deps venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --release --workspace
 
@@ -29,6 +29,14 @@ deps:
 	  echo "installing redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
+
+## Python venv with the official openai package (tests/openai_sdk.py drives the server with it).
+venv:
+	@test -x .venv/bin/pip || python3 -m venv .venv || { rm -rf .venv; \
+	  echo "installing python3-venv"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+	  python3 -m venv .venv; }
+	@.venv/bin/python -c 'import openai' 2>/dev/null || .venv/bin/pip install -q openai
 
 build:
 	$(CARGO) build --release

@@ -1,134 +1,45 @@
 //! `prophetkv serve` over real HTTP on a tiny model: answers, streaming,
 //! concurrency with batched decode, cancellation, overload, SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{agent, streamed_text, Server};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+/// The tiny model's directory and a server on it (the model dir must outlive it).
+struct TinyServer {
+    server: Server,
+    _model: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for TinyServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-fn start(extra: &[&str]) -> Server {
+fn start(extra: &[&str]) -> TinyServer {
     let model = tempfile::tempdir().unwrap();
     write_tiny(model.path(), Tiny::Gemma3);
-    let data = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
-        .arg("serve")
-        .arg("--model")
-        .arg(model.path())
-        .arg("--data-dir")
-        .arg(data.path())
-        .args([
-            "--port",
-            &port.to_string(),
-            "--dtype",
-            "f32",
-            "--instruction",
-            "t5 ",
-            "--model-name",
-            "tiny",
-        ])
-        .args(extra)
-        .env_remove("PROPHETKV_REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server {
-        child,
-        base,
-        _dirs: (model, data),
-    };
-    wait_ready(&server);
-    server
-}
-
-fn wait_ready(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = agent().get(format!("{}/ready", server.base)).call() {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
+    let mut args = vec![
+        "--dtype",
+        "f32",
+        "--instruction",
+        "t5 ",
+        "--model-name",
+        "tiny",
+    ];
+    args.extend_from_slice(extra);
+    TinyServer {
+        server: Server::start(model.path(), &args),
+        _model: model,
     }
-}
-
-fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let mut r = agent()
-        .post(format!("{}{path}", server.base))
-        .send_json(&body)
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// Streams a completion; returns the concatenated text and whether [DONE] came.
-fn stream_text(server: &Server, body: Value) -> (String, bool) {
-    let r = agent()
-        .post(format!("{}/v1/completions", server.base))
-        .send_json(&body)
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let reader = BufReader::new(r.into_body().into_reader());
-    let mut text = String::new();
-    for line in reader.lines() {
-        let line = line.unwrap();
-        let Some(data) = line.strip_prefix("data: ") else {
-            continue;
-        };
-        if data == "[DONE]" {
-            return (text, true);
-        }
-        let chunk: Value = serde_json::from_str(data).unwrap();
-        text.push_str(chunk["choices"][0]["text"].as_str().unwrap_or_default());
-    }
-    (text, false)
-}
-
-fn metric(server: &Server, name: &str) -> f64 {
-    let mut r = agent()
-        .get(format!("{}/metrics", server.base))
-        .call()
-        .unwrap();
-    let text = r.body_mut().read_to_string().unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 fn completion(max_tokens: usize, seed: u64) -> Value {
@@ -141,14 +52,19 @@ fn completion(max_tokens: usize, seed: u64) -> Value {
 #[test]
 fn sixteen_concurrent_streams_complete_with_batched_decode_and_match_the_non_streamed_text() {
     let server = start(&["--max-batch", "16"]);
-    let (status, whole) = post(&server, "/v1/completions", completion(10, 3));
+    let (status, whole) = server.post("/v1/completions", &completion(10, 3));
     assert_eq!(status, 200, "{whole}");
     let expected = whole["choices"][0]["text"].as_str().unwrap().to_string();
     let mut streamed = completion(10, 3);
     streamed["stream"] = json!(true);
     let results: Vec<(String, bool)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
-            .map(|_| s.spawn(|| stream_text(&server, streamed.clone())))
+            .map(|_| {
+                s.spawn(|| {
+                    let (chunks, done) = server.stream("/v1/completions", &streamed);
+                    (streamed_text(&chunks), done)
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -160,7 +76,7 @@ fn sixteen_concurrent_streams_complete_with_batched_decode_and_match_the_non_str
         );
     }
     assert!(
-        metric(&server, "prophetkv_decode_batch_max") > 1.0,
+        server.metric("prophetkv_decode_batch_max") > 1.0,
         "decode batch never exceeded 1"
     );
 }
@@ -192,17 +108,17 @@ fn a_client_that_disconnects_mid_stream_frees_its_slot() {
     }
     drop(reader); // disconnect
                   // With a batch of one, this request runs only once the first is cancelled.
-    let (status, body) = post(&server, "/v1/completions", completion(3, 5));
+    let (status, body) = server.post("/v1/completions", &completion(3, 5));
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&server, "prophetkv_running_sequences") != 0.0 {
+    while server.metric("prophetkv_running_sequences") != 0.0 {
         assert!(
             Instant::now() < deadline,
             "the disconnected stream still runs"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let generated = metric(&server, "prophetkv_generated_tokens_total");
+    let generated = server.metric("prophetkv_generated_tokens_total");
     assert!(
         generated < 900.0,
         "the cancelled stream ran to the end ({generated} tokens)"
@@ -215,7 +131,7 @@ fn overload_gets_429_with_retry_after_and_the_rest_succeed() {
     let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..12)
             .map(|i| {
-                let server = &server;
+                let server = &*server;
                 s.spawn(move || {
                     let r = agent()
                         .post(format!("{}/v1/completions", server.base))
@@ -240,13 +156,13 @@ fn overload_gets_429_with_retry_after_and_the_rest_succeed() {
         "429 without Retry-After"
     );
     // Still healthy afterwards.
-    assert_eq!(post(&server, "/v1/completions", completion(2, 30)).0, 200);
+    assert_eq!(server.post("/v1/completions", &completion(2, 30)).0, 200);
 }
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let mut server = start(&[]);
-    let pid = server.child.id().to_string();
+    let mut tiny = start(&[]);
+    let pid = tiny.server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -254,11 +170,74 @@ fn sigterm_stops_the_server_cleanly() {
         .success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = tiny.server.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status:?}");
             break;
         }
         assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends `body` (raw bytes) to `path` with an optional bearer key; the status
+/// and the error message (the whole body when it is not an OpenAI error).
+fn raw(server: &Server, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let mut req = agent()
+        .post(format!("{}{path}", server.base))
+        .header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut r = req.send(body).unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    let message = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or(text);
+    (status, message)
+}
+
+#[test]
+fn malformed_requests_over_http_get_the_right_status_and_a_clear_message() {
+    let server = start(&["--api-keys", "k1"]);
+    let key = Some("k1");
+    let doc = tiny_text(&tokens(20, 1));
+    let long = tiny_text(&tokens(1100, 2)); // the tiny model's context is 1,024
+    let big = format!(r#"{{"prompt": "{}"}}"#, "t7 ".repeat((10 << 20) / 3));
+    let cases: Vec<(&str, &str, Option<&str>, String, u16)> = vec![
+        ("bad JSON", "/v1/completions", key, r#"{"prompt": "#.into(), 400),
+        ("wrong-typed field", "/v1/completions", key, r#"{"prompt": "t3", "max_tokens": "ten"}"#.into(), 400),
+        ("missing API key", "/v1/completions", None, r#"{"prompt": "t3"}"#.into(), 401),
+        ("wrong API key", "/v1/completions", Some("nope"), r#"{"prompt": "t3"}"#.into(), 401),
+        ("unknown document id", "/v1/completions", key, r#"{"prompt": "t3", "documents": [{"id": "missing"}]}"#.into(), 404),
+        ("unknown model", "/v1/completions", key, r#"{"prompt": "t3", "model": "gpt-4o"}"#.into(), 404),
+        ("unknown route", "/v1/embeddings", key, r#"{"input": "t3"}"#.into(), 404),
+        ("10 MB body", "/v1/completions", key, big, 413),
+        ("context too long", "/v1/completions", key, json!({"prompt": long}).to_string(), 422),
+        ("recompute_ratio 2", "/v1/completions", key, json!({"prompt": "t3", "documents": [{"text": doc}], "kv_reuse": {"recompute_ratio": 2}}).to_string(), 422),
+        ("unknown strategy", "/v1/completions", key, json!({"prompt": "t3", "kv_reuse": {"strategy": "magic"}}).to_string(), 422),
+        ("empty message list", "/v1/chat/completions", key, r#"{"messages": []}"#.into(), 422),
+        ("last message not from the user", "/v1/chat/completions", key, r#"{"messages": [{"role": "assistant", "content": "t3"}]}"#.into(), 422),
+        ("document with id and text", "/v1/completions", key, r#"{"prompt": "t3", "documents": [{"id": "a", "text": "t4"}]}"#.into(), 400),
+        ("empty document list to register", "/v1/documents", key, r#"{"documents": []}"#.into(), 422),
+    ];
+    println!("| request | status | message |\n|---|---:|---|");
+    for (what, path, key, body, expected) in &cases {
+        let (status, message) = raw(&server, path, *key, body);
+        println!("| {what} | {status} | {message} |");
+        assert_eq!(status, *expected, "{what}: {message}");
+        assert!(
+            !message.is_empty() && !message.starts_with('{'),
+            "{what}: {message}"
+        );
+    }
+    // Nothing was lost: the server still answers.
+    let (status, message) = raw(
+        &server,
+        "/v1/completions",
+        key,
+        r#"{"prompt": "t3", "max_tokens": 2}"#,
+    );
+    assert_eq!(status, 200, "{message}");
 }

@@ -25,5 +25,6 @@ pub use engine::{EngineConfig, EngineHandle, EngineMetrics, EngineParts};
 pub use error::{EngineError, Result};
 pub use request::{
     DocumentRef, Event, FinishReason, GenerateRequest, Segment, Summary, TierHits, Timeline, Usage,
+    MAX_STOP_STRINGS,
 };
 pub use sampling::SamplingParams;

@@ -27,6 +27,10 @@ pub enum Segment {
     Document(DocumentRef),
 }
 
+/// Most stop strings a request may carry (the ones a client sends plus any
+/// the prompt layout adds).
+pub const MAX_STOP_STRINGS: usize = 16;
+
 /// A validated generation request: the only thing the worker accepts.
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
@@ -59,10 +63,13 @@ impl GenerateRequest {
         if self.max_tokens == 0 {
             return Err(EngineError::invalid("max_tokens", "must be at least 1"));
         }
-        if self.stop.len() > 8 {
+        if self.stop.len() > MAX_STOP_STRINGS {
             return Err(EngineError::invalid(
                 "stop",
-                format!("at most 8 stop strings, got {}", self.stop.len()),
+                format!(
+                    "at most {MAX_STOP_STRINGS} stop strings, got {}",
+                    self.stop.len()
+                ),
             ));
         }
         if self.query.is_empty() {

@@ -184,6 +184,9 @@ pub struct Valid {
     pub include_usage: bool,
 }
 
+/// Most stop strings a client may send.
+const MAX_CLIENT_STOP_STRINGS: usize = 8;
+
 fn documents(common: &Common) -> Result<Vec<Segment>, ApiError> {
     let Some(docs) = &common.documents else {
         return Ok(Vec::new());
@@ -220,6 +223,7 @@ fn validate_common(
     segments: Vec<Segment>,
     query: String,
     max_tokens: usize,
+    layout_stop: Option<&str>,
 ) -> Result<Valid, ApiError> {
     if let Some(model) = &common.model {
         if model != &defaults.model {
@@ -252,6 +256,20 @@ fn validate_common(
             Some("kv_reuse.recompute_ratio"),
         ));
     }
+    let stop = common
+        .stop
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default();
+    if stop.len() > MAX_CLIENT_STOP_STRINGS {
+        return Err(ApiError::unprocessable(
+            format!(
+                "at most {MAX_CLIENT_STOP_STRINGS} stop strings, got {}",
+                stop.len()
+            ),
+            Some("stop"),
+        ));
+    }
     let sampling = SamplingParams {
         temperature: common.temperature.unwrap_or(1.0),
         top_p: common.top_p.unwrap_or(1.0),
@@ -269,11 +287,10 @@ fn validate_common(
         },
         sampling,
         max_tokens,
-        stop: common
-            .stop
-            .clone()
-            .map(OneOrMany::into_vec)
-            .unwrap_or_default(),
+        stop: stop
+            .into_iter()
+            .chain(layout_stop.map(str::to_string))
+            .collect(),
     };
     request.validate().map_err(ApiError::from)?;
     Ok(Valid {
@@ -310,6 +327,7 @@ impl CompletionRequest {
             segments,
             prompt.clone(),
             self.max_tokens.unwrap_or(16),
+            None,
         )
     }
 }
@@ -319,7 +337,8 @@ impl ChatRequest {
     /// rendered conversation up to the last user turn's text is fresh, then
     /// come the documents, then that text and the generation prompt (the
     /// query). Without one, the plain layout: earlier turns as "Role: text"
-    /// paragraphs, the documents, then "User: text\nAssistant:".
+    /// paragraphs, the documents, then "User: text\nAssistant:"; the answer
+    /// stops before a following "\nUser:".
     pub fn validate(self, defaults: &Defaults, tenant: &str) -> Result<Valid, ApiError> {
         let Some(last) = self.messages.last() else {
             return Err(ApiError::unprocessable(
@@ -343,12 +362,15 @@ impl ChatRequest {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let (before_documents, query) = match &defaults.chat_template {
+        let (before_documents, query, layout_stop) = match &defaults.chat_template {
             Some(template) => {
                 let rendered = template.render(&messages)?;
-                (rendered.before_documents, rendered.query)
+                (rendered.before_documents, rendered.query, None)
             }
-            None => plain_layout(&messages)?,
+            None => {
+                let (before, query) = plain_layout(&messages)?;
+                (before, query, Some(PLAIN_LAYOUT_STOP))
+            }
         };
         let mut segments = Vec::new();
         if !before_documents.is_empty() {
@@ -359,9 +381,21 @@ impl ChatRequest {
             .max_completion_tokens
             .or(self.max_tokens)
             .unwrap_or(defaults.chat_max_tokens);
-        validate_common(&self.common, defaults, tenant, segments, query, max_tokens)
+        validate_common(
+            &self.common,
+            defaults,
+            tenant,
+            segments,
+            query,
+            max_tokens,
+            layout_stop,
+        )
     }
 }
+
+/// Where a plain-layout answer ends: a base model goes on to write the
+/// user's next turn.
+const PLAIN_LAYOUT_STOP: &str = "\nUser:";
 
 /// The layout for models without a chat template: (text before the
 /// documents, query).

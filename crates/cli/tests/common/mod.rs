@@ -1,0 +1,148 @@
+//! Starting `prophetkv serve` as a child process and talking to it over real HTTP.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running server, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts `prophetkv serve --model model` on a free port with a fresh
+    /// data dir, no Redis, and `extra` flags; waits until `/ready`.
+    pub fn start(model: &Path, extra: &[&str]) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .env_remove("PROPHETKV_REDIS_URL")
+            .env_remove("PROPHETKV_API_KEYS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _data: data,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = agent().get(format!("{}/ready", self.base)).call() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// POSTs JSON; the status and the body (as JSON when it parses).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut r = agent()
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POSTs a streaming request; the SSE chunks and whether `[DONE]` came.
+    pub fn stream(&self, path: &str, body: &Value) -> (Vec<Value>, bool) {
+        let r = agent()
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reader = BufReader::new(r.into_body().into_reader());
+        let mut chunks = Vec::new();
+        for line in reader.lines() {
+            let line = line.unwrap();
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                return (chunks, true);
+            }
+            chunks.push(serde_json::from_str(data).unwrap());
+        }
+        (chunks, false)
+    }
+
+    /// The value of an unlabelled metric in `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let mut r = agent()
+            .get(format!("{}/metrics", self.base))
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+}
+
+/// An HTTP client that returns error statuses instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+/// The text of a stream of completion chunks (`choices[0].text`) or chat
+/// chunks (`choices[0].delta.content`).
+pub fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            let choice = c["choices"].get(0)?;
+            choice["text"]
+                .as_str()
+                .or_else(|| choice["delta"]["content"].as_str())
+        })
+        .collect()
+}

@@ -1,0 +1,159 @@
+//! `prophetkv serve` on the default model over real HTTP: a needle question
+//! over registered and inline documents, streamed and not, and the official
+//! `openai` Python package driving the server.
+//!
+//! Needs `models/gemma-3-270m-q4_k_m.gguf` and, for the SDK test, the
+//! `.venv` with `openai` installed (`make test` sets up both).
+
+mod common;
+
+use std::process::Command;
+
+use common::{streamed_text, Server};
+use prophetkv_model::testing::{default_model_path, workspace_root};
+use prophetkv_model::TextTokenizer;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+struct Task {
+    id: String,
+    prefix: String,
+    documents: Vec<String>,
+    question: String,
+    answers: Vec<String>,
+}
+
+/// Dev task `code-s102-n8-t2000-3` cut to 6 documents (~1,560 tokens; the
+/// needle is in document 4).
+fn task() -> Task {
+    let path = workspace_root().join("tasks/dev-niah.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut task = text
+        .lines()
+        .map(|l| serde_json::from_str::<Task>(l).unwrap())
+        .find(|t| t.id == "code-s102-n8-t2000-3")
+        .unwrap();
+    task.documents.truncate(6);
+    task
+}
+
+fn start(task: &Task) -> Server {
+    Server::start(
+        &default_model_path(),
+        &["--dtype", "f32", "--instruction", &task.prefix],
+    )
+}
+
+/// Checks the `prophetkv` object of a prophetkv@0.2 answer over the task's
+/// documents: the ratio's share of the eligible rows is recomputed, the rest
+/// of the document rows are reused, and the fresh rows are the question's.
+fn assert_stats_match_the_ratio(stats: &Value, doc_tokens: u64, anchor: u64, query: u64) {
+    let n = |k: &str| {
+        stats[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+    };
+    assert_eq!(stats["strategy"], "prophetkv");
+    let (eligible, selected) = (n("eligible_tokens"), n("selected_tokens"));
+    assert_eq!(selected, (0.2 * eligible as f64).floor() as u64, "{stats}");
+    assert_eq!(n("reused_tokens") + selected, doc_tokens, "{stats}");
+    assert_eq!(n("recomputed_tokens"), selected + query, "{stats}");
+    assert_eq!(n("context_tokens"), anchor + doc_tokens + query, "{stats}");
+}
+
+#[test]
+fn needle_question_is_answered_over_http_with_documents_by_id_and_inline_streamed_and_not() {
+    let task = task();
+    let answer = &task.answers[0];
+    let tokenizer = TextTokenizer::from_path(&default_model_path()).unwrap();
+    let anchor = tokenizer.prompt_ids(&task.prefix).unwrap().len() as u64;
+    let query = tokenizer.encode(&task.question).unwrap().len() as u64;
+    let server = start(&task);
+
+    let docs: Vec<Value> = task
+        .documents
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"id": format!("doc-{i}"), "text": text}))
+        .collect();
+    let (status, registered) = server.post("/v1/documents", &json!({ "documents": docs }));
+    assert_eq!(status, 201, "{registered}");
+    let doc_tokens: u64 = registered["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["tokens"].as_u64().unwrap())
+        .sum();
+    let expected_tokens: usize = task
+        .documents
+        .iter()
+        .map(|d| tokenizer.encode(d).unwrap().len())
+        .sum();
+    assert_eq!(doc_tokens, expected_tokens as u64);
+
+    let by_id: Vec<Value> = (0..6).map(|i| json!({"id": format!("doc-{i}")})).collect();
+    let inline: Vec<Value> = task.documents.iter().map(|d| json!({"text": d})).collect();
+    let request = |documents: &[Value], stream: bool| {
+        json!({
+            "prompt": task.question, "max_tokens": 8, "temperature": 0, "stream": stream,
+            "documents": documents,
+            "kv_reuse": {"strategy": "prophetkv", "recompute_ratio": 0.2},
+        })
+    };
+
+    // By id, not streamed: the first use computes the documents' KV.
+    let (status, body) = server.post("/v1/completions", &request(&by_id, false));
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert!(text.contains(answer.as_str()), "answered {text:?}");
+    assert_stats_match_the_ratio(&body["prophetkv"], doc_tokens, anchor, query);
+    assert_eq!(body["prophetkv"]["cache_hits"]["computed"], 6);
+
+    // Inline, streamed: the same text comes from the memory tier.
+    let (chunks, done) = server.stream("/v1/completions", &request(&inline, true));
+    assert!(done, "the stream ended without [DONE]");
+    let text = streamed_text(&chunks);
+    assert!(text.contains(answer.as_str()), "streamed {text:?}");
+    let stats = &chunks.last().unwrap()["prophetkv"];
+    assert_stats_match_the_ratio(stats, doc_tokens, anchor, query);
+    assert_eq!(stats["cache_hits"]["host"], 6, "{stats}");
+
+    // Chat by id, streamed.
+    let chat = json!({
+        "messages": [{"role": "user", "content": "What is the access code for the Aurora project?"}],
+        "max_tokens": 12, "temperature": 0, "stream": true, "documents": by_id,
+    });
+    let (chunks, done) = server.stream("/v1/chat/completions", &chat);
+    assert!(done);
+    let text = streamed_text(&chunks);
+    assert!(text.contains(answer.as_str()), "chat streamed {text:?}");
+}
+
+#[test]
+fn the_official_openai_python_package_drives_the_server() {
+    let root = workspace_root();
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: `make venv` (part of `make test`) installs the openai package",
+        python.display()
+    );
+    let task = task();
+    let server = start(&task);
+    let out = Command::new(&python)
+        .arg(root.join("tests/openai_sdk.py"))
+        .args(["--base-url", &server.base])
+        .arg("--tasks")
+        .arg(root.join("tasks/dev-niah.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "openai_sdk.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checks passed"));
+}
