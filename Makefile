@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint bench-runtime bench-store
+.PHONY: run demo test model deps venv build lint bench-runtime bench-store bench-serve
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -55,3 +55,13 @@ bench-store: model deps
 	redis-server --port $$port --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null; \
 	$(CARGO) run --release -p prophetkv-store --example tier_bench -- --model $(MODEL) --redis-url redis://127.0.0.1:$$port/; \
 	status=$$?; redis-cli -p $$port shutdown nosave >/dev/null 2>&1; exit $$status
+
+## 8 concurrent clients streaming 2k-token RAG requests, prophetkv@0.2 vs full (docs/RESULTS.md).
+bench-serve: model build
+	@port=$$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
+	data=$$(mktemp -d); \
+	./target/release/prophetkv serve --model $(MODEL) --port $$port --data-dir $$data --redis-url '' --log-format json 2>$$data/serve.log & \
+	pid=$$!; \
+	until curl -sf localhost:$$port/ready >/dev/null; do sleep 0.5; done; \
+	$(CARGO) run --release -p prophetkv --example serve_bench -- --url http://127.0.0.1:$$port; \
+	status=$$?; kill $$pid; wait $$pid; rm -rf $$data; exit $$status

@@ -156,6 +156,10 @@ fn select(
         scores: None,
         layer_zero: None,
     };
+    if k == 0 {
+        // Nothing to choose (no eligible rows, or a ratio of 0): no probe.
+        return Ok(plain(Vec::new()));
+    }
     Ok(match config.strategy {
         StrategyKind::Full | StrategyKind::Naive => plain(Vec::new()),
         StrategyKind::ProphetKv => {
