@@ -41,6 +41,19 @@ impl Default for EngineConfig {
     }
 }
 
+/// What the worker is sent.
+pub(crate) enum Work {
+    /// A request to answer.
+    Generate(Job),
+    /// A registered document whose cache to compute while the worker is idle.
+    Precompute {
+        /// Owner.
+        tenant: String,
+        /// Document id.
+        id: String,
+    },
+}
+
 /// A submitted request on its way to the worker.
 pub(crate) struct Job {
     pub(crate) request: GenerateRequest,
@@ -130,7 +143,7 @@ pub struct EngineParts {
 /// A cloneable handle to the worker.
 #[derive(Clone)]
 pub struct EngineHandle {
-    jobs: Arc<Mutex<Option<Sender<Job>>>>,
+    jobs: Arc<Mutex<Option<Sender<Work>>>>,
     shared: Arc<Shared>,
     max_queue: usize,
 }
@@ -193,11 +206,24 @@ impl EngineHandle {
             events,
             arrived: Instant::now(),
         };
-        if sender.send(job).is_err() {
+        if sender.send(Work::Generate(job)).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(EngineError::Unavailable);
         }
         Ok(rx)
+    }
+
+    /// Asks the worker to compute a registered document's cache when it has
+    /// nothing else to do, so that the first request using it finds it
+    /// ready. Never refused: the backlog is not part of the request queue.
+    pub fn precompute(&self, tenant: &str, id: &str) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = jobs.as_ref() {
+            let _ = sender.send(Work::Precompute {
+                tenant: tenant.to_string(),
+                id: id.to_string(),
+            });
+        }
     }
 
     /// Stops accepting requests; the worker finishes what it has and exits.

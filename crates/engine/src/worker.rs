@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use prophetkv_store::{DocumentStore, StoreError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batching::admissions;
-use crate::engine::{EngineConfig, Job, Shared};
+use crate::engine::{EngineConfig, Job, Shared, Work};
 use crate::request::{
     ms_since, DocumentRef, Event, FinishReason, Segment, Summary, TierHits, Timeline, Usage,
 };
@@ -57,21 +57,45 @@ pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Requests join the queue; documents to precompute join the idle backlog.
+fn sort_work(work: Work, waiting: &mut VecDeque<Job>, backlog: &mut VecDeque<(String, String)>) {
+    match work {
+        Work::Generate(job) => waiting.push_back(job),
+        Work::Precompute { tenant, id } => backlog.push_back((tenant, id)),
+    }
+}
+
 impl Worker {
-    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
+    pub(crate) fn run(mut self, jobs: Receiver<Work>) {
         let mut waiting: VecDeque<Job> = VecDeque::new();
         let mut running: Vec<Sequence> = Vec::new();
+        let mut backlog: VecDeque<(String, String)> = VecDeque::new();
         loop {
-            // Block only when idle; otherwise just drain what arrived.
-            if waiting.is_empty() && running.is_empty() {
+            // Block only when there is nothing at all to do; otherwise just
+            // drain what arrived.
+            if waiting.is_empty() && running.is_empty() && backlog.is_empty() {
                 match jobs.recv_timeout(Duration::from_millis(200)) {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(work) => sort_work(work, &mut waiting, &mut backlog),
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
-            while let Ok(job) = jobs.try_recv() {
-                waiting.push_back(job);
+            loop {
+                match jobs.try_recv() {
+                    Ok(work) => sort_work(work, &mut waiting, &mut backlog),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        // Shutting down: requests still finish, precomputation does not.
+                        backlog.clear();
+                        break;
+                    }
+                }
+            }
+            if waiting.is_empty() && running.is_empty() {
+                if let Some((tenant, id)) = backlog.pop_front() {
+                    self.precompute(&tenant, &id);
+                }
+                continue;
             }
             waiting.retain(|j| {
                 let alive = !j.events.is_closed();
@@ -116,6 +140,16 @@ impl Worker {
                 .store(running.len(), Ordering::Relaxed);
         }
         tracing::info!("engine worker stopped");
+    }
+
+    /// Computes a registered document's cache (idle work). A document deleted
+    /// in the meantime is skipped; other failures are logged, and the first
+    /// request that uses the document will report them.
+    fn precompute(&self, tenant: &str, id: &str) {
+        match self.store.cache(&self.model, tenant, id) {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(document = id, error = %e, "precomputing a document failed"),
+        }
     }
 
     /// Prefill with reuse and the first token; `None` when the request

@@ -422,3 +422,31 @@ async fn ops_endpoints_answer() {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn registered_documents_are_computed_while_the_engine_is_idle() {
+    let app = app(vec![]);
+    let reg = json!({"id": "idle", "text": tiny_text(&tokens(40, 9))});
+    let (status, created) = post(&app, "/v1/documents", reg).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, text) = call(&app, "GET", "/v1/documents/idle", None, None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        if doc["ready"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "t3", "max_tokens": 1, "documents": [{"id": "idle"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["prophetkv"]["cache_hits"]["computed"], 0, "{body}");
+    assert_eq!(body["prophetkv"]["cache_hits"]["host"], 1, "{body}");
+}

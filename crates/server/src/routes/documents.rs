@@ -1,5 +1,6 @@
 //! `/v1/documents`: register, list, read and delete a tenant's documents.
-//! Their KV is computed on first use (or by `prophetkv ingest`).
+//! A registered document's KV is computed by the engine when it is idle
+//! (`ready` turns true), or on first use, whichever comes first.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -84,10 +85,13 @@ pub async fn register(
             metadata: d.metadata,
         };
         let store = state.store.clone();
-        let tenant = tenant.0.clone();
-        let record = tokio::task::spawn_blocking(move || store.register(&tenant, doc, ids))
+        let owner = tenant.0.clone();
+        let record = tokio::task::spawn_blocking(move || store.register(&owner, doc, ids))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
+        if !record.ready {
+            state.engine.precompute(&tenant.0, &record.id);
+        }
         out.push(summary(&record));
     }
     Ok((
