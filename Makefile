@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint bench-runtime bench-store bench-serve
+.PHONY: run demo test model deps venv build lint bench-runtime bench-store bench-serve eval-tasks eval bench-ttft
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -65,3 +65,34 @@ bench-serve: model build
 	until curl -sf localhost:$$port/ready >/dev/null; do sleep 0.5; done; \
 	$(CARGO) run --release -p prophetkv --example serve_bench -- --url http://127.0.0.1:$$port; \
 	status=$$?; kill $$pid; wait $$pid; rm -rf $$data; exit $$status
+
+EVAL_DIR ?= eval-out
+EVAL_N ?= 50
+PROPHETKV = ./target/release/prophetkv
+
+## The evaluation task set: 3 kinds x (1k tokens, 4 documents | 2k tokens, 8 documents), EVAL_N each,
+## interleaved so that any prefix of the file covers every group.
+eval-tasks: model build
+	@mkdir -p $(EVAL_DIR)/tasks
+	@for kind in multi-key multi-value rag; do \
+	  $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens 1000 --docs 4 --seed 1 --out $(EVAL_DIR)/tasks/$$kind-1k.jsonl && \
+	  $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens 2000 --docs 8 --seed 2 --out $(EVAL_DIR)/tasks/$$kind-2k.jsonl || exit 1; \
+	done
+	@paste -d '\n' $(EVAL_DIR)/tasks/multi-key-1k.jsonl $(EVAL_DIR)/tasks/multi-value-1k.jsonl $(EVAL_DIR)/tasks/rag-1k.jsonl \
+	  $(EVAL_DIR)/tasks/multi-key-2k.jsonl $(EVAL_DIR)/tasks/multi-value-2k.jsonl $(EVAL_DIR)/tasks/rag-2k.jsonl \
+	  | grep -v '^$$' > $(EVAL_DIR)/tasks/all.jsonl
+
+## Accuracy of every strategy at ratios 0.1/0.2/0.3 on the task set (resumable: rerun to continue),
+## then the TTFT benchmark; tables and plots are copied to docs/results/ (see docs/RESULTS.md).
+eval: eval-tasks
+	$(PROPHETKV) eval --model $(MODEL) --tasks $(EVAL_DIR)/tasks/all.jsonl --ratios 0.1,0.2,0.3 --out $(EVAL_DIR)/accuracy
+	@mkdir -p docs/results
+	cp $(EVAL_DIR)/accuracy/results.md docs/results/accuracy.md
+	cp $(EVAL_DIR)/accuracy/accuracy_vs_ratio*.png docs/results/
+	$(MAKE) bench-ttft
+
+## TTFT of the strategies side by side at 1k/2k/4k tokens (docs/results/ttft.md, ttft_vs_context.png).
+bench-ttft: model build
+	$(PROPHETKV) bench ttft --model $(MODEL) --context-tokens 1024,2048,4096 --docs 8 --ratio 0.2 --runs 5 --out $(EVAL_DIR)/ttft
+	@mkdir -p docs/results
+	cp $(EVAL_DIR)/ttft/ttft.md $(EVAL_DIR)/ttft/ttft_vs_context.png docs/results/

@@ -194,7 +194,10 @@ fn main() -> anyhow::Result<()> {
                     let task = &tasks[i % tasks.len()];
                     let body = request_body(task, strategy, ratio, args.max_tokens);
                     let sample = stream_one(&args.url, task, &body);
-                    samples.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(sample);
                 });
             }
         });

@@ -1,6 +1,7 @@
 //! `prophetkv`: the one binary. Subcommands live in their own modules.
 
 mod config_file;
+mod eval;
 mod generate;
 mod ingest;
 mod runtime;
@@ -28,6 +29,14 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Run the OpenAI-compatible server.
     Serve(serve::ServeArgs),
+    /// Task files for evaluation.
+    #[command(subcommand)]
+    Tasks(eval::TasksCommand),
+    /// Accuracy of strategies × recompute ratios over a task file (resumable).
+    Eval(eval::EvalArgs),
+    /// Benchmarks of the strategies.
+    #[command(subcommand)]
+    Bench(eval::BenchCommand),
 }
 
 fn init_logging(json: bool, default_level: &str) {
@@ -53,6 +62,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Tasks(command) => eval::tasks(command),
+        Command::Eval(args) => eval::eval(args),
+        Command::Bench(command) => eval::bench(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,8 @@
 use clap::{Args, ValueEnum};
 use prophetkv_reuse::{Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind};
 
-fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
+/// A strategy name as a clap value.
+pub fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
     s.parse()
         .map_err(|e: prophetkv_reuse::ReuseError| e.to_string())
 }
@@ -35,6 +36,26 @@ pub struct StrategyArgs {
     /// Fraction of eligible document rows to recompute, in [0, 1].
     #[arg(long, default_value_t = 0.2)]
     ratio: f64,
+    #[command(flatten)]
+    options: ReuseOptionArgs,
+}
+
+impl StrategyArgs {
+    /// The validated reuse configuration.
+    pub fn config(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+        let config = ReuseConfig {
+            strategy: self.strategy,
+            ratio: self.ratio,
+            ..self.options.config()
+        };
+        config.validate(num_layers)?;
+        Ok(config)
+    }
+}
+
+/// The options of the strategies (everything but which one and its ratio).
+#[derive(Debug, Args)]
+pub struct ReuseOptionArgs {
     /// ProphetKV Stage I probe.
     #[arg(long, value_enum, default_value = "attend")]
     probe: ProbeArg,
@@ -58,12 +79,11 @@ pub struct StrategyArgs {
     first_doc_eligible: bool,
 }
 
-impl StrategyArgs {
-    /// The validated reuse configuration.
-    pub fn config(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
-        let config = ReuseConfig {
-            strategy: self.strategy,
-            ratio: self.ratio,
+impl ReuseOptionArgs {
+    /// The options over the default strategy and ratio (validated by the
+    /// caller once those are set).
+    pub fn config(&self) -> ReuseConfig {
+        ReuseConfig {
             first_doc_eligible: self.first_doc_eligible,
             prophet: ProphetOptions {
                 probe: match self.probe {
@@ -79,8 +99,7 @@ impl StrategyArgs {
             },
             epic_rows: self.epic_rows,
             seed: self.seed,
-        };
-        config.validate(num_layers)?;
-        Ok(config)
+            ..ReuseConfig::default()
+        }
     }
 }

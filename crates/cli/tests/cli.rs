@@ -237,3 +237,121 @@ fn documents_json_output_carries_reuse_stats() {
         assert!(stats["timings"][stage].as_f64().is_some(), "{stage}");
     }
 }
+
+fn prophetkv(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(args)
+        .env_remove("PROPHETKV_MODEL")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run prophetkv")
+}
+
+#[test]
+fn tasks_gen_is_deterministic_per_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = default_model_path();
+    let gen = |seed: &str, name: &str| {
+        let out = dir.path().join(name);
+        let o = prophetkv(&[
+            "tasks",
+            "gen",
+            "--model",
+            model.to_str().unwrap(),
+            "--kind",
+            "rag",
+            "--n",
+            "3",
+            "--context-tokens",
+            "600",
+            "--docs",
+            "3",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let (a, b, c) = (
+        gen("7", "a.jsonl"),
+        gen("7", "b.jsonl"),
+        gen("8", "c.jsonl"),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(a.lines().count(), 3);
+}
+
+fn tiny_task_line(id: &str) -> String {
+    format!(
+        r#"{{"id": "{id}", "task": "tiny", "prefix": "t5 ", "documents": ["t1 t2 t3 t4 t6 t8 t9 ", "t10 t11 t12 t13 t14 t15 ", "t20 t21 t22 t23 t24 "], "question": "t30 t31 ", "answers": ["t7"]}}"#
+    )
+}
+
+#[test]
+fn eval_on_the_tiny_model_prints_the_table_and_writes_reports_and_plots() {
+    let model = tempfile::tempdir().unwrap();
+    prophetkv_model::testing::write_tiny(model.path(), prophetkv_model::testing::Tiny::Gemma3);
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("t.jsonl");
+    std::fs::write(
+        &tasks,
+        format!("{}\n{}\n", tiny_task_line("a"), tiny_task_line("b")),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = prophetkv(&[
+        "eval",
+        "--model",
+        model.path().to_str().unwrap(),
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--strategies",
+        "full,naive,prophetkv",
+        "--ratios",
+        "0.5",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2/2 tasks"),
+        "no plain progress lines: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| all | prophetkv | 0.5 | 2 |"), "{stdout}");
+    for f in ["results.json", "results.md", "accuracy_vs_ratio.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn eval_with_a_malformed_task_file_names_the_line_and_writes_no_results() {
+    let model = tempfile::tempdir().unwrap();
+    prophetkv_model::testing::write_tiny(model.path(), prophetkv_model::testing::Tiny::Gemma3);
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("t.jsonl");
+    std::fs::write(
+        &tasks,
+        format!("{}\n{{\"id\": \"b\"}}\n", tiny_task_line("a")),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = prophetkv(&[
+        "eval",
+        "--model",
+        model.path().to_str().unwrap(),
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, "line 2");
+    assert!(!out.join("results.json").exists());
+    assert!(!out.join("results.md").exists());
+}

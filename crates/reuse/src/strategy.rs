@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{Result, ReuseError};
 
 /// A recomputation strategy (DESIGN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StrategyKind {
     /// Compute every row: the reference.

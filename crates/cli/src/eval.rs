@@ -1,0 +1,290 @@
+//! `prophetkv tasks gen`, `prophetkv eval` and `prophetkv bench ttft`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use prophetkv_eval::bench::{bench_ttft, ttft_chart, ttft_markdown, TtftSpec};
+use prophetkv_eval::eval::{evaluate, file_blake3, Progress, RunIdentity};
+use prophetkv_eval::generate::{generate, GenSpec, TaskKind};
+use prophetkv_eval::report::markdown;
+use prophetkv_eval::run::{Arm, Evaluator};
+use prophetkv_eval::task::{load_tasks, write_tasks};
+use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer};
+use prophetkv_reuse::{ReuseConfig, StrategyKind};
+
+use crate::generate::DEFAULT_MODEL;
+use crate::runtime::weight_path;
+use crate::strategy_args::{parse_strategy, ReuseOptionArgs};
+
+/// `prophetkv tasks ...`.
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Generate RULER-style tasks (deterministic per seed).
+    Gen(GenArgs),
+}
+
+/// `prophetkv bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time to first token of strategies side by side.
+    Ttft(TtftArgs),
+}
+
+/// Arguments of `prophetkv tasks gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// multi-key, multi-value or rag.
+    #[arg(long)]
+    kind: String,
+    /// Number of tasks.
+    #[arg(long, default_value_t = 50)]
+    n: usize,
+    /// Target prompt length in the model's tokens.
+    #[arg(long, default_value_t = 2000)]
+    context_tokens: usize,
+    /// Documents per task.
+    #[arg(long, default_value_t = 8)]
+    docs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output JSONL file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Model whose tokenizer measures the context.
+    #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+}
+
+/// The model and how it runs, shared by eval and bench.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model path.
+    #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Weight path: f32 (fastest prefill) or q.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[command(flatten)]
+    options: ReuseOptionArgs,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
+        let options = LoadOptions {
+            weight_path: weight_path(&self.dtype)?,
+            ..LoadOptions::default()
+        };
+        let model = load_model(&self.model, &options)
+            .with_context(|| format!("loading model {}", self.model.display()))?;
+        let tokenizer = TextTokenizer::from_path(&self.model)
+            .with_context(|| format!("loading tokenizer of {}", self.model.display()))?;
+        Ok((model, tokenizer))
+    }
+
+    fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+        let base = self.options.config();
+        base.validate(num_layers)?;
+        Ok(base)
+    }
+}
+
+/// Arguments of `prophetkv eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Task file (JSONL).
+    #[arg(long)]
+    tasks: PathBuf,
+    /// Strategies to compare.
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy,
+          default_value = "full,naive,prophetkv,cacheblend,epic,random")]
+    strategies: Vec<StrategyKind>,
+    /// Recompute ratios of the budgeted strategies.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.2,0.3")]
+    ratios: Vec<f64>,
+    /// Most tokens per answer (answers also end at a line break).
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Run directory: results, plots, and the journal that makes reruns resume.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// Arguments of `prophetkv bench ttft`.
+#[derive(Debug, Args)]
+pub struct TtftArgs {
+    /// Context lengths in tokens.
+    #[arg(long, value_delimiter = ',', default_value = "1024,2048,4096")]
+    context_tokens: Vec<usize>,
+    /// Documents per prompt.
+    #[arg(long, default_value_t = 8)]
+    docs: usize,
+    /// Recompute ratio.
+    #[arg(long, default_value_t = 0.2)]
+    ratio: f64,
+    /// Strategies.
+    #[arg(long, value_delimiter = ',', value_parser = parse_strategy,
+          default_value = "full,naive,prophetkv,cacheblend,epic")]
+    strategies: Vec<StrategyKind>,
+    /// Timed runs per strategy and length.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seed of the generated prompts.
+    #[arg(long, default_value_t = 0)]
+    prompt_seed: u64,
+    /// Directory for the table and ttft_vs_context.png.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn tasks(command: TasksCommand) -> anyhow::Result<()> {
+    let TasksCommand::Gen(args) = command;
+    let kind: TaskKind = args.kind.parse()?;
+    let tokenizer = TextTokenizer::from_path(&args.model)
+        .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
+    let count = |t: &str| tokenizer.encode(t).map(|ids| ids.len()).unwrap_or(0);
+    let spec = GenSpec {
+        kind,
+        n: args.n,
+        context_tokens: args.context_tokens,
+        docs: args.docs,
+        seed: args.seed,
+    };
+    let tasks = generate(&spec, &count)?;
+    write_tasks(&args.out, &tasks)?;
+    let mean = tasks
+        .iter()
+        .map(|t| {
+            count(&t.prefix)
+                + 1
+                + t.documents.iter().map(|d| count(d)).sum::<usize>()
+                + count(&t.question)
+        })
+        .sum::<usize>() as f64
+        / tasks.len() as f64;
+    eprintln!(
+        "wrote {} {kind} tasks ({} documents, {mean:.0} tokens on average) to {}",
+        tasks.len(),
+        args.docs,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn ratios_valid(ratios: &[f64]) -> anyhow::Result<()> {
+    if let Some(r) = ratios.iter().find(|r| !(0.0..=1.0).contains(*r)) {
+        bail!("recompute ratio must be within [0, 1], got {r}");
+    }
+    Ok(())
+}
+
+/// Progress on a terminal: a bar with ETA; otherwise a plain line per task.
+fn reporter(total: usize) -> impl FnMut(Progress) {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} tasks  {elapsed} elapsed, ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let start = Instant::now();
+    move |p: Progress| match &bar {
+        Some(bar) => {
+            if p.done == p.resumed {
+                bar.set_position(p.done as u64);
+                bar.reset_eta();
+            } else {
+                bar.set_position(p.done as u64);
+            }
+            if p.done == p.total {
+                bar.finish();
+            }
+        }
+        None => {
+            let ran = p.done - p.resumed;
+            let eta = if ran > 0 {
+                let per = start.elapsed().as_secs_f64() / ran as f64;
+                format!(", ETA {:.0} s", per * (p.total - p.done) as f64)
+            } else {
+                String::new()
+            };
+            eprintln!("{}/{} tasks ({} resumed){eta}", p.done, p.total, p.resumed);
+        }
+    }
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    ratios_valid(&args.ratios)?;
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+    let tasks = load_tasks(&args.tasks)?;
+    let (model, tokenizer) = args.model.load()?;
+    let base = args.model.base(model.config().num_layers())?;
+    let identity = RunIdentity {
+        tasks_blake3: file_blake3(&args.tasks)?,
+        model: args.model.model.display().to_string(),
+        weights: args.model.dtype.clone(),
+        max_new_tokens: args.max_new_tokens,
+        options: format!("{:?}", base),
+    };
+    let arms = Arm::grid(&args.strategies, &args.ratios);
+    let evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
+    let mut progress = reporter(tasks.len());
+    let report = evaluate(
+        &evaluator,
+        &tasks,
+        &arms,
+        &args.out,
+        identity,
+        &mut progress,
+    )?;
+    println!("{}", markdown(&report.summary));
+    eprintln!(
+        "results in {}: results.json, results.md, accuracy_vs_ratio.png",
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Ttft(args) = command;
+    ratios_valid(&[args.ratio])?;
+    let (model, tokenizer) = args.model.load()?;
+    let base = args.model.base(model.config().num_layers())?;
+    let evaluator = Evaluator::new(&model, &tokenizer, base, 1);
+    let spec = TtftSpec {
+        contexts: args.context_tokens,
+        docs: args.docs,
+        ratio: args.ratio,
+        strategies: args.strategies,
+        runs: args.runs,
+        seed: args.prompt_seed,
+    };
+    let rows = bench_ttft(&evaluator, &spec, &mut |line| eprintln!("{line}"))?;
+    let table = ttft_markdown(&rows, args.ratio);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(args.out.join("ttft.md"), &table)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let json = serde_json::to_string_pretty(&rows)?;
+    std::fs::write(args.out.join("ttft.json"), json)?;
+    ttft_chart(&rows, args.ratio, &args.out.join("ttft_vs_context.png"))?;
+    println!("{table}");
+    eprintln!(
+        "results in {}: ttft.md, ttft.json, ttft_vs_context.png",
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! Measuring the reuse strategies: RULER-style task generators, accuracy of
+//! strategies × recompute ratios over task files (resumable, with tables and
+//! plots), and time-to-first-token benchmarks side by side.
+
+pub mod bench;
+mod error;
+pub mod eval;
+pub mod generate;
+pub mod journal;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod score;
+pub mod task;
+
+pub use error::{EvalError, Result};
