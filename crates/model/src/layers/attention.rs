@@ -51,14 +51,8 @@ impl AttnPlan {
     ) -> Result<Self> {
         let keys_in = &key_pos[allowed.clone()];
         let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
-        let chunk = if whole || !keys_sorted {
-            query_pos.len().max(1)
-        } else {
-            QUERY_CHUNK
-        };
         let mut chunks = Vec::new();
-        for start in (0..query_pos.len()).step_by(chunk) {
-            let rows = start..(start + chunk).min(query_pos.len());
+        for rows in row_chunks(query_pos, window, whole || !keys_sorted) {
             let local = if whole || !keys_sorted {
                 0..keys_in.len()
             } else {
@@ -81,6 +75,31 @@ impl AttnPlan {
 }
 
 /// Slots (in a position-sorted key list) that any of `query_pos` can see.
+/// Consecutive row ranges processed together: at most [`QUERY_CHUNK`] rows,
+/// and, under a sliding window, rows within [`QUERY_CHUNK`] positions of the
+/// chunk's first, so that scattered rows (a recomputed selection) do not make
+/// a chunk read keys far outside every row's window. `single`: one chunk.
+fn row_chunks(query_pos: &[u32], window: Option<usize>, single: bool) -> Vec<Range<usize>> {
+    if query_pos.is_empty() {
+        return Vec::new();
+    }
+    if single {
+        return vec![0..query_pos.len()];
+    }
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for (i, &p) in query_pos.iter().enumerate() {
+        let full = i - start == QUERY_CHUNK;
+        let spread = window.is_some() && p.abs_diff(query_pos[start]) as usize >= QUERY_CHUNK;
+        if i > start && (full || spread) {
+            chunks.push(start..i);
+            start = i;
+        }
+    }
+    chunks.push(start..query_pos.len());
+    chunks
+}
+
 fn visible_key_range(query_pos: &[u32], key_pos: &[u32], window: Option<usize>) -> Range<usize> {
     let lo = query_pos.iter().copied().min().unwrap_or(0) as i64;
     let hi = query_pos.iter().copied().max().unwrap_or(0) as i64;
@@ -254,6 +273,36 @@ fn score_softmax(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_chunks_partition_the_rows_and_keep_windowed_chunks_narrow() {
+        // Every fifth position up to 4,000, like a recomputed 20% selection.
+        let scattered: Vec<u32> = (0..4000).step_by(5).collect();
+        let contiguous: Vec<u32> = (0..1000).collect();
+        for (pos, window) in [
+            (&scattered, Some(512)),
+            (&scattered, None),
+            (&contiguous, Some(512)),
+        ] {
+            let chunks = row_chunks(pos, window, false);
+            assert_eq!(chunks[0].start, 0);
+            assert_eq!(chunks.last().unwrap().end, pos.len());
+            for w in chunks.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            for c in &chunks {
+                assert!(!c.is_empty() && c.len() <= QUERY_CHUNK);
+                if window.is_some() {
+                    assert!((pos[c.end - 1] - pos[c.start]) < QUERY_CHUNK as u32);
+                }
+            }
+        }
+        // Contiguous rows keep full chunks; unwindowed scattered rows too.
+        assert!(row_chunks(&contiguous, Some(512), false).len() == 1000usize.div_ceil(QUERY_CHUNK));
+        assert!(row_chunks(&scattered, None, false).len() == 800usize.div_ceil(QUERY_CHUNK));
+        assert!(row_chunks(&[], Some(8), false).is_empty());
+        assert_eq!(row_chunks(&scattered, Some(8), true), vec![0..800]);
+    }
 
     #[test]
     fn window_range_covers_exactly_the_visible_keys() {
