@@ -290,33 +290,41 @@ fn tiny_task_line(id: &str) -> String {
     )
 }
 
-#[test]
-fn eval_on_the_tiny_model_prints_the_table_and_writes_reports_and_plots() {
-    let model = tempfile::tempdir().unwrap();
-    prophetkv_model::testing::write_tiny(model.path(), prophetkv_model::testing::Tiny::Gemma3);
+/// Runs `prophetkv eval` on a tiny model over a task file of `lines`;
+/// returns the output and the run directory.
+fn eval_tiny(lines: &[String], extra: &[&str]) -> (Output, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    prophetkv_model::testing::write_tiny(&model, prophetkv_model::testing::Tiny::Gemma3);
     let tasks = dir.path().join("t.jsonl");
-    std::fs::write(
-        &tasks,
-        format!("{}\n{}\n", tiny_task_line("a"), tiny_task_line("b")),
-    )
-    .unwrap();
+    std::fs::write(&tasks, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("out");
-    let o = prophetkv(&[
+    let mut args = vec![
         "eval",
         "--model",
-        model.path().to_str().unwrap(),
+        model.to_str().unwrap(),
         "--tasks",
         tasks.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    (prophetkv(&args), out, dir)
+}
+
+#[test]
+fn eval_on_the_tiny_model_prints_the_table_and_writes_reports_and_plots() {
+    let lines = [tiny_task_line("a"), tiny_task_line("b")];
+    let extra = [
         "--strategies",
         "full,naive,prophetkv",
         "--ratios",
         "0.5",
         "--max-new-tokens",
         "3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    let (o, out, _dir) = eval_tiny(&lines, &extra);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
@@ -332,25 +340,8 @@ fn eval_on_the_tiny_model_prints_the_table_and_writes_reports_and_plots() {
 
 #[test]
 fn eval_with_a_malformed_task_file_names_the_line_and_writes_no_results() {
-    let model = tempfile::tempdir().unwrap();
-    prophetkv_model::testing::write_tiny(model.path(), prophetkv_model::testing::Tiny::Gemma3);
-    let dir = tempfile::tempdir().unwrap();
-    let tasks = dir.path().join("t.jsonl");
-    std::fs::write(
-        &tasks,
-        format!("{}\n{{\"id\": \"b\"}}\n", tiny_task_line("a")),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = prophetkv(&[
-        "eval",
-        "--model",
-        model.path().to_str().unwrap(),
-        "--tasks",
-        tasks.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let lines = [tiny_task_line("a"), r#"{"id": "b"}"#.to_string()];
+    let (o, out, _dir) = eval_tiny(&lines, &[]);
     assert_one_line_error(&o, "line 2");
     assert!(!out.join("results.json").exists());
     assert!(!out.join("results.md").exists());

@@ -10,28 +10,17 @@ mod common;
 use std::process::Command;
 
 use common::{streamed_text, Server};
+use prophetkv_eval::task::{load_tasks, Task};
 use prophetkv_model::testing::{default_model_path, workspace_root};
 use prophetkv_model::TextTokenizer;
-use serde::Deserialize;
 use serde_json::{json, Value};
-
-#[derive(Deserialize)]
-struct Task {
-    id: String,
-    prefix: String,
-    documents: Vec<String>,
-    question: String,
-    answers: Vec<String>,
-}
 
 /// Dev task `code-s102-n8-t2000-3` cut to 6 documents (~1,560 tokens; the
 /// needle is in document 4).
 fn task() -> Task {
-    let path = workspace_root().join("tasks/dev-niah.jsonl");
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut task = text
-        .lines()
-        .map(|l| serde_json::from_str::<Task>(l).unwrap())
+    let mut task = load_tasks(&workspace_root().join("tasks/dev-niah.jsonl"))
+        .unwrap()
+        .into_iter()
         .find(|t| t.id == "code-s102-n8-t2000-3")
         .unwrap();
     task.documents.truncate(6);
