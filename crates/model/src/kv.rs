@@ -73,19 +73,24 @@ impl RowBuffer {
         if slots.is_empty() {
             return Ok(());
         }
-        let first = slots[0];
-        let contiguous_run = slots.iter().enumerate().all(|(i, &s)| s == first + i);
-        if contiguous_run {
-            self.data.slice_set(&rows.contiguous()?, 0, first)?;
+        let rows = rows.contiguous()?;
+        if let Some(runs) = ascending_runs(slots) {
+            // In place, one copy per run of consecutive slots.
+            let mut done = 0;
+            for (first, len) in runs {
+                self.data.slice_set(&rows.narrow(0, done, len)?, 0, first)?;
+                done += len;
+            }
             return Ok(());
         }
-        // One gather over [live rows ++ new rows] puts each new row in its slot.
+        // Many scattered runs: one gather over [live rows ++ new rows] puts
+        // each new row in its slot.
         let mut index: Vec<u32> = (0..self.len as u32).collect();
         for (j, &slot) in slots.iter().enumerate() {
             index[slot] = (self.len + j) as u32;
         }
         let index = Tensor::from_vec(index, self.len, self.data.device())?;
-        let merged = Tensor::cat(&[&self.view()?, rows], 0)?.index_select(&index, 0)?;
+        let merged = Tensor::cat(&[&self.view()?, &rows], 0)?.index_select(&index, 0)?;
         self.data = merged;
         Ok(())
     }
@@ -104,6 +109,29 @@ impl RowBuffer {
         }
         Ok(())
     }
+}
+
+/// Most runs of consecutive slots written in place one copy each; beyond
+/// it, one gather of the whole buffer is cheaper.
+const MAX_IN_PLACE_RUNS: usize = 512;
+
+/// `slots` as `(first, len)` runs of consecutive slots, when they ascend and
+/// form at most [`MAX_IN_PLACE_RUNS`] runs.
+fn ascending_runs(slots: &[usize]) -> Option<Vec<(usize, usize)>> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &s in slots {
+        match runs.last_mut() {
+            Some((first, len)) if s == *first + *len => *len += 1,
+            Some((first, len)) if s < *first + *len => return None,
+            _ => {
+                if runs.len() == MAX_IN_PLACE_RUNS {
+                    return None;
+                }
+                runs.push((s, 1));
+            }
+        }
+    }
+    Some(runs)
 }
 
 /// Keys and values of one layer.
@@ -246,5 +274,58 @@ impl Kv {
                 self.layers.len()
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascending_slots_split_into_runs_and_anything_else_falls_back() {
+        assert_eq!(
+            ascending_runs(&[3, 4, 5, 9, 11, 12]),
+            Some(vec![(3, 3), (9, 1), (11, 2)])
+        );
+        assert_eq!(ascending_runs(&[5, 4]), None);
+        assert_eq!(ascending_runs(&[5, 5]), None);
+        let scattered: Vec<usize> = (0..2 * MAX_IN_PLACE_RUNS + 2).step_by(2).collect();
+        assert_eq!(ascending_runs(&scattered), None);
+    }
+
+    #[test]
+    fn overwriting_in_place_and_by_gather_give_the_same_rows() {
+        let dev = Device::Cpu;
+        let base = Tensor::arange(0f32, 40.0, &dev)
+            .unwrap()
+            .reshape((10, 2, 2))
+            .unwrap();
+        let new = Tensor::arange(100f32, 116.0, &dev)
+            .unwrap()
+            .reshape((4, 2, 2))
+            .unwrap();
+        let mut in_place = RowBuffer::from_tensor(&base).unwrap();
+        in_place.overwrite(&[1, 2, 6, 9], &new).unwrap();
+        let mut gathered = RowBuffer::from_tensor(&base).unwrap();
+        gathered
+            .overwrite(&[9, 6, 2, 1], &new.flip(&[0]).unwrap())
+            .unwrap(); // descending: gather
+        let a: Vec<f32> = in_place
+            .view()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = gathered
+            .view()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(&a[4..8], &[100.0, 101.0, 102.0, 103.0]);
+        assert_eq!(&a[0..4], &[0.0, 1.0, 2.0, 3.0]);
     }
 }
