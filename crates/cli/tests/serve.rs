@@ -179,23 +179,75 @@ fn sigterm_stops_the_server_cleanly() {
     }
 }
 
-/// Sends `body` (raw bytes) to `path` with an optional bearer key; the status
-/// and the error message (the whole body when it is not an OpenAI error).
+/// Sends `body` (raw bytes) to `path` over a plain socket with an optional
+/// bearer key; the status and the error message (the whole body when it is
+/// not an OpenAI error). The response is read while the body is still being
+/// written: a server may answer 413 before it has read a large body and
+/// close the connection, and a client that only reads after writing would
+/// then see a reset instead of the answer.
 fn raw(server: &Server, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
-    let mut req = agent()
-        .post(format!("{}{path}", server.base))
-        .header("Content-Type", "application/json");
-    if let Some(k) = key {
-        req = req.header("Authorization", &format!("Bearer {k}"));
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut writer = socket.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        // May fail once the server has answered and closed: that is fine.
+        let _ = writer.write_all(request.as_bytes());
+    });
+    let mut response = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match std::io::Read::read(&mut socket, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if !response.is_empty() => {
+                eprintln!("read ended with {e} after the response");
+                break;
+            }
+            Err(e) => panic!("{path}: no response: {e}"),
+        }
+        if complete(&response) {
+            break;
+        }
     }
-    let mut r = req.send(body).unwrap();
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string().unwrap();
-    let message = serde_json::from_str::<Value>(&text)
+    drop(socket);
+    let _ = sending.join();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: not an HTTP response: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let message = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or(text);
+        .unwrap_or_else(|| body.to_string());
     (status, message)
+}
+
+/// Whether `response` holds the head and the whole body its Content-Length announces.
+fn complete(response: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .is_some_and(|n| body.len() >= n)
 }
 
 #[test]
