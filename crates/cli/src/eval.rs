@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prophetkv_eval::bench::{bench_ttft, ttft_chart, ttft_markdown, TtftSpec};
-use prophetkv_eval::eval::{evaluate, file_blake3, Progress, RunIdentity};
+use prophetkv_eval::eval::{evaluate, file_blake3, partial_summary, Progress, RunIdentity};
 use prophetkv_eval::generate::{generate, GenSpec, TaskKind};
 use prophetkv_eval::report::markdown;
 use prophetkv_eval::run::{Arm, Evaluator};
@@ -17,6 +17,7 @@ use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
+use crate::output::print_line;
 use crate::runtime::weight_path;
 use crate::strategy_args::{parse_strategy, ReuseOptionArgs};
 
@@ -112,6 +113,10 @@ pub struct EvalArgs {
     /// Run directory: results, plots, and the journal that makes reruns resume.
     #[arg(long, default_value = "eval-out")]
     out: PathBuf,
+    /// Print how far the run in --out has come and the table over the tasks
+    /// done so far (marked partial), without running anything.
+    #[arg(long)]
+    status: bool,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -230,6 +235,16 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         bail!("--max-new-tokens must be at least 1");
     }
     let tasks = load_tasks(&args.tasks)?;
+    let arms = Arm::grid(&args.strategies, &args.ratios);
+    if args.status {
+        let (done, rows) = partial_summary(&tasks, &arms, &args.out)?;
+        return print_line(&format!(
+            "{done} of {} tasks done in {} (partial: the tables cover those tasks only)\n\n{}",
+            tasks.len(),
+            args.out.display(),
+            markdown(&rows)
+        ));
+    }
     let (model, tokenizer) = args.model.load()?;
     let base = args.model.base(model.config().num_layers())?;
     let identity = RunIdentity {
@@ -239,7 +254,6 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         options: format!("{:?}", base),
     };
-    let arms = Arm::grid(&args.strategies, &args.ratios);
     let evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
     let mut progress = reporter(tasks.len());
     let report = evaluate(
@@ -250,7 +264,7 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         identity,
         &mut progress,
     )?;
-    println!("{}", markdown(&report.summary));
+    print_line(&markdown(&report.summary))?;
     eprintln!(
         "results in {}: results.json, results.md, accuracy_vs_ratio.png",
         args.out.display()
@@ -281,7 +295,7 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(&rows)?;
     std::fs::write(args.out.join("ttft.json"), json)?;
     ttft_chart(&rows, args.ratio, &args.out.join("ttft_vs_context.png"))?;
-    println!("{table}");
+    print_line(&table)?;
     eprintln!(
         "results in {}: ttft.md, ttft.json, ttft_vs_context.png",
         args.out.display()

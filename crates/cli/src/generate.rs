@@ -12,6 +12,7 @@ use prophetkv_model::{
 use prophetkv_reuse::{CachedDocuments, ReuseRequest, ReuseStats};
 use serde::Serialize;
 
+use crate::output::print_line;
 use crate::strategy_args::StrategyArgs;
 
 /// Default model location, as left by `scripts/fetch-model.sh`.
@@ -124,11 +125,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         "generated"
     );
     if args.json {
-        println!("{}", serde_json::to_string(&out)?);
+        print_line(&serde_json::to_string(&out)?)
     } else {
-        println!("{}", out.text);
+        print_line(&out.text)
     }
-    Ok(())
 }
 
 /// `--document` values, then the strings of `--documents-file`.

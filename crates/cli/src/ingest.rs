@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::config_file::FileConfig;
 use crate::generate::DEFAULT_MODEL;
+use crate::output::print_line;
 use crate::runtime::{self, weight_path};
 use crate::store_args::StoreArgs;
 
@@ -168,10 +169,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    println!(
+    print_line(&format!(
         "ingested into tenant {:?}: {computed} computed ({tokens} tokens in {:.1}s), {skipped} already ready",
         args.tenant,
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ))
 }

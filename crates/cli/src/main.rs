@@ -4,6 +4,7 @@ mod config_file;
 mod eval;
 mod generate;
 mod ingest;
+mod output;
 mod runtime;
 mod serve;
 mod store_args;

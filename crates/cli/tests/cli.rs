@@ -346,3 +346,35 @@ fn eval_with_a_malformed_task_file_names_the_line_and_writes_no_results() {
     assert!(!out.join("results.json").exists());
     assert!(!out.join("results.md").exists());
 }
+
+#[test]
+fn eval_status_reads_the_journal_and_a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("t.jsonl");
+    std::fs::write(&tasks, tiny_task_line("a") + "\n").unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "eval",
+        "--tasks",
+        tasks.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--status",
+    ];
+    let o = prophetkv(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("0 of 1 tasks done"));
+    assert!(!out.join("results.json").exists());
+    // The reader goes away before anything is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(o.status.success(), "{stderr}");
+}

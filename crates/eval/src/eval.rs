@@ -117,6 +117,25 @@ pub fn evaluate(
     Ok(report)
 }
 
+/// Where a run directory stands: how many of `tasks` have every arm done,
+/// and the tables over those tasks alone. Reads only; writes nothing.
+pub fn partial_summary(tasks: &[Task], arms: &[Arm], dir: &Path) -> Result<(usize, Vec<Row>)> {
+    let recorded = Journal::read_outcomes(dir)?;
+    let mut outcomes = Vec::new();
+    let mut done = 0;
+    for task in tasks {
+        let mine: Vec<&Outcome> = arms
+            .iter()
+            .filter_map(|a| recorded.iter().find(|o| o.id == task.id && o.arm == *a))
+            .collect();
+        if mine.len() == arms.len() {
+            done += 1;
+            outcomes.extend(mine.into_iter().cloned());
+        }
+    }
+    Ok((done, summarize(&outcomes, arms)))
+}
+
 fn write(path: PathBuf, text: &str) -> Result<()> {
     std::fs::write(&path, text).map_err(|source| EvalError::Io { path, source })
 }
