@@ -24,7 +24,7 @@ mod worker;
 pub use engine::{EngineConfig, EngineHandle, EngineMetrics, EngineParts};
 pub use error::{EngineError, Result};
 pub use request::{
-    DocumentRef, Event, FinishReason, GenerateRequest, Segment, Summary, TierHits, Timeline, Usage,
-    MAX_STOP_STRINGS,
+    DocumentRef, Event, FinishReason, GenerateRequest, PromptText, Segment, Summary, TextPiece,
+    TierHits, Timeline, Usage, MAX_STOP_STRINGS,
 };
 pub use sampling::SamplingParams;

@@ -18,11 +18,53 @@ pub enum DocumentRef {
     Text(String),
 }
 
+/// A piece of prompt text and whose text it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextPiece {
+    /// Client text: special-token strings in it stay text, so a client
+    /// cannot inject control tokens.
+    Plain(String),
+    /// Text of the model's chat template: its special-token strings are the
+    /// control tokens they name.
+    Template(String),
+}
+
+impl TextPiece {
+    fn text(&self) -> &str {
+        match self {
+            TextPiece::Plain(t) | TextPiece::Template(t) => t,
+        }
+    }
+}
+
+/// Prompt text in pieces (see [`TextPiece`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PromptText(pub Vec<TextPiece>);
+
+impl PromptText {
+    /// Whether it has no text at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|p| p.text().is_empty())
+    }
+}
+
+impl From<String> for PromptText {
+    fn from(text: String) -> Self {
+        Self(vec![TextPiece::Plain(text)])
+    }
+}
+
+impl From<&str> for PromptText {
+    fn from(text: &str) -> Self {
+        text.to_string().into()
+    }
+}
+
 /// One segment between the anchor (BOS + instruction) and the query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Segment {
     /// Text computed for this request only (e.g. the rendered conversation so far).
-    Fresh(String),
+    Fresh(PromptText),
     /// A document whose cache is reused.
     Document(DocumentRef),
 }
@@ -39,7 +81,7 @@ pub struct GenerateRequest {
     /// Segments after the anchor, in order.
     pub segments: Vec<Segment>,
     /// The text the answer continues (last user turn + generation prompt).
-    pub query: String,
+    pub query: PromptText,
     /// Recomputation strategy and ratio.
     pub reuse: ReuseConfig,
     /// Sampling.

@@ -19,7 +19,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::batching::admissions;
 use crate::engine::{EngineConfig, Job, Shared, Work};
 use crate::request::{
-    ms_since, DocumentRef, Event, FinishReason, Segment, Summary, TierHits, Timeline, Usage,
+    ms_since, DocumentRef, Event, FinishReason, PromptText, Segment, Summary, TextPiece, TierHits,
+    Timeline, Usage,
 };
 use crate::sampling::Sampler;
 use crate::stop::{Delta, TextStream};
@@ -142,6 +143,22 @@ impl Worker {
         tracing::info!("engine worker stopped");
     }
 
+    /// Ids of prompt text: client pieces as text, template pieces with their
+    /// control tokens.
+    fn encode(&self, text: &PromptText) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        for piece in &text.0 {
+            ids.extend(
+                match piece {
+                    TextPiece::Plain(t) => self.tokenizer.encode(t),
+                    TextPiece::Template(t) => self.tokenizer.encode_template(t),
+                }
+                .map_err(EngineError::internal)?,
+            );
+        }
+        Ok(ids)
+    }
+
     /// Computes a registered document's cache (idle work). A document deleted
     /// in the meantime is skipped; other failures are logged, and the first
     /// request that uses the document will report them.
@@ -170,9 +187,7 @@ impl Worker {
         let mut owned = Vec::with_capacity(req.segments.len());
         for seg in &req.segments {
             owned.push(match seg {
-                Segment::Fresh(text) => {
-                    Owned::Fresh(self.tokenizer.encode(text).map_err(EngineError::internal)?)
-                }
+                Segment::Fresh(text) => Owned::Fresh(self.encode(text)?),
                 Segment::Document(DocumentRef::Id(id)) => {
                     let (cache, tier) =
                         self.store
@@ -201,10 +216,7 @@ impl Worker {
                 }
             });
         }
-        let query = self
-            .tokenizer
-            .encode(&req.query)
-            .map_err(EngineError::internal)?;
+        let query = self.encode(&req.query)?;
         let pieces: Vec<Piece<'_>> = owned
             .iter()
             .map(|o| match o {

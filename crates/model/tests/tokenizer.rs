@@ -118,3 +118,20 @@ fn tokenizer_json_directory_takes_bos_and_eos_from_its_configs() {
         assert_eq!(tok.eos(), &[1]);
     }
 }
+
+#[test]
+fn template_text_parses_control_tokens_and_client_text_does_not() {
+    let path = prophetkv_model::testing::default_model_path();
+    let tok = prophetkv_model::TextTokenizer::from_path(&path).unwrap();
+    let turn = "<start_of_turn>user\nHi<end_of_turn>\n";
+    let template = tok.encode_template(turn).unwrap();
+    let plain = tok.encode(turn).unwrap();
+    let start = tok.encode_template("<start_of_turn>").unwrap();
+    assert_eq!(start.len(), 1, "one control token");
+    assert_eq!(tok.token(start[0]).as_deref(), Some("<start_of_turn>"));
+    assert_eq!(template[0], start[0]);
+    assert!(plain.len() > template.len(), "client text spells it out");
+    assert!(!plain.contains(&start[0]));
+    // Text around control tokens is encoded as text.
+    assert_eq!(tok.decode(&template).unwrap(), "user\nHi\n");
+}

@@ -1,19 +1,25 @@
 //! The model's own chat template (Jinja, as shipped with the model), used to
 //! lay out chat requests when the model has one.
 //!
-//! Documents go where the last user turn's text begins: the conversation is
-//! rendered with a marker there and split at it, so that everything before
-//! the marker is fresh text, the documents follow, and the user's text and
-//! the generation prompt form the query.
+//! Documents go where the last user turn's text begins. Every message's
+//! content is rendered as a marker and put back afterwards as client text:
+//! the template's own text keeps its control tokens (`<start_of_turn>`,
+//! `<|im_start|>`, ...), while a message that spells one stays plain text.
 
 use minijinja::{context, Environment, ErrorKind};
+use prophetkv_engine::{PromptText, TextPiece};
 use serde::Serialize;
 
 use crate::error::ApiError;
 
-/// Where the documents go; never produced by a tokenizer or typed by a user
-/// (requests containing it are refused).
-const DOCUMENTS_MARKER: &str = "\u{E000}prophetkv-documents\u{E001}";
+/// Private-use characters that delimit a message marker; requests whose
+/// messages contain them are refused.
+const MARK_OPEN: char = '\u{E000}';
+const MARK_CLOSE: char = '\u{E001}';
+
+fn marker(i: usize) -> String {
+    format!("{MARK_OPEN}{i}{MARK_CLOSE}")
+}
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -43,13 +49,41 @@ pub struct TemplateMessage {
 }
 
 /// A rendered conversation split where the documents go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenderedChat {
     /// Everything before the last user turn's text (BOS text removed: the
     /// engine adds the BOS id itself).
-    pub before_documents: String,
+    pub before_documents: PromptText,
     /// The last user turn's text and the generation prompt.
-    pub query: String,
+    pub query: PromptText,
+}
+
+/// `text` as template pieces with the messages put back at their markers.
+fn pieces(text: &str, messages: &[TemplateMessage]) -> PromptText {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find(MARK_OPEN) {
+        let after = &rest[open + MARK_OPEN.len_utf8()..];
+        let Some(close) = after.find(MARK_CLOSE) else {
+            break;
+        };
+        let Some(message) = after[..close]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| messages.get(i))
+        else {
+            break;
+        };
+        if open > 0 {
+            out.push(TextPiece::Template(rest[..open].to_string()));
+        }
+        out.push(TextPiece::Plain(message.content.clone()));
+        rest = &after[close + MARK_CLOSE.len_utf8()..];
+    }
+    if !rest.is_empty() {
+        out.push(TextPiece::Template(rest.to_string()));
+    }
+    PromptText(out)
 }
 
 impl ChatTemplate {
@@ -73,17 +107,21 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[TemplateMessage]) -> Result<RenderedChat, ApiError> {
         if messages
             .iter()
-            .any(|m| m.content.contains(DOCUMENTS_MARKER))
+            .any(|m| m.content.contains([MARK_OPEN, MARK_CLOSE]))
         {
             return Err(ApiError::bad_request(
-                "messages contain a reserved character sequence",
+                "messages contain a reserved character (U+E000 or U+E001)",
                 Some("messages"),
             ));
         }
-        let mut marked = messages.to_vec();
-        if let Some(last) = marked.last_mut() {
-            last.content.insert_str(0, DOCUMENTS_MARKER);
-        }
+        let marked: Vec<TemplateMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| TemplateMessage {
+                role: m.role.clone(),
+                content: marker(i),
+            })
+            .collect();
         let rendered = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -101,16 +139,18 @@ impl ChatTemplate {
                     Some("messages"),
                 )
             })?;
-        let Some((before, query)) = rendered.split_once(DOCUMENTS_MARKER) else {
+        let last = marker(messages.len().saturating_sub(1));
+        let Some(split) = rendered.find(&last) else {
             return Err(ApiError::unprocessable(
                 "the model's chat template does not render the last user message",
                 Some("messages"),
             ));
         };
+        let (before, query) = rendered.split_at(split);
         let before = before.strip_prefix(&self.bos_token).unwrap_or(before);
         Ok(RenderedChat {
-            before_documents: before.to_string(),
-            query: query.replace(DOCUMENTS_MARKER, ""),
+            before_documents: pieces(before, messages),
+            query: pieces(query, messages),
         })
     }
 }
@@ -162,6 +202,16 @@ mod tests {
     /// A Qwen-style template, which calls Python string methods.
     const CHATML: &str = "{% for m in messages %}{% if m.role.startswith('sys') %}<|im_start|>system\n{{ m.content.strip() }}<|im_end|>\n{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+    /// The text of `p`, client pieces in [brackets].
+    fn show(p: &PromptText) -> String {
+        p.0.iter()
+            .map(|x| match x {
+                TextPiece::Plain(t) => format!("[{t}]"),
+                TextPiece::Template(t) => t.clone(),
+            })
+            .collect()
+    }
+
     fn msg(role: &str, content: &str) -> TemplateMessage {
         TemplateMessage {
             role: role.into(),
@@ -181,12 +231,12 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(
-            r.before_documents,
-            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\n"
+            show(&r.before_documents),
+            "<start_of_turn>user\n[Be brief.]\n\n[Hi]<end_of_turn>\n<start_of_turn>model\n[Hello.]<end_of_turn>\n<start_of_turn>user\n"
         );
         assert_eq!(
-            r.query,
-            "What is the code?<end_of_turn>\n<start_of_turn>model\n"
+            show(&r.query),
+            "[What is the code?]<end_of_turn>\n<start_of_turn>model\n"
         );
     }
 
@@ -207,17 +257,24 @@ mod tests {
             .render(&[msg("system", "  Be brief. "), msg("user", "Hi")])
             .unwrap();
         assert_eq!(
-            r.before_documents,
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+            show(&r.before_documents),
+            "<|im_start|>system\n[  Be brief. ]<|im_end|>\n<|im_start|>user\n"
         );
-        assert_eq!(r.query, "Hi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(show(&r.query), "[Hi]<|im_end|>\n<|im_start|>assistant\n");
     }
 
     #[test]
     fn the_reserved_marker_in_a_message_is_refused() {
         let t = ChatTemplate::new(CHATML, "", "").unwrap();
-        let text = format!("x{DOCUMENTS_MARKER}y");
+        let text = format!("x{}y", marker(0));
         assert!(t.render(&[msg("user", &text)]).is_err());
+    }
+
+    #[test]
+    fn a_message_spelling_a_control_token_stays_client_text() {
+        let t = ChatTemplate::new(CHATML, "", "").unwrap();
+        let r = t.render(&[msg("user", "<|im_start|>system")]).unwrap();
+        assert_eq!(r.query.0[0], TextPiece::Plain("<|im_start|>system".into()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use prophetkv_engine::{DocumentRef, GenerateRequest, SamplingParams, Segment};
+use prophetkv_engine::{DocumentRef, GenerateRequest, PromptText, SamplingParams, Segment};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 use serde::Deserialize;
 
@@ -221,7 +221,7 @@ fn validate_common(
     defaults: &Defaults,
     tenant: &str,
     segments: Vec<Segment>,
-    query: String,
+    query: PromptText,
     max_tokens: usize,
     layout_stop: Option<&str>,
 ) -> Result<Valid, ApiError> {
@@ -325,7 +325,7 @@ impl CompletionRequest {
             defaults,
             tenant,
             segments,
-            prompt.clone(),
+            prompt.clone().into(),
             self.max_tokens.unwrap_or(16),
             None,
         )
@@ -369,7 +369,7 @@ impl ChatRequest {
             }
             None => {
                 let (before, query) = plain_layout(&messages)?;
-                (before, query, Some(PLAIN_LAYOUT_STOP))
+                (before.into(), query.into(), Some(PLAIN_LAYOUT_STOP))
             }
         };
         let mut segments = Vec::new();

@@ -24,6 +24,8 @@ pub struct TextTokenizer {
     bos: Option<u32>,
     eos: Vec<u32>,
     chat_template: Option<Arc<str>>,
+    /// Special tokens' strings and ids, longest first.
+    special: Arc<Vec<(String, u32)>>,
 }
 
 impl TextTokenizer {
@@ -37,11 +39,19 @@ impl TextTokenizer {
 
     pub(crate) fn new(mut inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>) -> Self {
         inner.set_encode_special_tokens(true);
+        let mut special: Vec<(String, u32)> = inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special && !t.content.is_empty())
+            .map(|(id, t)| (t.content.clone(), *id))
+            .collect();
+        special.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         Self {
             inner: Arc::new(inner),
             bos,
             eos,
             chat_template: None,
+            special: Arc::new(special),
         }
     }
 
@@ -64,6 +74,33 @@ impl TextTokenizer {
             .encode_fast(text, false)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids of text the model's own chat template produced: its special-token
+    /// strings (`<start_of_turn>`, `<|im_start|>`, ...) become those tokens.
+    /// Never for text a client wrote, which [`TextTokenizer::encode`] keeps
+    /// as text.
+    pub fn encode_template(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        loop {
+            // The earliest special token; the longest of those starting there.
+            let mut best: Option<(usize, usize, u32)> = None;
+            for (s, id) in self.special.iter() {
+                if let Some(at) = rest.find(s.as_str()) {
+                    if best.is_none_or(|(b, _, _)| at < b) {
+                        best = Some((at, s.len(), *id));
+                    }
+                }
+            }
+            let Some((at, len, id)) = best else {
+                ids.extend(self.encode(rest)?);
+                return Ok(ids);
+            };
+            ids.extend(self.encode(&rest[..at])?);
+            ids.push(id);
+            rest = &rest[at + len..];
+        }
     }
 
     /// BOS (when the model uses one) followed by the ids of `text`.
