@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, StoreError};
@@ -77,17 +77,32 @@ impl Registry {
         txn.commit().map_err(StoreError::registry)
     }
 
-    /// Updates the record only (not the token ids).
-    pub fn update(&self, record: &DocumentRecord) -> Result<()> {
-        let key = row_key(&record.tenant, &record.id);
-        let json = serde_json::to_vec(record).map_err(StoreError::registry)?;
+    /// Replaces `before` with `after` only if the stored record is still
+    /// exactly `before` (not deleted or re-registered meanwhile), in one
+    /// transaction. Returns whether it was replaced.
+    pub fn update_if_unchanged(
+        &self,
+        before: &DocumentRecord,
+        after: &DocumentRecord,
+    ) -> Result<bool> {
+        let key = row_key(&before.tenant, &before.id);
+        let expected = serde_json::to_vec(before).map_err(StoreError::registry)?;
+        let json = serde_json::to_vec(after).map_err(StoreError::registry)?;
         let txn = self.db.begin_write().map_err(StoreError::registry)?;
-        {
+        let replaced = {
             let mut docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
-            docs.insert(key.as_str(), json.as_slice())
-                .map_err(StoreError::registry)?;
-        }
-        txn.commit().map_err(StoreError::registry)
+            let unchanged = docs
+                .get(key.as_str())
+                .map_err(StoreError::registry)?
+                .is_some_and(|v| v.value() == expected.as_slice());
+            if unchanged {
+                docs.insert(key.as_str(), json.as_slice())
+                    .map_err(StoreError::registry)?;
+            }
+            unchanged
+        };
+        txn.commit().map_err(StoreError::registry)?;
+        Ok(replaced)
     }
 
     /// The record of `id` in `tenant`.
@@ -157,5 +172,34 @@ impl Registry {
         };
         txn.commit().map_err(StoreError::registry)?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(text: &str) -> DocumentRecord {
+        serde_json::from_value(serde_json::json!({
+            "tenant": "t", "id": "d", "name": "d", "text": text, "metadata": null,
+            "tokens": 1, "created": 1, "ready": false, "key": ""
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_document_deleted_or_re_registered_meanwhile_is_not_marked_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("r.redb")).unwrap();
+        let before = record("old");
+        let mut ready = before.clone();
+        ready.ready = true;
+        reg.put(&before, &[1]).unwrap();
+        reg.put(&record("new"), &[2]).unwrap(); // re-registered with new text
+        assert!(!reg.update_if_unchanged(&before, &ready).unwrap());
+        assert_eq!(reg.get("t", "d").unwrap().unwrap().text, "new");
+        reg.put(&before, &[1]).unwrap();
+        assert!(reg.update_if_unchanged(&before, &ready).unwrap());
+        assert!(reg.get("t", "d").unwrap().unwrap().ready);
     }
 }

@@ -246,16 +246,19 @@ impl DocumentStore {
         tenant: &str,
         id: &str,
     ) -> Result<(Arc<DocCache>, Tier)> {
-        let mut record = self.get(tenant, id)?;
+        let record = self.get(tenant, id)?;
         let ids = self
             .registry
             .ids(tenant, id)?
             .ok_or_else(|| StoreError::NotFound { id: id.to_string() })?;
         let found = self.lookup_or_compute(model, tenant, &ids)?;
         if !record.ready {
-            record.ready = true;
-            record.key = CacheKey::new(&self.model.fingerprint, &self.model.anchor, &ids).hex();
-            self.registry.update(&record)?;
+            // Only if the document was neither deleted nor re-registered
+            // while its cache was computed.
+            let mut ready = record.clone();
+            ready.ready = true;
+            ready.key = CacheKey::new(&self.model.fingerprint, &self.model.anchor, &ids).hex();
+            self.registry.update_if_unchanged(&record, &ready)?;
         }
         Ok(found)
     }
