@@ -22,6 +22,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     done: HashMap<(String, String), Outcome>,
+    /// The file ends with a complete line that lacks its newline.
+    needs_newline: bool,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> EvalError + '_ {
@@ -29,6 +31,51 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> EvalError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The outcomes in a journal file, the length of its valid prefix in bytes
+/// and its whole length. Every complete line must parse; the last line may be
+/// torn by a crash (cut short, even inside a character), and then it and
+/// everything after the last complete line is outside the valid prefix.
+fn read_journal(path: &Path) -> Result<(Vec<Outcome>, u64, u64)> {
+    if !path.is_file() {
+        return Ok((Vec::new(), 0, 0));
+    }
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let mut outcomes = Vec::new();
+    let mut valid = 0usize;
+    let mut start = 0usize;
+    let mut line_no = 0;
+    while start < bytes.len() {
+        line_no += 1;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| start + i);
+        let line = &bytes[start..end.unwrap_or(bytes.len())];
+        match (serde_json::from_slice::<Outcome>(line), end) {
+            (Ok(o), Some(end)) => {
+                outcomes.push(o);
+                valid = end + 1;
+                start = end + 1;
+            }
+            // The last line, complete but for its newline: keep it and let
+            // the next append add the newline.
+            (Ok(o), None) => {
+                outcomes.push(o);
+                valid = bytes.len();
+                break;
+            }
+            (Err(_), None) => break,
+            (Err(e), Some(_)) => {
+                return Err(EvalError::Invalid(format!(
+                    "{} line {line_no} is corrupt: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok((outcomes, valid as u64, bytes.len() as u64))
 }
 
 impl Journal {
@@ -55,66 +102,41 @@ impl Journal {
         }
         let path = dir.join(RUNS);
         let mut done = HashMap::new();
-        if path.is_file() {
-            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-            let lines: Vec<&str> = text.lines().collect();
-            for (i, line) in lines.iter().enumerate() {
-                match serde_json::from_str::<Outcome>(line) {
-                    Ok(o) => {
-                        done.insert((o.id.clone(), o.arm.label()), o);
-                    }
-                    // A crash mid-write leaves a torn last line: redo that task.
-                    Err(_) if i + 1 == lines.len() => {}
-                    Err(e) => {
-                        return Err(EvalError::Invalid(format!(
-                            "{} line {} is corrupt: {e}",
-                            path.display(),
-                            i + 1
-                        )))
-                    }
-                }
-            }
-            if !text.is_empty() && !text.ends_with('\n') {
-                // Drop the torn line so that appends start on a fresh one.
-                let keep: String = lines[..lines.len() - 1]
-                    .iter()
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                std::fs::write(&path, keep).map_err(io(&path))?;
-            }
+        let (outcomes, valid_bytes, total_bytes) = read_journal(&path)?;
+        for o in outcomes {
+            done.insert((o.id.clone(), o.arm.label()), o);
+        }
+        if valid_bytes < total_bytes {
+            // Cut a torn last line (the task is redone), so that appends start
+            // on a fresh line; truncation cannot lose the lines before it.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?;
+            f.set_len(valid_bytes).map_err(io(&path))?;
+            f.sync_data().map_err(io(&path))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        Ok(Self { path, file, done })
+        let needs_newline = std::fs::read(&path)
+            .map_err(io(&path))?
+            .last()
+            .is_some_and(|&b| b != b'\n');
+        Ok(Self {
+            path,
+            file,
+            done,
+            needs_newline,
+        })
     }
 
     /// The outcomes recorded in `dir` so far, read without opening the
     /// journal for writing (a torn last line is skipped).
     pub fn read_outcomes(dir: &Path) -> Result<Vec<Outcome>> {
-        let path = dir.join(RUNS);
-        if !path.is_file() {
-            return Ok(Vec::new());
-        }
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let lines: Vec<&str> = text.lines().collect();
-        let mut out = Vec::with_capacity(lines.len());
-        for (i, line) in lines.iter().enumerate() {
-            match serde_json::from_str::<Outcome>(line) {
-                Ok(o) => out.push(o),
-                Err(_) if i + 1 == lines.len() => {}
-                Err(e) => {
-                    return Err(EvalError::Invalid(format!(
-                        "{} line {} is corrupt: {e}",
-                        path.display(),
-                        i + 1
-                    )))
-                }
-            }
-        }
-        Ok(out)
+        Ok(read_journal(&dir.join(RUNS))?.0)
     }
 
     /// Whether `arm` already ran on task `id`.
@@ -125,6 +147,10 @@ impl Journal {
     /// Appends `outcomes` and syncs them to disk.
     pub fn record(&mut self, outcomes: &[Outcome]) -> Result<()> {
         let mut text = String::new();
+        if self.needs_newline {
+            text.push('\n');
+            self.needs_newline = false;
+        }
         for o in outcomes {
             text.push_str(
                 &serde_json::to_string(o).map_err(|e| EvalError::Invalid(e.to_string()))?,
@@ -144,5 +170,70 @@ impl Journal {
     /// The outcome of `arm` on task `id`, if it ran.
     pub fn get(&self, id: &str, arm: &Arm) -> Option<&Outcome> {
         self.done.get(&(id.to_string(), arm.label()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prophetkv_reuse::StrategyKind;
+
+    fn outcome(id: &str, prediction: &str) -> Outcome {
+        Outcome {
+            id: id.into(),
+            task: "k".into(),
+            arm: Arm {
+                strategy: StrategyKind::Full,
+                ratio: None,
+            },
+            prediction: prediction.into(),
+            correct: true,
+            ttft_ms: 1.0,
+            context_tokens: 10,
+            eligible: 0,
+            selected: 0,
+            layer_rows: 0,
+            probe_ms: 0.0,
+            recompute_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_character_is_redone_and_nothing_before_it_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), &"config").unwrap();
+        j.record(&[outcome("a", "Zürich")]).unwrap();
+        j.record(&[outcome("b", "Zürich")]).unwrap();
+        drop(j);
+        let path = dir.path().join(RUNS);
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = bytes.len() - 1 - bytes.iter().rev().position(|&b| b == 0xC3).unwrap();
+        std::fs::write(&path, &bytes[..cut + 1]).unwrap(); // ends inside "ü"
+        let mut j = Journal::open(dir.path(), &"config").unwrap();
+        assert!(j.is_done("a", &outcome("a", "").arm));
+        assert!(!j.is_done("b", &outcome("b", "").arm));
+        j.record(&[outcome("b", "Zürich")]).unwrap();
+        assert_eq!(Journal::read_outcomes(dir.path()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_complete_last_line_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path(), &"config").unwrap();
+        j.record(&[outcome("a", "x")]).unwrap();
+        drop(j);
+        let path = dir.path().join(RUNS);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end()).unwrap();
+        let mut j = Journal::open(dir.path(), &"config").unwrap();
+        assert!(j.is_done("a", &outcome("a", "").arm));
+        j.record(&[outcome("b", "y")]).unwrap();
+        let ids: Vec<String> = Journal::read_outcomes(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(Journal::open(dir.path(), &"other").is_err());
     }
 }

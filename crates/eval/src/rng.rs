@@ -49,8 +49,10 @@ impl Rng {
         }
     }
 
-    /// `k` distinct elements of `items`, in random order.
+    /// `k` distinct elements of `items`, in random order (`k <= items.len()`;
+    /// callers check, as fewer would break their indexing).
     pub fn sample<T: Clone>(&mut self, items: &[T], k: usize) -> Vec<T> {
+        debug_assert!(k <= items.len(), "sample of {k} from {}", items.len());
         let mut all = items.to_vec();
         self.shuffle(&mut all);
         all.truncate(k);

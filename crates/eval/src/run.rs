@@ -24,10 +24,20 @@ pub struct Arm {
 }
 
 impl Arm {
-    /// Every arm of `strategies` × `ratios` (`full` and `naive` once each).
+    /// Every arm of `strategies` × `ratios` (`full` and `naive` once each),
+    /// without repeats, ratios ascending.
     pub fn grid(strategies: &[StrategyKind], ratios: &[f64]) -> Vec<Arm> {
+        let mut ratios = ratios.to_vec();
+        ratios.sort_by(f64::total_cmp);
+        ratios.dedup();
+        let mut unique: Vec<StrategyKind> = Vec::new();
+        for s in strategies {
+            if !unique.contains(s) {
+                unique.push(*s);
+            }
+        }
         let mut arms = Vec::new();
-        for &strategy in strategies {
+        for strategy in unique {
             if has_budget(strategy) {
                 arms.extend(ratios.iter().map(|&r| Arm {
                     strategy,
@@ -97,7 +107,8 @@ pub struct Evaluator<'a> {
     pub base: ReuseConfig,
     /// Most tokens to generate per answer.
     pub max_new_tokens: usize,
-    /// Ids that end an answer: EOS and every token containing a line break.
+    /// Ids that end an answer: EOS and every token whose text contains a
+    /// line break.
     pub stop_ids: HashSet<u32>,
 }
 
@@ -110,8 +121,10 @@ impl<'a> Evaluator<'a> {
         max_new_tokens: usize,
     ) -> Self {
         let mut stop_ids: HashSet<u32> = tokenizer.eos().iter().copied().collect();
+        // Decoded, not the raw vocabulary string: byte-level vocabularies
+        // spell a line break "Ċ", byte-fallback ones "<0x0A>".
         for id in 0..model.config().vocab_size as u32 {
-            if tokenizer.token(id).is_some_and(|t| t.contains('\n')) {
+            if tokenizer.decode(&[id]).is_ok_and(|t| t.contains('\n')) {
                 stop_ids.insert(id);
             }
         }

@@ -56,6 +56,16 @@ fn eval_writes_every_outcome_and_the_reports_then_resumes_without_rerunning() {
     let evaluator = Evaluator::new(&model, &tokenizer, ReuseConfig::default(), 4);
     let arms = Arm::grid(&StrategyKind::ALL, &[0.5, 1.0]);
     assert_eq!(arms.len(), 2 + 4 * 2);
+    let repeated = Arm::grid(
+        &[
+            StrategyKind::Full,
+            StrategyKind::ProphetKv,
+            StrategyKind::Full,
+        ],
+        &[0.3, 0.1, 0.3],
+    );
+    let labels: Vec<String> = repeated.iter().map(Arm::label).collect();
+    assert_eq!(labels, ["full", "prophetkv@0.1", "prophetkv@0.3"]);
     let out = tempfile::tempdir().unwrap();
     let tasks = tasks();
     let mut seen = Vec::new();

@@ -159,7 +159,7 @@ fn multi_key(rng: &mut Rng, docs: usize) -> Facts {
     let codes = numbers(rng, keys.len(), 5);
     let needle_doc = rng.below(docs);
     // The asked key in its document; one distractor key in every document,
-    // two more anywhere.
+    // one more anywhere.
     let mut placed = vec![(needle_doc, 0)];
     placed.extend((0..docs).map(|d| (d, d + 1)));
     placed.extend((docs + 1..keys.len()).map(|k| (rng.below(docs), k)));
@@ -181,8 +181,8 @@ fn multi_key(rng: &mut Rng, docs: usize) -> Facts {
 }
 
 fn multi_value(rng: &mut Rng, docs: usize) -> Facts {
-    // One key with two values in two documents; one distractor key with one
-    // value in every other document.
+    // One key with two values in two documents; distractor keys with one
+    // value each in the other documents (all but one of them).
     let keys = rng.sample(PROJECTS, docs.max(2));
     let words = numbers(rng, keys.len() + 1, 5);
     let mut doc_order: Vec<usize> = (0..docs).collect();
@@ -296,9 +296,15 @@ pub fn generate(spec: &GenSpec, count: &dyn Fn(&str) -> usize) -> Result<Vec<Tas
             "multi-value tasks spread two values over at least 2 documents".into(),
         ));
     }
-    if spec.docs > 16 {
+    // Every document needs its own distractor value from the smallest list.
+    let most = JOBS
+        .len()
+        .min(PETS.len())
+        .min(CITIES.len())
+        .min(INSTRUMENTS.len());
+    if spec.docs > most {
         return Err(EvalError::Invalid(format!(
-            "at most 16 documents per task, got {}",
+            "at most {most} documents per task, got {}",
             spec.docs
         )));
     }
@@ -443,5 +449,13 @@ mod tests {
         s.docs = 1;
         assert!(generate(&s, &words).is_err());
         assert!("needle".parse::<TaskKind>().is_err());
+        for kind in TaskKind::ALL {
+            let mut s = spec(kind, 1);
+            s.docs = 15;
+            s.context_tokens = 3000;
+            assert!(generate(&s, &words).is_ok(), "{kind} with 15 documents");
+            s.docs = 16;
+            assert!(generate(&s, &words).is_err(), "{kind} with 16 documents");
+        }
     }
 }
