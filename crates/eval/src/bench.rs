@@ -4,9 +4,8 @@
 //! strategy actually computed.
 
 use std::path::Path;
-use std::time::Instant;
 
-use prophetkv_reuse::{run, CachedDocuments, ReuseConfig, ReuseRequest, StrategyKind};
+use prophetkv_reuse::{ReuseRequest, StrategyKind};
 use serde::Serialize;
 
 use crate::generate::{generate, GenSpec, TaskKind};
@@ -72,7 +71,7 @@ pub fn bench_ttft(
             "need at least one run, strategy and context length".into(),
         ));
     }
-    let (model, tokenizer) = (evaluator.model, evaluator.tokenizer);
+    let tokenizer = evaluator.tokenizer;
     let count = |t: &str| tokenizer.encode(t).map(|ids| ids.len()).unwrap_or(0);
     let mut rows = Vec::new();
     for &context in &spec.contexts {
@@ -84,14 +83,7 @@ pub fn bench_ttft(
             seed: spec.seed,
         };
         let task = generate(&gen, &count)?.remove(0);
-        let anchor = tokenizer.prompt_ids(&task.prefix)?;
-        let ids: Vec<Vec<u32>> = task
-            .documents
-            .iter()
-            .map(|d| tokenizer.encode(d))
-            .collect::<std::result::Result<_, _>>()?;
-        let query = tokenizer.encode(&task.question)?;
-        let cached = CachedDocuments::compute(model, &anchor, &ids)?;
+        let (cached, query) = evaluator.prepare(&task)?;
         let pieces = cached.pieces();
         let request = ReuseRequest {
             anchor: &cached.anchor,
@@ -105,15 +97,7 @@ pub fn bench_ttft(
         // One untimed pass warms allocations, then interleaved timed runs.
         for round in 0..=spec.runs {
             for (i, &strategy) in spec.strategies.iter().enumerate() {
-                let config = ReuseConfig {
-                    strategy,
-                    ratio: spec.ratio,
-                    ..evaluator.base.clone()
-                };
-                let t = Instant::now();
-                let out = run(model, &request, &config, model.device())?;
-                let _first = out.logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
+                let (out, _, ms) = evaluator.timed_pass(&request, strategy, spec.ratio)?;
                 if round > 0 {
                     times[i].push(ms);
                 }

@@ -33,17 +33,32 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> EvalError + '_ {
     }
 }
 
-/// The outcomes in a journal file, the length of its valid prefix in bytes
-/// and its whole length. Every complete line must parse; the last line may be
-/// torn by a crash (cut short, even inside a character), and then it and
-/// everything after the last complete line is outside the valid prefix.
-fn read_journal(path: &Path) -> Result<(Vec<Outcome>, u64, u64)> {
+/// What a journal file holds. Every complete line must parse; the last line
+/// may be torn by a crash (cut short, even inside a character), and then it
+/// lies outside the valid prefix.
+struct JournalFile {
+    outcomes: Vec<Outcome>,
+    /// Bytes up to the end of the last line that parsed.
+    valid_bytes: u64,
+    /// Bytes in the file.
+    total_bytes: u64,
+    /// The valid prefix ends with a line that parsed but lacks its newline.
+    ends_open: bool,
+}
+
+fn read_journal(path: &Path) -> Result<JournalFile> {
     if !path.is_file() {
-        return Ok((Vec::new(), 0, 0));
+        return Ok(JournalFile {
+            outcomes: Vec::new(),
+            valid_bytes: 0,
+            total_bytes: 0,
+            ends_open: false,
+        });
     }
     let bytes = std::fs::read(path).map_err(io(path))?;
     let mut outcomes = Vec::new();
     let mut valid = 0usize;
+    let mut ends_open = false;
     let mut start = 0usize;
     let mut line_no = 0;
     while start < bytes.len() {
@@ -64,6 +79,7 @@ fn read_journal(path: &Path) -> Result<(Vec<Outcome>, u64, u64)> {
             (Ok(o), None) => {
                 outcomes.push(o);
                 valid = bytes.len();
+                ends_open = true;
                 break;
             }
             (Err(_), None) => break,
@@ -75,7 +91,12 @@ fn read_journal(path: &Path) -> Result<(Vec<Outcome>, u64, u64)> {
             }
         }
     }
-    Ok((outcomes, valid as u64, bytes.len() as u64))
+    Ok(JournalFile {
+        outcomes,
+        valid_bytes: valid as u64,
+        total_bytes: bytes.len() as u64,
+        ends_open,
+    })
 }
 
 impl Journal {
@@ -102,18 +123,18 @@ impl Journal {
         }
         let path = dir.join(RUNS);
         let mut done = HashMap::new();
-        let (outcomes, valid_bytes, total_bytes) = read_journal(&path)?;
-        for o in outcomes {
+        let journal = read_journal(&path)?;
+        for o in journal.outcomes {
             done.insert((o.id.clone(), o.arm.label()), o);
         }
-        if valid_bytes < total_bytes {
+        if journal.valid_bytes < journal.total_bytes {
             // Cut a torn last line (the task is redone), so that appends start
             // on a fresh line; truncation cannot lose the lines before it.
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(io(&path))?;
-            f.set_len(valid_bytes).map_err(io(&path))?;
+            f.set_len(journal.valid_bytes).map_err(io(&path))?;
             f.sync_data().map_err(io(&path))?;
         }
         let file = OpenOptions::new()
@@ -121,22 +142,18 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        let needs_newline = std::fs::read(&path)
-            .map_err(io(&path))?
-            .last()
-            .is_some_and(|&b| b != b'\n');
         Ok(Self {
             path,
             file,
             done,
-            needs_newline,
+            needs_newline: journal.ends_open,
         })
     }
 
     /// The outcomes recorded in `dir` so far, read without opening the
     /// journal for writing (a torn last line is skipped).
     pub fn read_outcomes(dir: &Path) -> Result<Vec<Outcome>> {
-        Ok(read_journal(&dir.join(RUNS))?.0)
+        Ok(read_journal(&dir.join(RUNS))?.outcomes)
     }
 
     /// Whether `arm` already ran on task `id`.

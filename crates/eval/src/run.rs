@@ -5,9 +5,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use prophetkv_model::{Kv, Model, TextTokenizer};
-use prophetkv_reuse::{run, CachedDocuments, ReuseConfig, ReuseRequest, StrategyKind};
+use prophetkv_reuse::{run, CachedDocuments, ReuseConfig, ReuseOutput, ReuseRequest, StrategyKind};
 use serde::{Deserialize, Serialize};
 
 use crate::score::is_correct;
@@ -137,24 +136,48 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Runs `arms` on `task`: the documents' caches once, each arm's reuse
-    /// pass timed alone, then every answer decoded in one batch.
-    pub fn evaluate_task(&self, task: &Task, arms: &[Arm]) -> Result<Vec<Outcome>> {
-        let tok = |text: &str| self.tokenizer.encode(text).map_err(EvalError::from);
+    /// A task's documents' caches (after its prefix) and its question's
+    /// ids: computed once, shared by every strategy run on it.
+    pub fn prepare(&self, task: &Task) -> Result<(CachedDocuments, Vec<u32>)> {
         let anchor = self.tokenizer.prompt_ids(&task.prefix)?;
         let ids: Vec<Vec<u32>> = task
             .documents
             .iter()
-            .map(|d| tok(d))
-            .collect::<Result<_>>()?;
+            .map(|d| self.tokenizer.encode(d))
+            .collect::<std::result::Result<_, _>>()?;
         if let Some(i) = ids.iter().position(Vec::is_empty) {
             return Err(EvalError::Invalid(format!(
                 "task {}: document {i} has no tokens",
                 task.id
             )));
         }
-        let query = tok(&task.question)?;
-        let cached = CachedDocuments::compute(self.model, &anchor, &ids)?;
+        let query = self.tokenizer.encode(&task.question)?;
+        Ok((CachedDocuments::compute(self.model, &anchor, &ids)?, query))
+    }
+
+    /// One reuse pass with `strategy` at `ratio` (over the shared options)
+    /// and its first token, timed: the output, the token and the TTFT in ms.
+    pub fn timed_pass(
+        &self,
+        request: &ReuseRequest<'_>,
+        strategy: StrategyKind,
+        ratio: f64,
+    ) -> Result<(ReuseOutput, u32, f64)> {
+        let config = ReuseConfig {
+            strategy,
+            ratio,
+            ..self.base.clone()
+        };
+        let t = Instant::now();
+        let out = run(self.model, request, &config, self.model.device())?;
+        let first = out.logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
+        Ok((out, first, t.elapsed().as_secs_f64() * 1e3))
+    }
+
+    /// Runs `arms` on `task`: the documents' caches once, each arm's reuse
+    /// pass timed alone, then every answer decoded in one batch.
+    pub fn evaluate_task(&self, task: &Task, arms: &[Arm]) -> Result<Vec<Outcome>> {
+        let (cached, query) = self.prepare(task)?;
         let pieces = cached.pieces();
         let request = ReuseRequest {
             anchor: &cached.anchor,
@@ -165,19 +188,12 @@ impl<'a> Evaluator<'a> {
         let mut firsts = Vec::with_capacity(arms.len());
         let mut outcomes = Vec::with_capacity(arms.len());
         for arm in arms {
-            let config = ReuseConfig {
-                strategy: arm.strategy,
-                ratio: arm.ratio.unwrap_or(if arm.strategy == StrategyKind::Full {
-                    1.0
-                } else {
-                    0.0
-                }),
-                ..self.base.clone()
-            };
-            let t = Instant::now();
-            let out = run(self.model, &request, &config, self.model.device())?;
-            let first = argmax(&out.logits)?;
-            let ttft_ms = t.elapsed().as_secs_f64() * 1e3;
+            let ratio = arm.ratio.unwrap_or(if arm.strategy == StrategyKind::Full {
+                1.0
+            } else {
+                0.0
+            });
+            let (out, first, ttft_ms) = self.timed_pass(&request, arm.strategy, ratio)?;
             let s = &out.stats;
             outcomes.push(Outcome {
                 id: task.id.clone(),
@@ -238,9 +254,4 @@ impl<'a> Evaluator<'a> {
         }
         Ok(outputs)
     }
-}
-
-fn argmax(logits: &Tensor) -> Result<u32> {
-    let row = logits.flatten_all()?;
-    Ok(row.argmax(0)?.to_scalar::<u32>()?)
 }
