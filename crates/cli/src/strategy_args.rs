@@ -25,6 +25,8 @@ pub enum FusionArg {
     Mean,
     /// Max over layers.
     Max,
+    /// Mean over the layers that see each row, each relative to its window.
+    Visible,
 }
 
 /// How documents are reused and which rows are recomputed.
@@ -60,7 +62,7 @@ pub struct ReuseOptionArgs {
     #[arg(long, value_enum, default_value = "attend")]
     probe: ProbeArg,
     /// ProphetKV layer fusion.
-    #[arg(long, value_enum, default_value = "mean")]
+    #[arg(long, value_enum, default_value = "visible")]
     fusion: FusionArg,
     /// ProphetKV scoring layers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -68,6 +70,10 @@ pub struct ReuseOptionArgs {
     /// ProphetKV selects blocks of this many rows instead of single rows.
     #[arg(long)]
     block: Option<usize>,
+    /// ProphetKV: a row also scores as high as any of this many rows before
+    /// it in its document (0: off).
+    #[arg(long, default_value_t = 4)]
+    spread: usize,
     /// EPIC: fixed rows per document (default: the ratio's budget spread over documents).
     #[arg(long)]
     epic_rows: Option<usize>,
@@ -93,9 +99,11 @@ impl ReuseOptionArgs {
                 fusion: match self.fusion {
                     FusionArg::Mean => Fusion::Mean,
                     FusionArg::Max => Fusion::Max,
+                    FusionArg::Visible => Fusion::Visible,
                 },
                 score_layers: (!self.score_layers.is_empty()).then(|| self.score_layers.clone()),
                 granularity: self.block.map_or(Granularity::Token, Granularity::Block),
+                spread: self.spread,
             },
             epic_rows: self.epic_rows,
             seed: self.seed,

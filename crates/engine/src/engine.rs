@@ -43,8 +43,8 @@ impl Default for EngineConfig {
 
 /// What the worker is sent.
 pub(crate) enum Work {
-    /// A request to answer.
-    Generate(Job),
+    /// A request to answer (boxed: a request is far larger than a document id).
+    Generate(Box<Job>),
     /// A registered document whose cache to compute while the worker is idle.
     Precompute {
         /// Owner.
@@ -206,7 +206,7 @@ impl EngineHandle {
             events,
             arrived: Instant::now(),
         };
-        if sender.send(Work::Generate(job)).is_err() {
+        if sender.send(Work::Generate(Box::new(job))).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(EngineError::Unavailable);
         }

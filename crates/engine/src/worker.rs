@@ -61,7 +61,7 @@ pub(crate) struct Worker {
 /// Requests join the queue; documents to precompute join the idle backlog.
 fn sort_work(work: Work, waiting: &mut VecDeque<Job>, backlog: &mut VecDeque<(String, String)>) {
     match work {
-        Work::Generate(job) => waiting.push_back(job),
+        Work::Generate(job) => waiting.push_back(*job),
         Work::Precompute { tenant, id } => backlog.push_back((tenant, id)),
     }
 }

@@ -10,6 +10,8 @@ pub trait Backbone {
     fn num_layers(&self) -> usize;
     /// Longest sequence the model supports.
     fn max_position(&self) -> usize;
+    /// How far back a layer's queries see (`None`: the whole sequence).
+    fn sliding_window(&self, layer: usize) -> Option<usize>;
     /// Runs rows through a range of layers against `kv` (see [`Forward`]).
     fn forward(&self, kv: &mut Kv, pass: &Forward<'_>) -> Result<RowsOutput, ModelError>;
     /// Rotated keys a layer would compute for hidden states entering it.
@@ -37,6 +39,12 @@ impl Backbone for Model {
     }
     fn max_position(&self) -> usize {
         self.config().max_position
+    }
+    fn sliding_window(&self, layer: usize) -> Option<usize> {
+        self.config()
+            .layers
+            .get(layer)
+            .and_then(|l| l.sliding_window)
     }
     fn forward(&self, kv: &mut Kv, pass: &Forward<'_>) -> Result<RowsOutput, ModelError> {
         Model::forward(self, kv, pass)

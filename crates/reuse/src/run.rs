@@ -13,7 +13,10 @@ use prophetkv_model::{Forward, Kv, Observe, Rows};
 use crate::backbone::Backbone;
 use crate::cache::DocCache;
 use crate::layout::{assemble, Layout, Piece};
-use crate::select::{budget, fuse, leading_rows, normalise, random_rows, top_blocks, top_k_stable};
+use crate::select::{
+    budget, fuse, leading_rows, normalise, random_rows, spread_forward, top_blocks, top_k_stable,
+    LayerScores,
+};
 use crate::stats::{ReuseStats, StageTimings};
 use crate::strategy::{Granularity, Probe, ReuseConfig, StrategyKind};
 use crate::{Result, ReuseError};
@@ -163,10 +166,12 @@ fn select(
     Ok(match config.strategy {
         StrategyKind::Full | StrategyKind::Naive => plain(Vec::new()),
         StrategyKind::ProphetKv => {
-            let scores = probe(model, kv, layout, config, rows_per_layer)?;
+            let groups = eligible_groups(layout);
+            let fused = probe(model, kv, layout, config, rows_per_layer)?;
+            let scores = spread_forward(&fused, &groups, config.prophet.spread);
             let chosen = match config.prophet.granularity {
                 Granularity::Token => top_k_stable(&scores, k),
-                Granularity::Block(b) => top_blocks(&scores, &eligible_groups(layout), b, k),
+                Granularity::Block(b) => top_blocks(&scores, &groups, b, k),
             };
             Selection {
                 slots: pick(&layout.eligible, &chosen),
@@ -327,6 +332,8 @@ fn probe(
         Some(list) => list.clone(),
         None => (0..num_layers).collect(),
     };
+    // The last question row sees furthest; positions are slots.
+    let last = layout.query.end.saturating_sub(1);
     let mut per_layer = Vec::with_capacity(layers.len());
     for l in layers {
         let mass = &attention[l];
@@ -334,7 +341,14 @@ fn probe(
         let summed: Vec<f32> = mass.narrow(0, n - q, q)?.sum(0)?.to_vec1()?;
         let mut scores: Vec<f32> = layout.eligible.iter().map(|&s| summed[s]).collect();
         normalise(&mut scores);
-        per_layer.push(scores);
+        let first_visible = match model.sliding_window(l) {
+            Some(w) => layout.eligible.partition_point(|&s| last - s >= w),
+            None => 0,
+        };
+        per_layer.push(LayerScores {
+            scores,
+            first_visible,
+        });
     }
     Ok(fuse(&per_layer, config.prophet.fusion))
 }

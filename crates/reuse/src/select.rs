@@ -25,19 +25,72 @@ pub fn top_k_stable(scores: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// One score per row from per-layer score vectors (each already normalised).
-pub fn fuse(per_layer: &[Vec<f32>], fusion: Fusion) -> Vec<f32> {
+/// One layer's Stage I scores over the eligible rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerScores {
+    /// Score of every eligible row, normalised to sum 1.
+    pub scores: Vec<f32>,
+    /// The first eligible row the layer's queries can see; rows before it
+    /// lie outside its sliding window (eligible rows ascend by position, so
+    /// what a layer sees is always a suffix).
+    pub first_visible: usize,
+}
+
+/// One score per row from per-layer scores.
+pub fn fuse(per_layer: &[LayerScores], fusion: Fusion) -> Vec<f32> {
     let Some(first) = per_layer.first() else {
         return Vec::new();
     };
-    let mut out = vec![0f32; first.len()];
-    for layer in per_layer {
-        for (o, &s) in out.iter_mut().zip(layer) {
-            *o = match fusion {
-                Fusion::Mean => *o + s / per_layer.len() as f32,
-                Fusion::Max => o.max(s),
-            };
+    let n = first.scores.len();
+    let mut out = vec![0f32; n];
+    match fusion {
+        Fusion::Mean | Fusion::Max => {
+            for layer in per_layer {
+                for (o, &s) in out.iter_mut().zip(&layer.scores) {
+                    *o = match fusion {
+                        Fusion::Max => o.max(s),
+                        _ => *o + s / per_layer.len() as f32,
+                    };
+                }
+            }
         }
+        Fusion::Visible => {
+            let mut seen_by = vec![0u32; n];
+            for layer in per_layer {
+                let from = layer.first_visible.min(n);
+                // Relative to the rows it sees: mean 1 over its window.
+                let scale = (n - from) as f32;
+                let rows = out[from..].iter_mut().zip(&mut seen_by[from..]);
+                for ((o, c), &s) in rows.zip(&layer.scores[from..]) {
+                    *o += s * scale;
+                    *c += 1;
+                }
+            }
+            for (o, &c) in out.iter_mut().zip(&seen_by) {
+                if c > 0 {
+                    *o /= c as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each row's score raised to the highest of the `spread` rows before it
+/// within its group (document): the words a question matches lend their
+/// score to what follows them.
+pub fn spread_forward(scores: &[f32], groups: &[usize], spread: usize) -> Vec<f32> {
+    let mut out = scores.to_vec();
+    if spread == 0 {
+        return out;
+    }
+    let mut start = 0;
+    for &len in groups {
+        for (i, o) in out.iter_mut().enumerate().skip(start).take(len) {
+            let from = i.saturating_sub(spread).max(start);
+            *o = scores[from..=i].iter().copied().fold(f32::MIN, f32::max);
+        }
+        start += len;
     }
     out
 }
@@ -163,9 +216,50 @@ mod tests {
 
     #[test]
     fn fusion_mean_and_max() {
-        let layers = vec![vec![0.2, 0.8], vec![0.6, 0.4]];
+        let layers = vec![layer(&[0.2, 0.8], 0), layer(&[0.6, 0.4], 0)];
         assert_eq!(fuse(&layers, Fusion::Mean), vec![0.4, 0.6]);
         assert_eq!(fuse(&layers, Fusion::Max), vec![0.6, 0.8]);
+    }
+
+    fn layer(scores: &[f32], first_visible: usize) -> LayerScores {
+        LayerScores {
+            scores: scores.to_vec(),
+            first_visible,
+        }
+    }
+
+    #[test]
+    fn visible_fusion_judges_each_row_by_the_layers_that_see_it() {
+        // A global layer over 4 rows and a windowed one that sees the last 2
+        // and spends all its mass there.
+        let global = layer(&[0.4, 0.1, 0.1, 0.4], 0);
+        let windowed = layer(&[0.0, 0.0, 0.5, 0.5], 2);
+        let fused = fuse(&[global.clone(), windowed.clone()], Fusion::Visible);
+        // Row 0: the global layer alone, 0.4 relative to a mean of 0.25.
+        // Row 2: mean of 0.1 * 4 and 0.5 * 2.
+        let want = [1.6, 0.4, 0.7, 1.3];
+        for (f, w) in fused.iter().zip(want) {
+            assert!((f - w).abs() < 1e-6, "{fused:?}");
+        }
+        // Under the plain mean the windowed layer buries row 0 below rows 2 and 3.
+        let mean = fuse(&[global, windowed], Fusion::Mean);
+        assert!(mean[0] < mean[2] && mean[0] < mean[3]);
+        // A row no scoring layer sees scores 0.
+        assert_eq!(
+            fuse(&[layer(&[0.0, 1.0], 1)], Fusion::Visible),
+            vec![0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn spread_lends_a_score_to_the_rows_after_it_within_a_document() {
+        let scores = [0.9, 0.1, 0.2, 0.0, 0.0, 0.3];
+        // Documents of 4 and 2 rows; the 0.9 reaches 2 rows on, not past the document.
+        assert_eq!(
+            spread_forward(&scores, &[4, 2], 2),
+            vec![0.9, 0.9, 0.9, 0.2, 0.0, 0.3]
+        );
+        assert_eq!(spread_forward(&scores, &[4, 2], 0), scores.to_vec());
     }
 
     #[test]

@@ -81,10 +81,15 @@ pub enum Probe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fusion {
-    /// Mean over the scoring layers.
+    /// Mean over the scoring layers (the paper's fusion).
     Mean,
     /// Max over the scoring layers.
     Max,
+    /// Mean over the scoring layers that can see the row, each layer's
+    /// scores taken relative to the rows it sees: a sliding-window layer
+    /// neither hides rows outside its window nor outweighs the global
+    /// layers inside it.
+    Visible,
 }
 
 /// Unit of selection.
@@ -108,15 +113,20 @@ pub struct ProphetOptions {
     pub score_layers: Option<Vec<usize>>,
     /// Selection unit.
     pub granularity: Granularity,
+    /// A row also scores as high as any of the this many rows before it in
+    /// its document, so an answer right after the words a question matches
+    /// is chosen with them (0: off).
+    pub spread: usize,
 }
 
 impl Default for ProphetOptions {
     fn default() -> Self {
         Self {
             probe: Probe::Attend,
-            fusion: Fusion::Mean,
+            fusion: Fusion::Visible,
             score_layers: None,
             granularity: Granularity::Token,
+            spread: 4,
         }
     }
 }

@@ -268,7 +268,10 @@ fn rows_per_layer_match_each_strategy_plan() {
 fn prophetkv_options_all_run_and_change_the_choice() {
     let (_dir, model) = tiny(Tiny::Gemma3);
     let f = Fixture::new(&model, &[20, 25, 30]);
-    let base = f.run(&model, &config(StrategyKind::ProphetKv, 0.2));
+    let mut mean = config(StrategyKind::ProphetKv, 0.2);
+    mean.prophet.fusion = prophetkv_reuse::Fusion::Mean;
+    mean.prophet.spread = 0;
+    let base = f.run(&model, &mean);
     let scores = base.scores.clone().unwrap();
     let total: f32 = scores.iter().sum();
     assert!(
@@ -288,10 +291,38 @@ fn prophetkv_options_all_run_and_change_the_choice() {
     c = config(StrategyKind::ProphetKv, 0.2);
     c.prophet.granularity = Granularity::Block(4);
     variants.push(c.clone());
+    c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.fusion = prophetkv_reuse::Fusion::Mean;
+    c.prophet.spread = 0;
+    variants.push(c.clone());
     for v in variants {
         let out = f.run(&model, &v);
         assert_eq!(out.stats.selected, 11, "{:?}", v.prophet);
     }
+}
+
+#[test]
+fn visible_fusion_scores_rows_outside_every_window_by_the_global_layers_alone() {
+    // Tiny Gemma 3: layers 0 and 1 see 8 positions back, layer 2 everything.
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let mut all = config(StrategyKind::ProphetKv, 0.2);
+    all.prophet.fusion = prophetkv_reuse::Fusion::Visible;
+    all.prophet.spread = 0;
+    let mut global = all.clone();
+    global.prophet.score_layers = Some(vec![2]);
+    let all = f.run(&model, &all).scores.unwrap();
+    let global = f.run(&model, &global).scores.unwrap();
+    // The query's 6 rows follow the last document directly: the windowed
+    // layers see its last 2 rows, which are also the last 2 eligible rows.
+    let outside = all.len() - 2;
+    for (i, (a, g)) in all.iter().zip(&global).enumerate().take(outside) {
+        assert!((a - g).abs() < 1e-5, "row {i}: {a} vs {g}");
+    }
+    assert!(
+        all[outside..] != global[outside..],
+        "the rows inside the window are judged by all three layers"
+    );
 }
 
 #[test]
