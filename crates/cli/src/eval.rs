@@ -63,7 +63,7 @@ pub struct GenArgs {
 
 /// The model and how it runs, shared by eval and bench.
 #[derive(Debug, Args)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Model path.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
@@ -75,7 +75,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
+    pub(crate) fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
         let options = LoadOptions {
             weight_path: weight_path(&self.dtype)?,
             ..LoadOptions::default()
@@ -87,7 +87,7 @@ impl ModelArgs {
         Ok((model, tokenizer))
     }
 
-    fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+    pub(crate) fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
         let base = self.options.config();
         base.validate(num_layers)?;
         Ok(base)

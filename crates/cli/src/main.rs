@@ -1,5 +1,6 @@
 //! `prophetkv`: the one binary. Subcommands live in their own modules.
 
+mod ablate;
 mod config_file;
 mod eval;
 mod generate;
@@ -38,6 +39,8 @@ enum Command {
     /// Benchmarks of the strategies.
     #[command(subcommand)]
     Bench(eval::BenchCommand),
+    /// Variants of the reuse options side by side against full prefill.
+    Ablate(ablate::AblateArgs),
 }
 
 fn init_logging(json: bool, default_level: &str) {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Tasks(command) => eval::tasks(command),
         Command::Eval(args) => eval::eval(args),
         Command::Bench(command) => eval::bench(command),
+        Command::Ablate(args) => ablate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -378,3 +378,57 @@ fn eval_status_reads_the_journal_and_a_closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(o.status.success(), "{stderr}");
 }
+
+#[test]
+fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    prophetkv_model::testing::write_tiny(&model, prophetkv_model::testing::Tiny::Gemma3);
+    let tasks = dir.path().join("t.jsonl");
+    std::fs::write(
+        &tasks,
+        tiny_task_line("a") + "\n" + &tiny_task_line("b") + "\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = |variant: &str| {
+        prophetkv(&[
+            "ablate",
+            "--model",
+            model.to_str().unwrap(),
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--n",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--variant",
+            "naive=--strategy naive",
+            "--variant",
+            variant,
+        ])
+    };
+    let o = run("vis=--fusion visible --ratio 0.5");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for row in [
+        "| full | `--strategy full` | 1 |",
+        "| naive | `--strategy naive` | 1 |",
+        "| vis | `--fusion visible --ratio 0.5` | 1 |",
+    ] {
+        assert!(stdout.contains(row), "{row} missing: {stdout}");
+    }
+    let trials = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    assert_eq!(
+        trials.lines().count(),
+        3,
+        "one task (--n 1) × full + 2 variants"
+    );
+    assert!(out.join("ablation.md").is_file());
+
+    assert_one_line_error(&run("bad=--fusion median"), "variant bad");
+    assert_one_line_error(&run("--fusion max"), "NAME=OPTIONS");
+}

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use prophetkv_reuse::{ReuseRequest, StrategyKind};
+use prophetkv_reuse::{ReuseConfig, StrategyKind};
 use serde::Serialize;
 
 use crate::generate::{generate, GenSpec, TaskKind};
@@ -83,13 +83,9 @@ pub fn bench_ttft(
             seed: spec.seed,
         };
         let task = generate(&gen, &count)?.remove(0);
-        let (cached, query) = evaluator.prepare(&task)?;
-        let pieces = cached.pieces();
-        let request = ReuseRequest {
-            anchor: &cached.anchor,
-            pieces: &pieces,
-            query: &query,
-        };
+        let prepared = evaluator.prepare(&task)?;
+        let pieces = prepared.pieces();
+        let request = prepared.request(&pieces);
         let n = spec.strategies.len();
         let mut times = vec![Vec::with_capacity(spec.runs); n];
         let mut layer_rows = vec![0usize; n];
@@ -97,7 +93,12 @@ pub fn bench_ttft(
         // One untimed pass warms allocations, then interleaved timed runs.
         for round in 0..=spec.runs {
             for (i, &strategy) in spec.strategies.iter().enumerate() {
-                let (out, _, ms) = evaluator.timed_pass(&request, strategy, spec.ratio)?;
+                let config = ReuseConfig {
+                    strategy,
+                    ratio: spec.ratio,
+                    ..evaluator.base.clone()
+                };
+                let (out, _, ms) = evaluator.timed_pass(&request, &config)?;
                 if round > 0 {
                     times[i].push(ms);
                 }

@@ -2,6 +2,7 @@
 //! strategies × recompute ratios over task files (resumable, with tables and
 //! plots), and time-to-first-token benchmarks side by side.
 
+pub mod ablate;
 pub mod bench;
 mod error;
 pub mod eval;

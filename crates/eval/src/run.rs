@@ -5,8 +5,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use prophetkv_model::{Kv, Model, TextTokenizer};
-use prophetkv_reuse::{run, CachedDocuments, ReuseConfig, ReuseOutput, ReuseRequest, StrategyKind};
+use prophetkv_model::{Kv, Model, Rows, TextTokenizer};
+use prophetkv_reuse::{
+    run, CachedDocuments, Piece, ReuseConfig, ReuseOutput, ReuseRequest, ReuseStats, StrategyKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::score::is_correct;
@@ -61,6 +63,15 @@ impl Arm {
     }
 }
 
+/// `log softmax(logits)[id]`, in f64.
+fn log_softmax_at(logits: &[f32], id: u32) -> f64 {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    logits
+        .get(id as usize)
+        .map_or(f64::NEG_INFINITY, |&x| x as f64 - max - sum.ln())
+}
+
 /// Whether a strategy's work depends on the recompute ratio.
 pub fn has_budget(strategy: StrategyKind) -> bool {
     !matches!(strategy, StrategyKind::Full | StrategyKind::Naive)
@@ -96,6 +107,21 @@ pub struct Outcome {
     pub recompute_ms: f64,
 }
 
+/// One configuration's answer to a task.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// Generated text, up to the first line break.
+    pub prediction: String,
+    /// Whether it answers the task.
+    pub correct: bool,
+    /// Time to the first token, documents' caches already computed, in ms.
+    pub ttft_ms: f64,
+    /// The reuse run's statistics.
+    pub stats: ReuseStats,
+    /// Log-probability of the reference answer's tokens, when asked for.
+    pub gold_logprob: Option<f64>,
+}
+
 /// What `evaluate_task` needs besides the task.
 pub struct Evaluator<'a> {
     /// The model.
@@ -109,6 +135,36 @@ pub struct Evaluator<'a> {
     /// Ids that end an answer: EOS and every token whose text contains a
     /// line break.
     pub stop_ids: HashSet<u32>,
+    /// Whether documents are cached after the task's prefix (the deployed
+    /// layout) or after BOS alone, the prefix then computed fresh.
+    pub prefix_in_anchor: bool,
+}
+
+/// A task ready for reuse passes.
+pub struct Prepared {
+    /// The anchor's and the documents' caches.
+    pub cached: CachedDocuments,
+    /// The task's prefix when it is not part of the anchor (else empty).
+    pub fresh_prefix: Vec<u32>,
+    /// The question's ids.
+    pub query: Vec<u32>,
+}
+
+impl Prepared {
+    /// The request's pieces: the fresh prefix, if any, then the documents.
+    pub fn pieces(&self) -> Vec<Piece<'_>> {
+        let prefix = (!self.fresh_prefix.is_empty()).then_some(Piece::Fresh(&self.fresh_prefix));
+        prefix.into_iter().chain(self.cached.pieces()).collect()
+    }
+
+    /// The request over `pieces` (from [`Prepared::pieces`]).
+    pub fn request<'a>(&'a self, pieces: &'a [Piece<'a>]) -> ReuseRequest<'a> {
+        ReuseRequest {
+            anchor: &self.cached.anchor,
+            pieces,
+            query: &self.query,
+        }
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -133,13 +189,21 @@ impl<'a> Evaluator<'a> {
             base,
             max_new_tokens,
             stop_ids,
+            prefix_in_anchor: true,
         }
     }
 
-    /// A task's documents' caches (after its prefix) and its question's
-    /// ids: computed once, shared by every strategy run on it.
-    pub fn prepare(&self, task: &Task) -> Result<(CachedDocuments, Vec<u32>)> {
-        let anchor = self.tokenizer.prompt_ids(&task.prefix)?;
+    /// A task's documents' caches and the ids around them: computed once,
+    /// shared by every configuration run on it.
+    pub fn prepare(&self, task: &Task) -> Result<Prepared> {
+        let (anchor, fresh_prefix) = if self.prefix_in_anchor {
+            (self.tokenizer.prompt_ids(&task.prefix)?, Vec::new())
+        } else {
+            (
+                self.tokenizer.prompt_ids("")?,
+                self.tokenizer.encode(&task.prefix)?,
+            )
+        };
         let ids: Vec<Vec<u32>> = task
             .documents
             .iter()
@@ -151,25 +215,22 @@ impl<'a> Evaluator<'a> {
                 task.id
             )));
         }
-        let query = self.tokenizer.encode(&task.question)?;
-        Ok((CachedDocuments::compute(self.model, &anchor, &ids)?, query))
+        Ok(Prepared {
+            cached: CachedDocuments::compute(self.model, &anchor, &ids)?,
+            fresh_prefix,
+            query: self.tokenizer.encode(&task.question)?,
+        })
     }
 
-    /// One reuse pass with `strategy` at `ratio` (over the shared options)
-    /// and its first token, timed: the output, the token and the TTFT in ms.
+    /// One reuse pass and its first token, timed: the output, the token and
+    /// the TTFT in ms.
     pub fn timed_pass(
         &self,
         request: &ReuseRequest<'_>,
-        strategy: StrategyKind,
-        ratio: f64,
+        config: &ReuseConfig,
     ) -> Result<(ReuseOutput, u32, f64)> {
-        let config = ReuseConfig {
-            strategy,
-            ratio,
-            ..self.base.clone()
-        };
         let t = Instant::now();
-        let out = run(self.model, request, &config, self.model.device())?;
+        let out = run(self.model, request, config, self.model.device())?;
         let first = out.logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
         Ok((out, first, t.elapsed().as_secs_f64() * 1e3))
     }
@@ -177,47 +238,98 @@ impl<'a> Evaluator<'a> {
     /// Runs `arms` on `task`: the documents' caches once, each arm's reuse
     /// pass timed alone, then every answer decoded in one batch.
     pub fn evaluate_task(&self, task: &Task, arms: &[Arm]) -> Result<Vec<Outcome>> {
-        let (cached, query) = self.prepare(task)?;
-        let pieces = cached.pieces();
-        let request = ReuseRequest {
-            anchor: &cached.anchor,
-            pieces: &pieces,
-            query: &query,
-        };
-        let mut kvs: Vec<Kv> = Vec::with_capacity(arms.len());
-        let mut firsts = Vec::with_capacity(arms.len());
-        let mut outcomes = Vec::with_capacity(arms.len());
-        for arm in arms {
-            let ratio = arm.ratio.unwrap_or(if arm.strategy == StrategyKind::Full {
-                1.0
-            } else {
-                0.0
-            });
-            let (out, first, ttft_ms) = self.timed_pass(&request, arm.strategy, ratio)?;
-            let s = &out.stats;
-            outcomes.push(Outcome {
+        let configs: Vec<ReuseConfig> = arms
+            .iter()
+            .map(|arm| ReuseConfig {
+                strategy: arm.strategy,
+                ratio: arm.ratio.unwrap_or(if arm.strategy == StrategyKind::Full {
+                    1.0
+                } else {
+                    0.0
+                }),
+                ..self.base.clone()
+            })
+            .collect();
+        let answered = self.answer_task(task, &configs, None)?;
+        Ok(arms
+            .iter()
+            .zip(answered)
+            .map(|(arm, a)| Outcome {
                 id: task.id.clone(),
                 task: task.task.clone(),
                 arm: *arm,
+                prediction: a.prediction,
+                correct: a.correct,
+                ttft_ms: a.ttft_ms,
+                context_tokens: a.stats.context_tokens,
+                eligible: a.stats.eligible,
+                selected: a.stats.selected,
+                layer_rows: a.stats.rows_per_layer.iter().sum(),
+                probe_ms: a.stats.timings.probe_ms,
+                recompute_ms: a.stats.timings.recompute_ms,
+            })
+            .collect())
+    }
+
+    /// Runs each configuration on `task` (the documents' caches computed
+    /// once, each reuse pass timed alone), then decodes every answer in one
+    /// batch. With `gold`, also scores those tokens as the answer under each
+    /// configuration's cache (a paired, continuous measure next to accuracy).
+    pub fn answer_task(
+        &self,
+        task: &Task,
+        configs: &[ReuseConfig],
+        gold: Option<&[u32]>,
+    ) -> Result<Vec<Answered>> {
+        let prepared = self.prepare(task)?;
+        let pieces = prepared.pieces();
+        let request = prepared.request(&pieces);
+        let mut kvs: Vec<Kv> = Vec::with_capacity(configs.len());
+        let mut firsts = Vec::with_capacity(configs.len());
+        let mut answered = Vec::with_capacity(configs.len());
+        for config in configs {
+            let (out, first, ttft_ms) = self.timed_pass(&request, config)?;
+            let gold_logprob = match gold {
+                Some(ids) if !ids.is_empty() => Some(self.logprob(&out, ids)?),
+                _ => None,
+            };
+            answered.push(Answered {
                 prediction: String::new(),
                 correct: false,
                 ttft_ms,
-                context_tokens: s.context_tokens,
-                eligible: s.eligible,
-                selected: s.selected,
-                layer_rows: s.rows_per_layer.iter().sum(),
-                probe_ms: s.timings.probe_ms,
-                recompute_ms: s.timings.recompute_ms,
+                stats: out.stats,
+                gold_logprob,
             });
             kvs.push(out.kv);
             firsts.push(first);
         }
-        let answers = self.decode_batch(&mut kvs, &firsts)?;
-        for (o, ids) in outcomes.iter_mut().zip(answers) {
-            o.prediction = self.tokenizer.decode(&ids)?;
-            o.correct = is_correct(task, &o.prediction);
+        let texts = self.decode_batch(&mut kvs, &firsts)?;
+        for (a, ids) in answered.iter_mut().zip(texts) {
+            a.prediction = self.tokenizer.decode(&ids)?;
+            a.correct = is_correct(task, &a.prediction);
         }
-        Ok(outcomes)
+        Ok(answered)
+    }
+
+    /// Log-probability of `ids` as the continuation of a reuse pass (its
+    /// cache is copied, not extended).
+    fn logprob(&self, out: &ReuseOutput, ids: &[u32]) -> Result<f64> {
+        let first: Vec<f32> = out.logits.flatten_all()?.to_vec1()?;
+        let mut total = log_softmax_at(&first, ids[0]);
+        if ids.len() > 1 {
+            let mut kv = out.kv.try_clone()?;
+            let next = kv.next_position();
+            let positions: Vec<u32> = (0..ids.len() as u32 - 1).map(|i| next + i).collect();
+            let rows = Rows::append(&ids[..ids.len() - 1], &positions, kv.len());
+            let hidden = self.model.forward_rows(&mut kv, &rows, None)?.hidden;
+            let logits: Vec<Vec<f32>> = self.model.logits(&hidden)?.to_vec2()?;
+            total += logits
+                .iter()
+                .zip(&ids[1..])
+                .map(|(row, &id)| log_softmax_at(row, id))
+                .sum::<f64>();
+        }
+        Ok(total)
     }
 
     /// Greedy continuation of every sequence from its first token, as one

@@ -199,3 +199,75 @@ fn an_interrupted_eval_redoes_only_the_torn_task() {
     let lines = std::fs::read_to_string(&path).unwrap().lines().count();
     assert_eq!(lines, tasks.len() * arms.len());
 }
+
+#[test]
+fn ablation_finds_the_answer_rows_and_a_variant_at_ratio_one_answers_as_full() {
+    use prophetkv_eval::ablate::{ablate, answer_positions, summarize, Variant};
+    use prophetkv_reuse::Fusion;
+
+    let model_dir = tempfile::tempdir().unwrap();
+    let (model, tokenizer) = tiny(model_dir.path());
+    let task = Task {
+        id: "ablate".into(),
+        task: "needle".into(),
+        prefix: "t5 ".into(),
+        documents: vec![
+            "t3 t4 t5 t6 ".into(),
+            "t3 t9 t4 ".into(),
+            "t5 t6 t3 ".into(),
+        ],
+        question: "t8 t2 ".into(),
+        answers: vec!["t9".into()],
+        match_mode: Match::Any,
+    };
+    // BOS and "t5", then 4 rows of the first document: "t9" is row 1 of the second.
+    let anchor = tokenizer.prompt_ids(&task.prefix).unwrap().len();
+    assert_eq!(
+        answer_positions(&tokenizer, &task).unwrap(),
+        vec![vec![], vec![(anchor + 5) as u32], vec![]]
+    );
+    let evaluator = Evaluator::new(&model, &tokenizer, ReuseConfig::default(), 4);
+    let variants = vec![
+        Variant {
+            name: "visible".into(),
+            spec: "--fusion visible --ratio 1".into(),
+            config: ReuseConfig {
+                ratio: 1.0,
+                prophet: prophetkv_reuse::ProphetOptions {
+                    fusion: Fusion::Visible,
+                    ..Default::default()
+                },
+                ..ReuseConfig::default()
+            },
+        },
+        Variant {
+            name: "naive".into(),
+            spec: "--strategy naive".into(),
+            config: ReuseConfig {
+                strategy: StrategyKind::Naive,
+                ..ReuseConfig::default()
+            },
+        },
+    ];
+    let mut seen = 0;
+    let trials = ablate(&evaluator, &[task], &variants, |done, total, latest| {
+        assert_eq!((total, latest.len()), (1, 3));
+        seen = done;
+    })
+    .unwrap();
+    assert_eq!(seen, 1);
+    let [full, visible, naive] = &trials[..] else {
+        panic!("{trials:?}")
+    };
+    assert_eq!(full.variant, "full");
+    assert_eq!(visible.prediction, full.prediction);
+    assert!(visible.agrees_with_full);
+    assert_eq!(visible.answer_rows, Some((1, 1)));
+    assert_eq!(naive.answer_rows, Some((1, 0)));
+    // The reference answer scores the same under full and a variant at ratio 1.
+    let (f, v) = (full.gold_logprob.unwrap(), visible.gold_logprob.unwrap());
+    assert!(f < 0.0 && (f - v).abs() < 1e-3, "{f} vs {v}");
+    let rows = summarize(&trials, &variants);
+    assert_eq!(rows[1].answer_covered, Some(1.0));
+    assert_eq!(rows[2].answer_recall, Some(0.0));
+}

@@ -38,4 +38,4 @@ pub use kv::Kv;
 pub use layers::attention::Observe;
 pub use loader::{load_model, LoadOptions, ModelFormat};
 pub use model::{Forward, Model, Rows, RowsOutput, WeightPath};
-pub use tokenizer::TextTokenizer;
+pub use tokenizer::{ByteSpan, TextTokenizer};

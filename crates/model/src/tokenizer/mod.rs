@@ -28,6 +28,9 @@ pub struct TextTokenizer {
     special: Arc<Vec<(String, u32)>>,
 }
 
+/// A token's `start..end` byte offsets in the text it was encoded from.
+pub type ByteSpan = (usize, usize);
+
 impl TextTokenizer {
     /// Loads the tokenizer that belongs to the model at `path`.
     pub fn from_path(path: &Path) -> Result<Self> {
@@ -74,6 +77,16 @@ impl TextTokenizer {
             .encode_fast(text, false)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids of `text` as [`TextTokenizer::encode`] gives them, with each
+    /// token's byte range in `text` (to find where a string landed).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteSpan>)> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
     /// Ids of text the model's own chat template produced: its special-token

@@ -1,0 +1,106 @@
+//! `prophetkv ablate`: variants of the reuse options side by side on task
+//! files, each against `full` on the same tasks.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser};
+use prophetkv_eval::ablate::{ablate, ablation_markdown, summarize, Variant};
+use prophetkv_eval::run::Evaluator;
+use prophetkv_eval::task::load_tasks;
+
+use crate::eval::ModelArgs;
+use crate::output::print_line;
+use crate::strategy_args::StrategyArgs;
+
+/// Arguments of `prophetkv ablate`.
+#[derive(Debug, Args)]
+pub struct AblateArgs {
+    /// Task files (JSONL), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tasks: Vec<PathBuf>,
+    /// Keep the first N tasks of each file.
+    #[arg(long)]
+    n: Option<usize>,
+    /// A variant as NAME=OPTIONS, the options as on the command line
+    /// (e.g. "global=--score-layers 5,11,17"; default strategy prophetkv at
+    /// ratio 0.2). Repeat for each variant.
+    #[arg(long = "variant", required = true, allow_hyphen_values = true)]
+    variants: Vec<String>,
+    /// Most tokens per answer (answers also end at a line break).
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Cache documents after BOS alone and compute the task's prefix fresh,
+    /// instead of caching them after the prefix (the deployed layout).
+    #[arg(long)]
+    bos_anchor: bool,
+    /// Directory for ablation.md and trials.jsonl.
+    #[arg(long, default_value = "ablate-out")]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// The options of one variant, parsed like the command line's.
+#[derive(Debug, Parser)]
+#[command(no_binary_name = true)]
+struct VariantFlags {
+    #[command(flatten)]
+    strategy: StrategyArgs,
+}
+
+fn parse_variant(text: &str, num_layers: usize) -> anyhow::Result<Variant> {
+    let (name, spec) = text
+        .split_once('=')
+        .with_context(|| format!("variant {text:?} is not NAME=OPTIONS"))?;
+    let name = name.trim();
+    if name.is_empty() || name == "full" {
+        bail!("variant {text:?} needs a name other than \"full\"");
+    }
+    let flags = VariantFlags::try_parse_from(spec.split_whitespace())
+        .map_err(|e| anyhow::anyhow!("variant {name}: {}", e.render().to_string().trim()))?;
+    Ok(Variant {
+        name: name.to_string(),
+        spec: spec.trim().to_string(),
+        config: flags.strategy.config(num_layers)?,
+    })
+}
+
+pub fn run(args: AblateArgs) -> anyhow::Result<()> {
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+    let mut tasks = Vec::new();
+    for path in &args.tasks {
+        let mut file = load_tasks(path)?;
+        file.truncate(args.n.unwrap_or(usize::MAX));
+        tasks.extend(file);
+    }
+    let (model, tokenizer) = args.model.load()?;
+    let num_layers = model.config().num_layers();
+    let variants = args
+        .variants
+        .iter()
+        .map(|v| parse_variant(v, num_layers))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base = args.model.base(num_layers)?;
+    let mut evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
+    evaluator.prefix_in_anchor = !args.bos_anchor;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let trials = ablate(&evaluator, &tasks, &variants, |done, total, latest| {
+        let marks: Vec<String> = latest
+            .iter()
+            .map(|t| format!("{}{}", t.variant, if t.correct { "+" } else { "-" }))
+            .collect();
+        eprintln!("{done}/{total} {}: {}", latest[0].id, marks.join(" "));
+    })?;
+    let lines: Vec<String> = trials
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?;
+    std::fs::write(args.out.join("trials.jsonl"), lines.join("\n") + "\n")?;
+    let table = ablation_markdown(&summarize(&trials, &variants));
+    std::fs::write(args.out.join("ablation.md"), &table)?;
+    print_line(&table)
+}

@@ -1,0 +1,387 @@
+//! Ablations: variants of the reuse options side by side on a task file,
+//! each against `full` on the same tasks, with diagnostics of the selection
+//! itself: how much of the answer's own rows a variant recomputed, and how
+//! much of its budget went to the last two documents.
+
+use std::collections::BTreeMap;
+
+use prophetkv_model::TextTokenizer;
+use prophetkv_reuse::{ReuseConfig, ReuseStats, StrategyKind};
+use serde::Serialize;
+
+use crate::run::{Answered, Evaluator};
+use crate::task::Task;
+use crate::Result;
+
+/// One configuration under test, with the name it is reported by.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// Short name for the table.
+    pub name: String,
+    /// How it was asked for (command-line options), for the table.
+    pub spec: String,
+    /// The configuration run.
+    pub config: ReuseConfig,
+}
+
+/// One variant on one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    /// Task id.
+    pub id: String,
+    /// "multi-key 2k", ...
+    pub group: String,
+    /// Variant name (`full` for the reference).
+    pub variant: String,
+    /// Generated text.
+    pub prediction: String,
+    /// Whether it answers the task.
+    pub correct: bool,
+    /// Whether its answer equals `full`'s.
+    pub agrees_with_full: bool,
+    /// Answer rows in eligible documents, and how many of them were recomputed.
+    pub answer_rows: Option<(usize, usize)>,
+    /// Rows selected, and how many of them lie in the last two documents.
+    pub selected: (usize, usize),
+    /// Log-probability of the reference answer (the task's first answer).
+    pub gold_logprob: Option<f64>,
+    /// Time to first token, ms.
+    pub ttft_ms: f64,
+}
+
+/// A variant's summary over the tasks run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AblationRow {
+    /// Variant name.
+    pub variant: String,
+    /// Its options.
+    pub spec: String,
+    /// Tasks run.
+    pub tasks: usize,
+    /// Share answered correctly.
+    pub accuracy: f64,
+    /// Accuracy over `full`'s.
+    pub relative_to_full: Option<f64>,
+    /// Share of tasks answered exactly as `full` answered.
+    pub agreement: f64,
+    /// Share of the answers' rows (in eligible documents) recomputed.
+    pub answer_recall: Option<f64>,
+    /// Share of tasks whose answer rows were all recomputed.
+    pub answer_covered: Option<f64>,
+    /// Share of selected rows that lie in the last two documents.
+    pub late_share: Option<f64>,
+    /// Mean over tasks of full's log-probability of the reference answer
+    /// minus this variant's (paired; 0 for full, lower is better), and its
+    /// standard error.
+    pub logprob_gap: Option<(f64, f64)>,
+    /// Mean time to first token, ms.
+    pub ttft_ms: f64,
+    /// Accuracy per group of tasks.
+    pub groups: BTreeMap<String, f64>,
+}
+
+/// Runs `full` and every variant on every task; `progress` hears each task done.
+pub fn ablate(
+    evaluator: &Evaluator<'_>,
+    tasks: &[Task],
+    variants: &[Variant],
+    mut progress: impl FnMut(usize, usize, &[Trial]),
+) -> Result<Vec<Trial>> {
+    let full = ReuseConfig {
+        strategy: StrategyKind::Full,
+        ratio: 1.0,
+        ..evaluator.base.clone()
+    };
+    let configs: Vec<ReuseConfig> = std::iter::once(full)
+        .chain(variants.iter().map(|v| v.config.clone()))
+        .collect();
+    let names: Vec<&str> = std::iter::once("full")
+        .chain(variants.iter().map(|v| v.name.as_str()))
+        .collect();
+    let mut trials = Vec::new();
+    for (done, task) in tasks.iter().enumerate() {
+        // The reference answer as the model would continue the question.
+        let gold = match task.answers.first() {
+            Some(a) => evaluator.tokenizer.encode(&format!(" {a}"))?,
+            None => Vec::new(),
+        };
+        let answered = evaluator.answer_task(task, &configs, Some(&gold))?;
+        let positions = answer_positions(evaluator.tokenizer, task)?;
+        let reference = answered[0].prediction.trim().to_string();
+        let start = trials.len();
+        for ((name, config), a) in names.iter().zip(&configs).zip(&answered) {
+            // With the prefix outside the anchor the first document is eligible too.
+            let first_eligible = config.first_doc_eligible || !evaluator.prefix_in_anchor;
+            trials.push(trial(
+                task,
+                name,
+                config,
+                a,
+                &positions,
+                &reference,
+                first_eligible,
+            ));
+        }
+        progress(done + 1, tasks.len(), &trials[start..]);
+    }
+    Ok(trials)
+}
+
+fn trial(
+    task: &Task,
+    name: &str,
+    config: &ReuseConfig,
+    a: &Answered,
+    positions: &[Vec<u32>],
+    reference: &str,
+    first_eligible: bool,
+) -> Trial {
+    let s: &ReuseStats = &a.stats;
+    let skip = usize::from(!first_eligible);
+    let answer_rows = {
+        let total: usize = positions.iter().skip(skip).map(Vec::len).sum();
+        let hit: usize = positions
+            .iter()
+            .zip(&s.selected_positions)
+            .skip(skip)
+            .map(|(want, got)| want.iter().filter(|p| got.binary_search(p).is_ok()).count())
+            .sum();
+        (total > 0 && config.strategy != StrategyKind::Full).then_some((total, hit))
+    };
+    let n = s.selected_positions.len();
+    let late: usize = s
+        .selected_positions
+        .iter()
+        .skip(n.saturating_sub(2))
+        .map(Vec::len)
+        .sum();
+    Trial {
+        id: task.id.clone(),
+        group: group_label(task, s.context_tokens),
+        variant: name.to_string(),
+        prediction: a.prediction.clone(),
+        correct: a.correct,
+        agrees_with_full: a.prediction.trim() == reference,
+        answer_rows,
+        selected: (s.selected, late),
+        gold_logprob: a.gold_logprob,
+        ttft_ms: a.ttft_ms,
+    }
+}
+
+fn group_label(task: &Task, context_tokens: usize) -> String {
+    let k = (context_tokens as f64 / 1000.0).round().max(1.0);
+    format!("{} {k}k", task.task)
+}
+
+/// Prompt positions of every answer's tokens, per document (ascending).
+/// The prompt is BOS, the prefix, then the documents in order.
+pub fn answer_positions(tokenizer: &TextTokenizer, task: &Task) -> Result<Vec<Vec<u32>>> {
+    let mut offset = tokenizer.prompt_ids(&task.prefix)?.len();
+    let mut out = Vec::with_capacity(task.documents.len());
+    for doc in &task.documents {
+        let (ids, spans) = tokenizer.encode_with_offsets(doc)?;
+        let mut here: Vec<u32> = Vec::new();
+        for answer in &task.answers {
+            let Some(a) = doc.find(answer.as_str()) else {
+                continue;
+            };
+            let b = a + answer.len();
+            here.extend(
+                spans
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &(s, e))| s < b && e > a)
+                    .map(|(i, _)| (offset + i) as u32),
+            );
+        }
+        here.sort_unstable();
+        here.dedup();
+        out.push(here);
+        offset += ids.len();
+    }
+    Ok(out)
+}
+
+/// Per-variant summaries, `full` first, in the order the variants ran.
+pub fn summarize(trials: &[Trial], variants: &[Variant]) -> Vec<AblationRow> {
+    let mean = |xs: &[f64]| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+    let accuracy = |ts: &[&Trial]| {
+        mean(
+            &ts.iter()
+                .map(|t| f64::from(u8::from(t.correct)))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0)
+    };
+    let of = |name: &str| -> Vec<&Trial> { trials.iter().filter(|t| t.variant == name).collect() };
+    let full_accuracy = accuracy(&of("full"));
+    let specs = std::iter::once(("full".to_string(), "--strategy full".to_string()))
+        .chain(variants.iter().map(|v| (v.name.clone(), v.spec.clone())));
+    specs
+        .map(|(name, spec)| {
+            let mine = of(&name);
+            let acc = accuracy(&mine);
+            let mut groups: BTreeMap<String, Vec<&Trial>> = BTreeMap::new();
+            for t in &mine {
+                groups.entry(t.group.clone()).or_default().push(t);
+            }
+            let recalls: Vec<(usize, usize)> = mine.iter().filter_map(|t| t.answer_rows).collect();
+            let (total, hit) = recalls
+                .iter()
+                .fold((0, 0), |(t, h), &(a, b)| (t + a, h + b));
+            let (selected, late) = mine
+                .iter()
+                .fold((0, 0), |(s, l), t| (s + t.selected.0, l + t.selected.1));
+            AblationRow {
+                tasks: mine.len(),
+                accuracy: acc,
+                relative_to_full: (full_accuracy > 0.0).then(|| acc / full_accuracy),
+                agreement: mean(
+                    &mine
+                        .iter()
+                        .map(|t| f64::from(u8::from(t.agrees_with_full)))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap_or(0.0),
+                answer_recall: (total > 0).then(|| hit as f64 / total as f64),
+                answer_covered: mean(
+                    &recalls
+                        .iter()
+                        .map(|&(a, b)| f64::from(u8::from(a == b)))
+                        .collect::<Vec<_>>(),
+                ),
+                late_share: (selected > 0).then(|| late as f64 / selected as f64),
+                logprob_gap: paired_gap(trials, &mine),
+                ttft_ms: mean(&mine.iter().map(|t| t.ttft_ms).collect::<Vec<_>>()).unwrap_or(0.0),
+                groups: groups
+                    .iter()
+                    .map(|(g, ts)| (g.clone(), accuracy(ts)))
+                    .collect(),
+                variant: name,
+                spec,
+            }
+        })
+        .collect()
+}
+
+/// Mean and standard error of full's gold log-probability minus each trial's, per task.
+fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<(f64, f64)> {
+    let gaps: Vec<f64> = mine
+        .iter()
+        .filter_map(|t| {
+            let full = all
+                .iter()
+                .find(|f| f.variant == "full" && f.id == t.id)?
+                .gold_logprob?;
+            Some(full - t.gold_logprob?)
+        })
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    let n = gaps.len() as f64;
+    let mean = gaps.iter().sum::<f64>() / n;
+    let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    Some((mean, (var / n).sqrt()))
+}
+
+/// The summaries as markdown: one overall table, one of accuracy per group.
+pub fn ablation_markdown(rows: &[AblationRow]) -> String {
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
+    let mut out = String::from(
+        "| variant | options | tasks | accuracy | of full | agrees with full | answer log-prob gap to full (± s.e.) | answer rows recomputed | answer fully recomputed | selected in last 2 docs | mean TTFT (ms) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            r.variant,
+            r.spec,
+            r.tasks,
+            pct(Some(r.accuracy)),
+            pct(r.relative_to_full),
+            pct(Some(r.agreement)),
+            r.logprob_gap
+                .map_or("–".to_string(), |(m, se)| format!("{m:.2} ± {se:.2}")),
+            pct(r.answer_recall),
+            pct(r.answer_covered),
+            pct(r.late_share),
+            r.ttft_ms,
+        ));
+    }
+    let groups: Vec<&String> = rows
+        .first()
+        .map(|r| r.groups.keys().collect())
+        .unwrap_or_default();
+    if !groups.is_empty() {
+        out.push_str("\n| variant |");
+        for g in &groups {
+            out.push_str(&format!(" {g} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(groups.len()));
+        out.push('\n');
+        for r in rows {
+            out.push_str(&format!("| {} |", r.variant));
+            for g in &groups {
+                out.push_str(&format!(" {} |", pct(r.groups.get(*g).copied())));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(variant: &str, group: &str, correct: bool, answer_rows: Option<(usize, usize)>) -> Trial {
+        Trial {
+            id: "x".into(),
+            group: group.into(),
+            variant: variant.into(),
+            prediction: String::new(),
+            correct,
+            agrees_with_full: correct,
+            answer_rows,
+            selected: (10, 4),
+            gold_logprob: Some(if correct { -1.0 } else { -3.0 }),
+            ttft_ms: 100.0,
+        }
+    }
+
+    #[test]
+    fn summaries_count_accuracy_recall_and_late_share_per_variant() {
+        let trials = vec![
+            t("full", "a 1k", true, None),
+            t("full", "b 1k", true, None),
+            t("v", "a 1k", true, Some((4, 4))),
+            t("v", "b 1k", false, Some((4, 1))),
+        ];
+        let variants = vec![Variant {
+            name: "v".into(),
+            spec: "--fusion visible".into(),
+            config: ReuseConfig::default(),
+        }];
+        let rows = summarize(&trials, &variants);
+        assert_eq!(rows.len(), 2);
+        let v = &rows[1];
+        assert_eq!(v.accuracy, 0.5);
+        assert_eq!(v.relative_to_full, Some(0.5));
+        assert_eq!(v.answer_recall, Some(5.0 / 8.0));
+        assert_eq!(v.answer_covered, Some(0.5));
+        assert_eq!(v.late_share, Some(0.4));
+        assert_eq!(v.groups["b 1k"], 0.0);
+        // Paired gaps 0 and 2: mean 1, standard error 1.
+        assert_eq!(v.logprob_gap, Some((1.0, 1.0)));
+        assert_eq!(rows[0].logprob_gap, Some((0.0, 0.0)));
+        let md = ablation_markdown(&rows);
+        assert!(
+            md.contains("| v | `--fusion visible` | 2 | 50.0% | 50.0% |"),
+            "{md}"
+        );
+        assert!(md.contains("| variant | a 1k | b 1k |"), "{md}");
+    }
+}
