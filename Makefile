@@ -99,7 +99,8 @@ bench-ttft: model build
 
 ## Ablations of ProphetKV's options at ratio 0.2 on held-out tasks (other seeds than `make eval`),
 ## every variant against full prefill on the same tasks: accuracy over 56 tasks, then the paired
-## log-probability of the reference answer over 16 (docs/results/ablation-*.md, ~75 minutes here).
+## log-probability of the reference answer over 16, and the same 16 with documents cached after BOS
+## alone (docs/results/ablation-*.md, ~85 minutes here).
 ABLATE_DIR ?= ablate-out
 ABLATE_2K = $(ABLATE_DIR)/tasks/multi-key-2k.jsonl,$(ABLATE_DIR)/tasks/rag-2k.jsonl
 ablate: model build
@@ -130,6 +131,10 @@ ablate: model build
 	  --variant "visible+spread4@0.5=--fusion visible --spread 4 --ratio 0.5" \
 	  --variant "paper@0.5=--fusion mean --spread 0 --ratio 0.5" \
 	  --variant "naive=--strategy naive"
+	$(PROPHETKV) ablate --model $(MODEL) --out $(ABLATE_DIR)/anchor --n 8 --tasks $(ABLATE_2K) --bos-anchor \
+	  --variant "default=--fusion visible --spread 4" \
+	  --variant "naive=--strategy naive"
 	@mkdir -p docs/results
 	cp $(ABLATE_DIR)/accuracy/ablation.md docs/results/ablation-accuracy.md
 	cp $(ABLATE_DIR)/logprob/ablation.md docs/results/ablation-logprob.md
+	cp $(ABLATE_DIR)/anchor/ablation.md docs/results/ablation-anchor.md

@@ -290,15 +290,23 @@ fn tiny_task_line(id: &str) -> String {
     )
 }
 
-/// Runs `prophetkv eval` on a tiny model over a task file of `lines`;
-/// returns the output and the run directory.
-fn eval_tiny(lines: &[String], extra: &[&str]) -> (Output, std::path::PathBuf, tempfile::TempDir) {
+/// A directory holding a tiny model (`model/`) and a task file of `lines`.
+fn tiny_model_and_tasks(
+    lines: &[String],
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
     prophetkv_model::testing::write_tiny(&model, prophetkv_model::testing::Tiny::Gemma3);
     let tasks = dir.path().join("t.jsonl");
     std::fs::write(&tasks, lines.join("\n") + "\n").unwrap();
+    (dir, model, tasks)
+}
+
+/// Runs `prophetkv eval` on a tiny model over a task file of `lines`;
+/// returns the output and the run directory.
+fn eval_tiny(lines: &[String], extra: &[&str]) -> (Output, std::path::PathBuf, tempfile::TempDir) {
+    let (dir, model, tasks) = tiny_model_and_tasks(lines);
     let out = dir.path().join("out");
     let mut args = vec![
         "eval",
@@ -381,16 +389,7 @@ fn eval_status_reads_the_journal_and_a_closed_stdout_is_not_a_panic() {
 
 #[test]
 fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    prophetkv_model::testing::write_tiny(&model, prophetkv_model::testing::Tiny::Gemma3);
-    let tasks = dir.path().join("t.jsonl");
-    std::fs::write(
-        &tasks,
-        tiny_task_line("a") + "\n" + &tiny_task_line("b") + "\n",
-    )
-    .unwrap();
+    let (dir, model, tasks) = tiny_model_and_tasks(&[tiny_task_line("a"), tiny_task_line("b")]);
     let out = dir.path().join("out");
     let run = |variant: &str| {
         prophetkv(&[
