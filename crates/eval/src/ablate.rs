@@ -43,7 +43,8 @@ pub struct Trial {
     pub answer_rows: Option<(usize, usize)>,
     /// Rows selected, and how many of them lie in the last two documents.
     pub selected: (usize, usize),
-    /// Log-probability of the reference answer (the task's first answer).
+    /// Log-probability of the reference answer: the task's first answer,
+    /// after a space, as it would follow the question.
     pub gold_logprob: Option<f64>,
     /// Time to first token, ms.
     pub ttft_ms: f64,
