@@ -1,6 +1,7 @@
 //! `prophetkv ablate`: variants of the reuse options side by side on task
 //! files, each against `full` on the same tasks.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -8,8 +9,9 @@ use clap::{Args, Parser};
 use prophetkv_eval::ablate::{ablate, ablation_markdown, summarize, Variant};
 use prophetkv_eval::run::Evaluator;
 use prophetkv_eval::task::load_tasks;
+use prophetkv_reuse::ReuseConfig;
 
-use crate::eval::ModelArgs;
+use crate::eval::WeightArgs;
 use crate::output::print_line;
 use crate::strategy_args::StrategyArgs;
 
@@ -38,7 +40,7 @@ pub struct AblateArgs {
     #[arg(long, default_value = "ablate-out")]
     out: PathBuf,
     #[command(flatten)]
-    model: ModelArgs,
+    model: WeightArgs,
 }
 
 /// The options of one variant, parsed like the command line's.
@@ -71,9 +73,17 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
         bail!("--max-new-tokens must be at least 1");
     }
     let mut tasks = Vec::new();
+    let mut ids = std::collections::HashSet::new();
     for path in &args.tasks {
         let mut file = load_tasks(path)?;
         file.truncate(args.n.unwrap_or(usize::MAX));
+        if let Some(t) = file.iter().find(|t| !ids.insert(t.id.clone())) {
+            bail!(
+                "task id {:?} of {} is used by an earlier file",
+                t.id,
+                path.display()
+            );
+        }
         tasks.extend(file);
     }
     let (model, tokenizer) = args.model.load()?;
@@ -83,23 +93,42 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
         .iter()
         .map(|v| parse_variant(v, num_layers))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let base = args.model.base(num_layers)?;
+    let mut names = std::collections::HashSet::new();
+    if let Some(v) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
+        bail!("variant name {:?} is used twice", v.name);
+    }
+    // The base only configures `full`; every variant carries its own options.
+    let base = ReuseConfig::default();
     let mut evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
     evaluator.prefix_in_anchor = !args.bos_anchor;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    // Each task's trials are written as it finishes, so a stopped run keeps them.
+    let path = args.out.join("trials.jsonl");
+    let mut journal = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    let mut write_error: Option<std::io::Error> = None;
     let trials = ablate(&evaluator, &tasks, &variants, |done, total, latest| {
         let marks: Vec<String> = latest
             .iter()
             .map(|t| format!("{}{}", t.variant, if t.correct { "+" } else { "-" }))
             .collect();
-        eprintln!("{done}/{total} {}: {}", latest[0].id, marks.join(" "));
+        let id = latest.first().map_or("", |t| t.id.as_str());
+        eprintln!("{done}/{total} {id}: {}", marks.join(" "));
+        for t in latest {
+            let written = serde_json::to_writer(&mut journal, t)
+                .map_err(std::io::Error::from)
+                .and_then(|()| journal.write_all(b"\n"))
+                .and_then(|()| journal.flush());
+            if let Err(e) = written {
+                write_error.get_or_insert(e);
+            }
+        }
     })?;
-    let lines: Vec<String> = trials
-        .iter()
-        .map(serde_json::to_string)
-        .collect::<Result<_, _>>()?;
-    std::fs::write(args.out.join("trials.jsonl"), lines.join("\n") + "\n")?;
+    if let Some(e) = write_error {
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
     let table = ablation_markdown(&summarize(&trials, &variants));
     std::fs::write(args.out.join("ablation.md"), &table)?;
     print_line(&table)

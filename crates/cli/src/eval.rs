@@ -61,20 +61,18 @@ pub struct GenArgs {
     model: PathBuf,
 }
 
-/// The model and how it runs, shared by eval and bench.
+/// The model and its weight path, shared by eval, bench and ablate.
 #[derive(Debug, Args)]
-pub(crate) struct ModelArgs {
+pub(crate) struct WeightArgs {
     /// Model path.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
     /// Weight path: f32 (fastest prefill) or q.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    #[command(flatten)]
-    options: ReuseOptionArgs,
 }
 
-impl ModelArgs {
+impl WeightArgs {
     pub(crate) fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
         let options = LoadOptions {
             weight_path: weight_path(&self.dtype)?,
@@ -86,8 +84,23 @@ impl ModelArgs {
             .with_context(|| format!("loading tokenizer of {}", self.model.display()))?;
         Ok((model, tokenizer))
     }
+}
 
-    pub(crate) fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+/// The model and the reuse options every strategy run shares (eval, bench).
+#[derive(Debug, Args)]
+pub(crate) struct ModelArgs {
+    #[command(flatten)]
+    weights: WeightArgs,
+    #[command(flatten)]
+    options: ReuseOptionArgs,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
+        self.weights.load()
+    }
+
+    fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
         let base = self.options.config();
         base.validate(num_layers)?;
         Ok(base)
@@ -249,8 +262,8 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let base = args.model.base(model.config().num_layers())?;
     let identity = RunIdentity {
         tasks_blake3: file_blake3(&args.tasks)?,
-        model: args.model.model.display().to_string(),
-        weights: args.model.dtype.clone(),
+        model: args.model.weights.model.display().to_string(),
+        weights: args.model.weights.dtype.clone(),
         max_new_tokens: args.max_new_tokens,
         options: format!("{:?}", base),
     };

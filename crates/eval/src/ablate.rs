@@ -41,8 +41,9 @@ pub struct Trial {
     pub agrees_with_full: bool,
     /// Answer rows in eligible documents, and how many of them were recomputed.
     pub answer_rows: Option<(usize, usize)>,
-    /// Rows selected, and how many of them lie in the last two documents.
-    pub selected: (usize, usize),
+    /// Rows selected, and how many of them lie in the last two documents
+    /// (absent for `full`, which selects nothing).
+    pub selected: Option<(usize, usize)>,
     /// Log-probability of the reference answer: the task's first answer,
     /// after a space, as it would follow the question.
     pub gold_logprob: Option<f64>,
@@ -72,9 +73,8 @@ pub struct AblationRow {
     /// Share of selected rows that lie in the last two documents.
     pub late_share: Option<f64>,
     /// Mean over tasks of full's log-probability of the reference answer
-    /// minus this variant's (paired; 0 for full, lower is better), and its
-    /// standard error.
-    pub logprob_gap: Option<(f64, f64)>,
+    /// minus this variant's (paired; 0 for full, lower is better).
+    pub logprob_gap: Option<Gap>,
     /// Mean time to first token, ms.
     pub ttft_ms: f64,
     /// Accuracy per group of tasks.
@@ -111,8 +111,9 @@ pub fn ablate(
         let reference = answered[0].prediction.trim().to_string();
         let start = trials.len();
         for ((name, config), a) in names.iter().zip(&configs).zip(&answered) {
-            // With the prefix outside the anchor the first document is eligible too.
-            let first_eligible = config.first_doc_eligible || !evaluator.prefix_in_anchor;
+            // With a prefix outside the anchor the first document is eligible too.
+            let first_eligible = config.first_doc_eligible
+                || (!evaluator.prefix_in_anchor && !task.prefix.is_empty());
             trials.push(trial(
                 task,
                 name,
@@ -164,7 +165,7 @@ fn trial(
         correct: a.correct,
         agrees_with_full: a.prediction.trim() == reference,
         answer_rows,
-        selected: (s.selected, late),
+        selected: (config.strategy != StrategyKind::Full).then_some((s.selected, late)),
         gold_logprob: a.gold_logprob,
         ttft_ms: a.ttft_ms,
     }
@@ -233,7 +234,8 @@ pub fn summarize(trials: &[Trial], variants: &[Variant]) -> Vec<AblationRow> {
                 .fold((0, 0), |(t, h), &(a, b)| (t + a, h + b));
             let (selected, late) = mine
                 .iter()
-                .fold((0, 0), |(s, l), t| (s + t.selected.0, l + t.selected.1));
+                .filter_map(|t| t.selected)
+                .fold((0, 0), |(s, l), (ts, tl)| (s + ts, l + tl));
             AblationRow {
                 tasks: mine.len(),
                 accuracy: acc,
@@ -266,8 +268,17 @@ pub fn summarize(trials: &[Trial], variants: &[Variant]) -> Vec<AblationRow> {
         .collect()
 }
 
-/// Mean and standard error of full's gold log-probability minus each trial's, per task.
-fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<(f64, f64)> {
+/// A mean over tasks with its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Gap {
+    /// The mean.
+    pub mean: f64,
+    /// Its standard error (absent with fewer than two tasks).
+    pub stderr: Option<f64>,
+}
+
+/// Full's gold log-probability minus each trial's, per task, averaged.
+fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<Gap> {
     let gaps: Vec<f64> = mine
         .iter()
         .filter_map(|t| {
@@ -283,8 +294,11 @@ fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<(f64, f64)> {
     }
     let n = gaps.len() as f64;
     let mean = gaps.iter().sum::<f64>() / n;
-    let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    Some((mean, (var / n).sqrt()))
+    let stderr = (gaps.len() > 1).then(|| {
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (var / n).sqrt()
+    });
+    Some(Gap { mean, stderr })
 }
 
 /// The summaries as markdown: one overall table, one of accuracy per group.
@@ -303,8 +317,14 @@ pub fn ablation_markdown(rows: &[AblationRow]) -> String {
             pct(Some(r.accuracy)),
             pct(r.relative_to_full),
             pct(Some(r.agreement)),
-            r.logprob_gap
-                .map_or("–".to_string(), |(m, se)| format!("{m:.2} ± {se:.2}")),
+            match r.logprob_gap {
+                Some(Gap {
+                    mean,
+                    stderr: Some(se),
+                }) => format!("{mean:.2} ± {se:.2}"),
+                Some(Gap { mean, stderr: None }) => format!("{mean:.2}"),
+                None => "–".to_string(),
+            },
             pct(r.answer_recall),
             pct(r.answer_covered),
             pct(r.late_share),
@@ -347,7 +367,7 @@ mod tests {
             correct,
             agrees_with_full: correct,
             answer_rows,
-            selected: (10, 4),
+            selected: (variant != "full").then_some((10, 4)),
             gold_logprob: Some(if correct { -1.0 } else { -3.0 }),
             ttft_ms: 100.0,
         }
@@ -376,8 +396,24 @@ mod tests {
         assert_eq!(v.late_share, Some(0.4));
         assert_eq!(v.groups["b 1k"], 0.0);
         // Paired gaps 0 and 2: mean 1, standard error 1.
-        assert_eq!(v.logprob_gap, Some((1.0, 1.0)));
-        assert_eq!(rows[0].logprob_gap, Some((0.0, 0.0)));
+        let gap = |mean, se| {
+            Some(Gap {
+                mean,
+                stderr: Some(se),
+            })
+        };
+        assert_eq!(v.logprob_gap, gap(1.0, 1.0));
+        assert_eq!(rows[0].logprob_gap, gap(0.0, 0.0));
+        assert_eq!(rows[0].late_share, None);
+        // One task: a mean without a standard error.
+        let one = summarize(&trials[..1], &[]);
+        assert_eq!(
+            one[0].logprob_gap,
+            Some(Gap {
+                mean: 0.0,
+                stderr: None
+            })
+        );
         let md = ablation_markdown(&rows);
         assert!(
             md.contains("| v | `--fusion visible` | 2 | 50.0% | 50.0% |"),

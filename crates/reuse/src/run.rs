@@ -332,8 +332,10 @@ fn probe(
         Some(list) => list.clone(),
         None => (0..num_layers).collect(),
     };
-    // The last question row sees furthest; positions are slots.
-    let last = layout.query.end.saturating_sub(1);
+    // A windowed layer shows a row when any question row sees it; the first
+    // question row reaches furthest back. Positions are slots, and every
+    // eligible row lies before the question.
+    let first_question_row = layout.query.start;
     let mut per_layer = Vec::with_capacity(layers.len());
     for l in layers {
         let mass = &attention[l];
@@ -342,7 +344,9 @@ fn probe(
         let mut scores: Vec<f32> = layout.eligible.iter().map(|&s| summed[s]).collect();
         normalise(&mut scores);
         let first_visible = match model.sliding_window(l) {
-            Some(w) => layout.eligible.partition_point(|&s| last - s >= w),
+            Some(w) => layout
+                .eligible
+                .partition_point(|&s| first_question_row.saturating_sub(s) >= w),
             None => 0,
         };
         per_layer.push(LayerScores {

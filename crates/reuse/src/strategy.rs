@@ -113,7 +113,7 @@ pub struct ProphetOptions {
     pub score_layers: Option<Vec<usize>>,
     /// Selection unit.
     pub granularity: Granularity,
-    /// A row also scores as high as any of the this many rows before it in
+    /// A row also scores as high as any of the `spread` rows before it in
     /// its document, so an answer right after the words a question matches
     /// is chosen with them (0: off).
     pub spread: usize,
