@@ -9,6 +9,7 @@ use prophetkv_model::TextTokenizer;
 use prophetkv_reuse::{ReuseConfig, ReuseStats, StrategyKind};
 use serde::Serialize;
 
+use crate::report::group_label;
 use crate::run::{Answered, Evaluator};
 use crate::task::Task;
 use crate::Result;
@@ -159,7 +160,7 @@ fn trial(
         .sum();
     Trial {
         id: task.id.clone(),
-        group: group_label(task, s.context_tokens),
+        group: group_label(&task.task, s.context_tokens),
         variant: name.to_string(),
         prediction: a.prediction.clone(),
         correct: a.correct,
@@ -169,11 +170,6 @@ fn trial(
         gold_logprob: a.gold_logprob,
         ttft_ms: a.ttft_ms,
     }
-}
-
-fn group_label(task: &Task, context_tokens: usize) -> String {
-    let k = (context_tokens as f64 / 1000.0).round().max(1.0);
-    format!("{} {k}k", task.task)
 }
 
 /// Prompt positions of every answer's tokens, per document (ascending).

@@ -32,8 +32,13 @@ pub struct Row {
 
 /// The group a task belongs to: its kind and its context rounded to 1k tokens.
 pub fn group_of(o: &Outcome) -> String {
-    let k = (o.context_tokens as f64 / 1000.0).round().max(1.0);
-    format!("{} {k}k", o.task)
+    group_label(&o.task, o.context_tokens)
+}
+
+/// "multi-key 2k": a task kind and its context rounded to 1k tokens.
+pub fn group_label(kind: &str, context_tokens: usize) -> String {
+    let k = (context_tokens as f64 / 1000.0).round().max(1.0);
+    format!("{kind} {k}k")
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
