@@ -1,8 +1,9 @@
-//! Tables of outcomes: accuracy, accuracy relative to `full`, the share of
-//! eligible rows recomputed, and TTFT with its speedup over `full`, per
-//! group of tasks (kind and context length) and over all of them.
+//! Tables of outcomes: accuracy, accuracy relative to `full`, agreement with
+//! `full`'s answer, the share of eligible rows recomputed, Stage I time, and
+//! TTFT with its speedup over `full`, per group of tasks (kind and context
+//! length) and over all of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prophetkv_reuse::StrategyKind;
 use serde::Serialize;
@@ -22,8 +23,14 @@ pub struct Row {
     pub accuracy: f64,
     /// Accuracy over `full`'s on the same tasks (absent without `full`).
     pub relative_to_full: Option<f64>,
+    /// Share of tasks whose generated text equals `full`'s (surrounding
+    /// whitespace aside): a paired measure, less noisy than accuracy
+    /// differences (absent without `full`).
+    pub agrees_with_full: Option<f64>,
     /// Mean share of eligible rows recomputed.
     pub selected_ratio: f64,
+    /// Mean selection time (ProphetKV's Stage I, CacheBlend's layer-0 pass), ms.
+    pub probe_ms: f64,
     /// Mean time to first token, ms.
     pub ttft_ms: f64,
     /// Mean `full` TTFT over this arm's mean TTFT.
@@ -61,6 +68,10 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
     let full_accuracy =
         (!full.is_empty()).then(|| mean(full.iter().map(|o| f64::from(u8::from(o.correct)))));
     let full_ttft = (!full.is_empty()).then(|| mean(full.iter().map(|o| o.ttft_ms)));
+    let full_answer: HashMap<&str, &str> = full
+        .iter()
+        .map(|o| (o.id.as_str(), o.prediction.trim()))
+        .collect();
     arms.iter()
         .filter_map(|arm| {
             let mine = of(arm);
@@ -69,17 +80,27 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
             }
             let accuracy = mean(mine.iter().map(|o| f64::from(u8::from(o.correct))));
             let ttft_ms = mean(mine.iter().map(|o| o.ttft_ms));
+            let paired: Vec<bool> = mine
+                .iter()
+                .filter_map(|o| {
+                    let reference = full_answer.get(o.id.as_str())?;
+                    Some(o.prediction.trim() == *reference)
+                })
+                .collect();
             Some(Row {
                 group: group.to_string(),
                 arm: *arm,
                 tasks: mine.len(),
                 accuracy,
                 relative_to_full: full_accuracy.filter(|f| *f > 0.0).map(|f| accuracy / f),
+                agrees_with_full: (!paired.is_empty())
+                    .then(|| mean(paired.iter().map(|&a| f64::from(u8::from(a))))),
                 selected_ratio: mean(
                     mine.iter()
                         .filter(|o| o.eligible > 0)
                         .map(|o| o.selected as f64 / o.eligible as f64),
                 ),
+                probe_ms: mean(mine.iter().map(|o| o.probe_ms)),
                 ttft_ms,
                 speedup: full_ttft.map(|f| f / ttft_ms),
             })
@@ -106,22 +127,23 @@ pub fn summarize(outcomes: &[Outcome], arms: &[Arm]) -> Vec<Row> {
 /// A markdown table of `rows`.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tasks | strategy | ratio | n | accuracy | vs full | selected | TTFT (ms) | speedup |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| tasks | strategy | ratio | n | accuracy | vs full | agrees with full | selected | Stage I (ms) | TTFT (ms) | speedup |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
     for r in rows {
         let ratio = r.arm.ratio.map_or("–".to_string(), |x| format!("{x}"));
-        let relative = r
-            .relative_to_full
-            .map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
         let speedup = r.speedup.map_or("–".to_string(), |x| format!("{x:.2}×"));
         out.push_str(&format!(
-            "| {} | {} | {ratio} | {} | {:.1}% | {relative} | {:.3} | {:.0} | {speedup} |\n",
+            "| {} | {} | {ratio} | {} | {:.1}% | {} | {} | {:.3} | {:.0} | {:.0} | {speedup} |\n",
             r.group,
             r.arm.strategy.name(),
             r.tasks,
             100.0 * r.accuracy,
+            pct(r.relative_to_full),
+            pct(r.agrees_with_full),
             r.selected_ratio,
+            r.probe_ms,
             r.ttft_ms,
         ));
     }
@@ -132,25 +154,25 @@ pub fn markdown(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn outcome(id: &str, arm: Arm, correct: bool, ttft_ms: f64) -> Outcome {
+    fn outcome(id: &str, arm: Arm, prediction: &str, correct: bool, ttft_ms: f64) -> Outcome {
         Outcome {
             id: id.into(),
             task: "multi-key".into(),
             arm,
-            prediction: String::new(),
+            prediction: prediction.into(),
             correct,
             ttft_ms,
             context_tokens: 1990,
             eligible: 100,
             selected: if arm.ratio.is_some() { 20 } else { 0 },
             layer_rows: 0,
-            probe_ms: 0.0,
+            probe_ms: if arm.ratio.is_some() { 10.0 } else { 0.0 },
             recompute_ms: 0.0,
         }
     }
 
     #[test]
-    fn accuracy_relative_accuracy_and_speedup_are_computed_per_arm() {
+    fn accuracy_agreement_and_speedup_are_computed_per_arm_on_paired_tasks() {
         let full = Arm {
             strategy: StrategyKind::Full,
             ratio: None,
@@ -159,24 +181,46 @@ mod tests {
             strategy: StrategyKind::ProphetKv,
             ratio: Some(0.2),
         };
+        // Task c: both wrong with the same text, which agrees; task b:
+        // prophetkv wrong where full was right, which does not.
         let outcomes = vec![
-            outcome("a", full, true, 100.0),
-            outcome("b", full, true, 300.0),
-            outcome("a", pkv, true, 50.0),
-            outcome("b", pkv, false, 50.0),
+            outcome("a", full, " 12345.\n", true, 100.0),
+            outcome("b", full, " 67890.", true, 300.0),
+            outcome("c", full, " 11111.", false, 200.0),
+            outcome("a", pkv, " 12345.", true, 50.0),
+            outcome("b", pkv, " 67899.", false, 50.0),
+            outcome("c", pkv, " 11111.", false, 50.0),
         ];
         let rows = summarize(&outcomes, &[full, pkv]);
         assert_eq!(rows.len(), 2, "one group: no per-group rows");
-        let p = &rows[1];
-        assert_eq!(p.accuracy, 0.5);
+        let (f, p) = (&rows[0], &rows[1]);
+        assert_eq!(f.agrees_with_full, Some(1.0));
+        assert!((p.accuracy - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(p.relative_to_full, Some(0.5));
+        assert!((p.agrees_with_full.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(p.speedup, Some(4.0));
+        assert_eq!(p.probe_ms, 10.0);
         assert!((p.selected_ratio - 0.2).abs() < 1e-12);
         assert_eq!(group_of(&outcomes[0]), "multi-key 2k");
         let table = markdown(&rows);
         assert!(
-            table.contains("| all | prophetkv | 0.2 | 2 | 50.0% | 50.0% | 0.200 | 50 | 4.00× |"),
+            table.contains(
+                "| all | prophetkv | 0.2 | 3 | 33.3% | 50.0% | 66.7% | 0.200 | 10 | 50 | 4.00× |"
+            ),
             "{table}"
         );
+    }
+
+    #[test]
+    fn without_full_there_is_no_relative_accuracy_agreement_or_speedup() {
+        let pkv = Arm {
+            strategy: StrategyKind::ProphetKv,
+            ratio: Some(0.2),
+        };
+        let rows = summarize(&[outcome("a", pkv, " 1.", true, 50.0)], &[pkv]);
+        assert_eq!(rows[0].relative_to_full, None);
+        assert_eq!(rows[0].agrees_with_full, None);
+        assert_eq!(rows[0].speedup, None);
+        assert!(markdown(&rows).contains("| 100.0% | – | – |"));
     }
 }
