@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
-use prophetkv_model::{ModelError, Rows};
+use prophetkv_model::{Forward, ModelError, Observe, Rows};
 
 const TOL: f32 = 1e-4;
 
@@ -191,6 +191,30 @@ fn sliding_window_layers_give_no_mass_outside_the_window() {
                 "global layer {l} should see the whole sequence"
             );
         }
+    }
+}
+
+#[test]
+fn observed_attention_equals_a_softmax_over_every_key_under_sliding_windows() {
+    // Attention observation reads only the keys inside each window; the
+    // `Scores` observation scores every key of the range and masks. Over
+    // the same keys, with the rows attending to all of them, they agree.
+    let ids = tokens(40, 9);
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let (kv, _) = model.prefill(&ids[..34], &positions(0..34)).unwrap();
+    let rows = Rows::append(&ids[34..], &positions(34..40), 34);
+    let observed = |observe: Observe| {
+        let mut kv = kv.try_clone().unwrap();
+        let mut pass = Forward::new(&rows, kv.num_layers());
+        pass.observe = observe;
+        model.forward(&mut kv, &pass).unwrap().attention.unwrap()
+    };
+    let attention = observed(Observe::Attention(0..40));
+    let scores = observed(Observe::Scores(0..40));
+    for (l, (a, s)) in attention.iter().zip(&scores).enumerate() {
+        assert_eq!(a.dims(), &[6, 40]);
+        let d = max_abs_diff(a, s);
+        assert!(d < 1e-6, "layer {l}: observed attention differs by {d}");
     }
 }
 

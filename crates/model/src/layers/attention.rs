@@ -39,8 +39,8 @@ pub(crate) struct AttnPlan {
 impl AttnPlan {
     /// Plans attention of rows at `query_pos` over the key slots `allowed`
     /// (positions `key_pos`, all slots). With `whole` set, one chunk covers
-    /// all rows and every allowed key (needed to observe attention over a
-    /// fixed key range).
+    /// all rows (needed to observe attention over a fixed key range); it
+    /// still reads only the keys some row can see.
     pub(crate) fn new(
         query_pos: &[u32],
         key_pos: &[u32],
@@ -53,7 +53,7 @@ impl AttnPlan {
         let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
         let mut chunks = Vec::new();
         for rows in row_chunks(query_pos, window, whole || !keys_sorted) {
-            let local = if whole || !keys_sorted {
+            let local = if !keys_sorted {
                 0..keys_in.len()
             } else {
                 visible_key_range(&query_pos[rows.clone()], keys_in, window)
@@ -202,10 +202,8 @@ pub(crate) fn attend(
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         if let Observe::Attention(range) = observe.what {
-            // `whole` plans have one chunk spanning every allowed key.
-            let offset = range.start - chunk.keys.start;
-            let mean = probs.mean(0)?;
-            observed = Some(mean.narrow(1, offset, range.len())?);
+            // Observing plans have one chunk, which holds every row.
+            observed = Some(over_range(&probs.mean(0)?, &chunk.keys, range)?);
         }
         let out = probs
             .reshape((kv_heads, group * n, r))?
@@ -226,6 +224,31 @@ pub(crate) fn attend(
         observed = Some(score_softmax(q, k, range, observe)?);
     }
     Ok(AttnOutput { out, observed })
+}
+
+/// Head-averaged probabilities `mass` `(rows, keys.len())` of the key slots
+/// `keys`, laid out over the slots `range`: slots the chunk did not read (no
+/// row can see them) get 0.
+fn over_range(mass: &Tensor, keys: &Range<usize>, range: &Range<usize>) -> Result<Tensor> {
+    let lo = range.start.max(keys.start).min(range.end);
+    let hi = range.end.min(keys.end).max(lo);
+    let rows = mass.dim(0)?;
+    let zeros = |n: usize| Tensor::zeros((rows, n), mass.dtype(), mass.device());
+    let mut parts = Vec::with_capacity(3);
+    if lo > range.start {
+        parts.push(zeros(lo - range.start)?);
+    }
+    if hi > lo {
+        parts.push(mass.narrow(1, lo - keys.start, hi - lo)?);
+    }
+    if range.end > hi {
+        parts.push(zeros(range.end - hi)?);
+    }
+    Ok(match parts.len() {
+        0 => zeros(0)?,
+        1 => parts.remove(0),
+        _ => Tensor::cat(&parts, 1)?,
+    })
 }
 
 /// Inputs of an observation beyond the plan: the positions it masks by.
@@ -312,6 +335,29 @@ mod tests {
         assert_eq!(r, 43..61);
         let r = visible_key_range(&[50, 60], &keys, None);
         assert_eq!(r, 0..61);
+    }
+
+    #[test]
+    fn observed_mass_is_laid_out_over_the_range_with_zeros_for_unread_keys() {
+        let mass = Tensor::new(&[[0.5f32, 0.25, 0.25], [0.0, 0.5, 0.5]], &Device::Cpu).unwrap();
+        // The chunk read slots 5..8; the range is wider on both sides.
+        let wide = over_range(&mass, &(5..8), &(3..10)).unwrap();
+        assert_eq!(
+            wide.to_vec2::<f32>().unwrap(),
+            vec![
+                vec![0.0, 0.0, 0.5, 0.25, 0.25, 0.0, 0.0],
+                vec![0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0]
+            ]
+        );
+        // Narrower than what was read: the range's own columns.
+        let narrow = over_range(&mass, &(5..8), &(6..7)).unwrap();
+        assert_eq!(
+            narrow.to_vec2::<f32>().unwrap(),
+            vec![vec![0.25], vec![0.5]]
+        );
+        // Disjoint: all zeros.
+        let apart = over_range(&mass, &(5..8), &(0..2)).unwrap();
+        assert_eq!(apart.to_vec2::<f32>().unwrap(), vec![vec![0.0; 2]; 2]);
     }
 
     #[test]
