@@ -65,6 +65,25 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The x range (widened when a single x) and the largest y of every point.
+fn extent(chart: &Chart) -> Option<(f64, f64, f64)> {
+    let points = chart.series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut y1 = f64::NEG_INFINITY;
+    for &(x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        return None;
+    }
+    if x1 - x0 < 1e-9 {
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    Some((x0, x1, y1))
+}
+
 /// Draws `chart` to a 1000×640 PNG at `path`.
 pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
     REGISTER.call_once(|| {
@@ -75,20 +94,7 @@ pub fn draw(chart: &Chart, path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         reason: e,
     };
-    let points = chart.series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
-    let mut y1 = f64::NEG_INFINITY;
-    for &(x, y) in points {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y1 = y1.max(y);
-    }
-    if !x0.is_finite() {
-        return Err(fail("no points to plot".into()));
-    }
-    if x1 - x0 < 1e-9 {
-        (x0, x1) = (x0 - 0.5, x1 + 0.5);
-    }
+    let (x0, x1, y1) = extent(chart).ok_or_else(|| fail("no points to plot".into()))?;
     let pad = (x1 - x0) * 0.05;
     let (y_lo, y_hi) = chart.y_range.unwrap_or((0.0, (y1 * 1.1).max(1e-9)));
 

@@ -11,6 +11,7 @@ use crate::layers::mlp::Mlp;
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::Rope;
 use crate::model::Model;
+use crate::model::WeightPath;
 use crate::{ModelError, Result};
 
 pub(crate) fn build_model(
@@ -100,7 +101,36 @@ fn build_block(
 ) -> Result<Block> {
     let names = source.names().clone();
     let n = |w: W| names.name(w, i);
-    let path = options.weight_path;
+    let gemma = c.family == Family::Gemma3;
+    let post_attn_norm = if gemma {
+        Some(norm(source, c, &n(W::PostAttnNorm), c.hidden_size)?)
+    } else {
+        None
+    };
+    let post_mlp_norm = if gemma {
+        Some(norm(source, c, &n(W::PostMlpNorm), c.hidden_size)?)
+    } else {
+        None
+    };
+    Ok(Block {
+        attn_norm: norm(source, c, &n(W::AttnNorm), c.hidden_size)?,
+        attn: build_attention(source, c, &n, options.weight_path)?,
+        post_attn_norm,
+        mlp_norm: norm(source, c, &n(W::MlpNorm), c.hidden_size)?,
+        mlp: build_mlp(source, c, &n, options.weight_path)?,
+        post_mlp_norm,
+        kind,
+    })
+}
+
+/// A block's attention: projections (with biases where the model has
+/// them) and q/k norms; `n` names the block's weights.
+fn build_attention(
+    source: &mut dyn WeightSource,
+    c: &ModelConfig,
+    n: &dyn Fn(W) -> String,
+    path: WeightPath,
+) -> Result<Attention> {
     let q_out = c.num_heads * c.head_dim;
     let kv_out = c.num_kv_heads * c.head_dim;
     let mut proj = |w: W, bias: W, out: usize| -> Result<Linear> {
@@ -129,56 +159,33 @@ fn build_block(
     } else {
         (None, None)
     };
-    let gemma = c.family == Family::Gemma3;
-    let post_attn_norm = if gemma {
-        Some(norm(source, c, &n(W::PostAttnNorm), c.hidden_size)?)
-    } else {
-        None
-    };
-    let post_mlp_norm = if gemma {
-        Some(norm(source, c, &n(W::PostMlpNorm), c.hidden_size)?)
-    } else {
-        None
-    };
-    Ok(Block {
-        attn_norm: norm(source, c, &n(W::AttnNorm), c.hidden_size)?,
-        attn: Attention {
-            q,
-            k,
-            v,
-            o,
-            q_norm,
-            k_norm,
-            num_heads: c.num_heads,
-            num_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            scale: c.attn_scale,
-        },
-        post_attn_norm,
-        mlp_norm: norm(source, c, &n(W::MlpNorm), c.hidden_size)?,
-        mlp: Mlp {
-            gate: checked_linear(
-                source,
-                &n(W::Gate),
-                path,
-                [c.intermediate_size, c.hidden_size],
-            )?,
-            up: checked_linear(
-                source,
-                &n(W::Up),
-                path,
-                [c.intermediate_size, c.hidden_size],
-            )?,
-            down: checked_linear(
-                source,
-                &n(W::Down),
-                path,
-                [c.hidden_size, c.intermediate_size],
-            )?,
-            activation: c.activation,
-        },
-        post_mlp_norm,
-        kind,
+    Ok(Attention {
+        q,
+        k,
+        v,
+        o,
+        q_norm,
+        k_norm,
+        num_heads: c.num_heads,
+        num_kv_heads: c.num_kv_heads,
+        head_dim: c.head_dim,
+        scale: c.attn_scale,
+    })
+}
+
+/// A block's gated MLP; `n` names the block's weights.
+fn build_mlp(
+    source: &mut dyn WeightSource,
+    c: &ModelConfig,
+    n: &dyn Fn(W) -> String,
+    path: WeightPath,
+) -> Result<Mlp> {
+    let (inner, hidden) = (c.intermediate_size, c.hidden_size);
+    Ok(Mlp {
+        gate: checked_linear(source, &n(W::Gate), path, [inner, hidden])?,
+        up: checked_linear(source, &n(W::Up), path, [inner, hidden])?,
+        down: checked_linear(source, &n(W::Down), path, [hidden, inner])?,
+        activation: c.activation,
     })
 }
 

@@ -221,50 +221,70 @@ impl GgufSource {
             activation: Activation::Silu,
             tied_embeddings: tied,
         };
-        Ok(match family {
-            Family::Gemma3 => {
-                let window = window.ok_or_else(|| {
-                    ModelError::config(key("attention.sliding_window"), "is missing")
-                })?;
-                // Gemma 3 27B scales queries by hidden/heads, not head_dim.
-                let query_scalar = if num_layers == 62 {
-                    hidden / num_heads.max(1)
-                } else {
-                    head_dim
-                };
-                ModelConfig {
-                    layers: gemma3_layers(
-                        num_layers,
-                        |i| (i + 1) % GEMMA3_SLIDING_PATTERN != 0,
-                        window,
-                        global,
-                        GEMMA3_LOCAL_ROPE_BASE,
-                    ),
-                    attn_scale: 1.0 / (query_scalar.max(1) as f64).sqrt(),
-                    embed_scale: Some((hidden as f64).sqrt()),
-                    activation: Activation::GeluTanh,
-                    ..common
-                }
-            }
-            Family::Llama => {
-                // GGUF converters permute Llama's q/k rows into interleaved pairs;
-                // Qwen weights are stored as trained (rotate-half).
-                let rope_style = if arch == "llama" || arch == "mistral" {
-                    RopeStyle::Interleaved
-                } else {
-                    RopeStyle::Half
-                };
-                let layer = LayerConfig {
-                    sliding_window: window,
-                    rope: global,
-                };
-                ModelConfig {
-                    layers: vec![layer; num_layers],
-                    rope_style,
-                    ..common
-                }
-            }
-        })
+        let layers = LayerShape {
+            num_layers,
+            window,
+            global,
+        };
+        match family {
+            Family::Gemma3 => gemma3_config(common, layers, &key("attention.sliding_window")),
+            Family::Llama => Ok(llama_config(common, layers)),
+        }
+    }
+}
+
+/// What the per-layer configuration is made from.
+struct LayerShape {
+    num_layers: usize,
+    window: Option<usize>,
+    global: RopeConfig,
+}
+
+/// Gemma 3: sliding windows interleaved with global layers, its query and
+/// embedding scales and activation.
+fn gemma3_config(common: ModelConfig, shape: LayerShape, window_key: &str) -> Result<ModelConfig> {
+    let window = shape
+        .window
+        .ok_or_else(|| ModelError::config(window_key, "is missing"))?;
+    // Gemma 3 27B scales queries by hidden/heads, not head_dim.
+    let query_scalar = if shape.num_layers == 62 {
+        common.hidden_size / common.num_heads.max(1)
+    } else {
+        common.head_dim
+    };
+    Ok(ModelConfig {
+        layers: gemma3_layers(
+            shape.num_layers,
+            |i| (i + 1) % GEMMA3_SLIDING_PATTERN != 0,
+            window,
+            shape.global,
+            GEMMA3_LOCAL_ROPE_BASE,
+        ),
+        attn_scale: 1.0 / (query_scalar.max(1) as f64).sqrt(),
+        embed_scale: Some((common.hidden_size as f64).sqrt()),
+        activation: Activation::GeluTanh,
+        ..common
+    })
+}
+
+/// The Llama family: one rope base for every layer, in the layout the GGUF
+/// converter stored the q/k rows in.
+fn llama_config(common: ModelConfig, shape: LayerShape) -> ModelConfig {
+    // GGUF converters permute Llama's q/k rows into interleaved pairs;
+    // Qwen weights are stored as trained (rotate-half).
+    let rope_style = if common.architecture == "llama" || common.architecture == "mistral" {
+        RopeStyle::Interleaved
+    } else {
+        RopeStyle::Half
+    };
+    let layer = LayerConfig {
+        sliding_window: shape.window,
+        rope: shape.global,
+    };
+    ModelConfig {
+        layers: vec![layer; shape.num_layers],
+        rope_style,
+        ..common
     }
 }
 

@@ -130,7 +130,6 @@ pub(crate) fn parse_config(root: &Value) -> Result<ModelConfig> {
     let f = Fields(text);
     let hidden = f.usize("hidden_size")?;
     let num_heads = f.usize("num_attention_heads")?;
-    let num_layers = f.usize("num_hidden_layers")?;
     let head_dim = match f.usize_opt("head_dim")? {
         Some(d) => d,
         None => hidden / num_heads.max(1),
@@ -156,59 +155,71 @@ pub(crate) fn parse_config(root: &Value) -> Result<ModelConfig> {
         activation: Activation::Silu,
         tied_embeddings: f.bool_or("tie_word_embeddings", family == Family::Gemma3),
     };
-    let scaling = f.rope_scaling()?;
     Ok(match family {
-        Family::Gemma3 => {
-            let window = f.usize("sliding_window")?;
-            let layer_types: Option<Vec<String>> = text
-                .get("layer_types")
-                .and_then(|v| serde_json::from_value(v.clone()).ok());
-            let pattern = f
-                .usize_opt("sliding_window_pattern")?
-                .unwrap_or(GEMMA3_SLIDING_PATTERN)
-                .max(1);
-            let is_sliding = |i: usize| match &layer_types {
-                Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-                None => (i + 1) % pattern != 0,
-            };
-            let global = RopeConfig {
-                base: f.rope_theta("full_attention", 1_000_000.0)?,
-                scaling,
-            };
-            let local_base = match f.f64_opt("rope_local_base_freq")? {
-                Some(b) => b,
-                None => f.rope_theta("sliding_attention", GEMMA3_LOCAL_ROPE_BASE)?,
-            };
-            let query_scalar = f
-                .f64_opt("query_pre_attn_scalar")?
-                .unwrap_or(head_dim as f64);
-            ModelConfig {
-                layers: gemma3_layers(num_layers, is_sliding, window, global, local_base),
-                attn_scale: 1.0 / query_scalar.sqrt(),
-                embed_scale: Some((hidden as f64).sqrt()),
-                qk_norm: true,
-                activation: Activation::GeluTanh,
-                ..common
-            }
-        }
-        Family::Llama => {
-            let window = if arch == "qwen2" && !f.bool_or("use_sliding_window", false) {
-                None
-            } else {
-                f.usize_opt("sliding_window")?
-            };
-            let layer = LayerConfig {
-                sliding_window: window,
-                rope: RopeConfig {
-                    base: f.rope_theta("full_attention", 10_000.0)?,
-                    scaling,
-                },
-            };
-            ModelConfig {
-                layers: vec![layer; num_layers],
-                ..common
-            }
-        }
+        Family::Gemma3 => gemma3_config(&f, text, common)?,
+        Family::Llama => llama_config(&f, &arch, common)?,
+    })
+}
+
+/// Gemma 3's layers (sliding windows interleaved with global layers, two
+/// rope bases), query scale, embedding scale and activation.
+fn gemma3_config(f: &Fields<'_>, text: &Value, common: ModelConfig) -> Result<ModelConfig> {
+    let (num_layers, head_dim, hidden) = (
+        f.usize("num_hidden_layers")?,
+        common.head_dim,
+        common.hidden_size,
+    );
+    let window = f.usize("sliding_window")?;
+    let layer_types: Option<Vec<String>> = text
+        .get("layer_types")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let pattern = f
+        .usize_opt("sliding_window_pattern")?
+        .unwrap_or(GEMMA3_SLIDING_PATTERN)
+        .max(1);
+    let is_sliding = |i: usize| match &layer_types {
+        Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
+        None => (i + 1) % pattern != 0,
+    };
+    let global = RopeConfig {
+        base: f.rope_theta("full_attention", 1_000_000.0)?,
+        scaling: f.rope_scaling()?,
+    };
+    let local_base = match f.f64_opt("rope_local_base_freq")? {
+        Some(b) => b,
+        None => f.rope_theta("sliding_attention", GEMMA3_LOCAL_ROPE_BASE)?,
+    };
+    let query_scalar = f
+        .f64_opt("query_pre_attn_scalar")?
+        .unwrap_or(head_dim as f64);
+    Ok(ModelConfig {
+        layers: gemma3_layers(num_layers, is_sliding, window, global, local_base),
+        attn_scale: 1.0 / query_scalar.sqrt(),
+        embed_scale: Some((hidden as f64).sqrt()),
+        qk_norm: true,
+        activation: Activation::GeluTanh,
+        ..common
+    })
+}
+
+/// The Llama family's layers: one rope base, an optional sliding window
+/// (Mistral; Qwen2 only when `use_sliding_window`).
+fn llama_config(f: &Fields<'_>, arch: &str, common: ModelConfig) -> Result<ModelConfig> {
+    let window = if arch == "qwen2" && !f.bool_or("use_sliding_window", false) {
+        None
+    } else {
+        f.usize_opt("sliding_window")?
+    };
+    let layer = LayerConfig {
+        sliding_window: window,
+        rope: RopeConfig {
+            base: f.rope_theta("full_attention", 10_000.0)?,
+            scaling: f.rope_scaling()?,
+        },
+    };
+    Ok(ModelConfig {
+        layers: vec![layer; f.usize("num_hidden_layers")?],
+        ..common
     })
 }
 
