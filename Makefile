@@ -30,13 +30,15 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
 
-## Python venv with the official openai package (tests/openai_sdk.py drives the server with it).
+## Python venv with the official openai package (tests/openai_sdk.py drives the server with it)
+## and openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it).
 venv:
 	@test -x .venv/bin/pip || python3 -m venv .venv || { rm -rf .venv; \
 	  echo "installing python3-venv"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
 	  python3 -m venv .venv; }
 	@.venv/bin/python -c 'import openai' 2>/dev/null || .venv/bin/pip install -q openai
+	@.venv/bin/python -c 'import openapi_spec_validator' 2>/dev/null || .venv/bin/pip install -q openapi-spec-validator
 
 build:
 	$(CARGO) build --release

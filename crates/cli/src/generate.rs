@@ -175,7 +175,8 @@ fn with_documents(
         pieces: &pieces,
         query: &query,
     };
-    let mut out = prophetkv_reuse::run(model, &request, config, model.device())?;
+    let config = config.validate(model.config().num_layers())?;
+    let mut out = prophetkv_reuse::run(model, &request, &config, model.device())?;
     out.stats.timings.lookup_ms = lookup_ms;
     let c = continue_greedy(
         model,

@@ -6,12 +6,13 @@
 //! document registered but not ready is rebuilt from its text on lookup.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use prophetkv_store::NewDocument;
+use prophetkv_engine::{DocumentCaches, NewDocument};
 use serde::Deserialize;
 
 use crate::config_file::FileConfig;
@@ -130,6 +131,8 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let store_config = args.store.config(file.store)?;
     let (model, tokenizer, store) =
         runtime::open(&args.model, weights, &instruction, &store_config)?;
+    let store = Arc::new(store);
+    let caches = DocumentCaches::new(store.clone());
 
     let bar = ProgressBar::new(documents.len() as u64);
     bar.set_style(
@@ -152,7 +155,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         if record.ready {
             skipped += 1;
         } else {
-            store.cache(&model, &args.tenant, &record.id)?;
+            caches.registered(&model, &args.tenant, &record.id)?;
             computed += 1;
             tokens += record.tokens;
         }

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
+use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts, StrategyKind};
 use prophetkv_model::TextTokenizer;
-use prophetkv_reuse::StrategyKind;
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
 use prophetkv_server::{AppState, ServerConfig};
@@ -119,7 +118,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let parts = EngineParts {
         model,
         tokenizer: tokenizer.clone(),
-        store: store.clone(),
+        store,
         instruction,
     };
     let chat_template = chat_template(
@@ -141,7 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             chat_template,
         },
     };
-    let state = AppState::new(engine, store, tokenizer, config);
+    let state = AppState::new(engine, config);
     let grace = Duration::from_secs(file.server.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

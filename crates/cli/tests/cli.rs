@@ -155,7 +155,7 @@ fn bad_reuse_input_is_a_clear_error() {
         "Question: the code?",
         &[&doc[..], &["--ratio", "2"]].concat(),
     );
-    assert_one_line_error(&out, "recompute ratio must be within [0, 1], got 2");
+    assert_one_line_error(&out, "recompute_ratio must be within [0, 1], got 2");
     // An empty document.
     let out = generate(
         &model,

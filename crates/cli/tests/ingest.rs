@@ -3,11 +3,13 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prophetkv_engine::DocumentCaches;
 use prophetkv_model::testing::{default_model_path, max_abs_diff};
 use prophetkv_model::{load_model, LoadOptions, TextTokenizer, WeightPath};
-use prophetkv_reuse::DocCache;
+use prophetkv_reuse::compute_doc_cache;
 use prophetkv_store::{
     model_fingerprint, DocumentStore, KvDtype, ModelIdentity, StoreConfig, Tier,
 };
@@ -115,7 +117,8 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
         remote: None,
         kv_dtype: KvDtype::F16,
     };
-    let store = DocumentStore::open(&config, identity.clone(), model.device()).unwrap();
+    let store = Arc::new(DocumentStore::open(&config, identity.clone(), model.device()).unwrap());
+    let caches = DocumentCaches::new(store.clone());
     let leftovers = std::fs::read_dir(data.path().join("blobs"))
         .unwrap()
         .filter(|e| {
@@ -138,9 +141,9 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
     );
     let ready_before = listed.iter().filter(|r| r.ready).count();
     for record in &listed {
-        let (cache, tier) = store.cache(&model, "crash", &record.id).unwrap();
+        let (cache, tier) = caches.registered(&model, "crash", &record.id).unwrap();
         let ids = tokenizer.encode(&record.text).unwrap();
-        let fresh = DocCache::compute(&model, &identity.anchor, &ids).unwrap();
+        let fresh = compute_doc_cache(&model, &identity.anchor, &ids).unwrap();
         for ((k, v), (fk, fv)) in cache.layers().iter().zip(fresh.layers()) {
             let d = max_abs_diff(k, fk).max(max_abs_diff(v, fv));
             assert!(
@@ -158,7 +161,7 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
             );
         }
     }
-    drop(store);
+    drop((caches, store));
 
     // Rerun: finishes the rest and skips what is done.
     let out = ingest(&model_path, docs.path(), data.path())

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{agent, streamed_text, Server};
+use common::{agent, run_venv_script, streamed_text, Server};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
 use serde_json::{json, Value};
 
@@ -292,4 +292,11 @@ fn malformed_requests_over_http_get_the_right_status_and_a_clear_message() {
         r#"{"prompt": "t3", "max_tokens": 2}"#,
     );
     assert_eq!(status, 200, "{message}");
+}
+
+#[test]
+fn the_openapi_document_passes_openapi_spec_validator() {
+    let server = start(&[]);
+    let stdout = run_venv_script("openapi_check.py", &["--base-url", &server.base]);
+    assert!(stdout.contains("openapi document valid"), "{stdout}");
 }

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{streamed_text, Server};
+use common::{run_venv_script, streamed_text, Server};
 use prophetkv_eval::task::{load_tasks, Task};
 use prophetkv_model::testing::{default_model_path, workspace_root};
 use prophetkv_model::TextTokenizer;
@@ -127,28 +125,11 @@ fn needle_question_is_answered_over_http_with_documents_by_id_and_inline_streame
 
 #[test]
 fn the_official_openai_python_package_drives_the_server() {
-    let root = workspace_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: `make venv` (part of `make test`) installs the openai package",
-        python.display()
-    );
     let task = task();
     let server = start(&task);
-    let out = Command::new(&python)
-        .arg(root.join("tests/openai_sdk.py"))
-        .args(["--base-url", &server.base])
-        .arg("--tasks")
-        .arg(root.join("tasks/dev-niah.jsonl"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "openai_sdk.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let tasks = workspace_root().join("tasks/dev-niah.jsonl");
+    let tasks = tasks.to_string_lossy();
+    let args = ["--base-url", server.base.as_str(), "--tasks", &tasks];
+    let stdout = run_venv_script("openai_sdk.py", &args);
     assert!(stdout.contains("all checks passed"));
 }

@@ -1,4 +1,12 @@
-//! Errors of the engine, each mapping to one kind of client-visible failure.
+//! Errors of the engine. Failures of the crates below keep their own types
+//! (wrapped in `Arc` so that one failed batch step can fail every request in
+//! it), so the HTTP layer can tell a bad document from a broken disk.
+
+use std::sync::Arc;
+
+use prophetkv_model::ModelError;
+use prophetkv_reuse::ReuseError;
+use prophetkv_store::StoreError;
 
 /// Why a request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,9 +41,18 @@ pub enum EngineError {
         /// The model's context.
         max: usize,
     },
-    /// Anything else inside the worker (model, store, tensors).
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The document store failed (registry, disk, Redis, a stored blob).
+    #[error("document store: {0}")]
+    Store(Arc<StoreError>),
+    /// Assembly or recomputation refused an option or failed.
+    #[error("kv reuse: {0}")]
+    Reuse(Arc<ReuseError>),
+    /// The model or its tokenizer failed.
+    #[error("model: {0}")]
+    Model(Arc<ModelError>),
+    /// The worker thread could not be started.
+    #[error("engine worker: {0}")]
+    Worker(String),
 }
 
 /// Result alias of this crate.
@@ -48,8 +65,31 @@ impl EngineError {
             reason: reason.into(),
         }
     }
+}
 
-    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
-        Self::Internal(e.to_string())
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { id } => Self::UnknownDocument(id),
+            other => Self::Store(Arc::new(other)),
+        }
+    }
+}
+
+impl From<ReuseError> for EngineError {
+    fn from(e: ReuseError) -> Self {
+        Self::Reuse(Arc::new(e))
+    }
+}
+
+impl From<ModelError> for EngineError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(Arc::new(e))
+    }
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Model(Arc::new(ModelError::from(e)))
     }
 }

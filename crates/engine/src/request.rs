@@ -7,7 +7,7 @@ use prophetkv_store::Tier;
 use serde::Serialize;
 
 use crate::sampling::SamplingParams;
-use crate::{EngineError, Result};
+use crate::EngineError;
 
 /// A document in a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +69,8 @@ pub enum Segment {
     Document(DocumentRef),
 }
 
-/// Most stop strings a request may carry (the ones a client sends plus any
-/// the prompt layout adds).
-pub const MAX_STOP_STRINGS: usize = 16;
-
-/// A validated generation request: the only thing the worker accepts.
+/// A generation request as a client asked for it, before any check; the
+/// engine accepts it only through [`crate::EngineHandle::validate`].
 #[derive(Debug, Clone)]
 pub struct GenerateRequest {
     /// Owner of the documents it refers to.
@@ -88,51 +85,10 @@ pub struct GenerateRequest {
     pub sampling: SamplingParams,
     /// Most tokens to generate.
     pub max_tokens: usize,
-    /// Strings that end generation (never emitted).
+    /// The client's strings that end generation (never emitted).
     pub stop: Vec<String>,
-}
-
-impl GenerateRequest {
-    /// Checks every field that does not need the model, naming the field.
-    pub fn validate(&self) -> Result<()> {
-        self.sampling.validate()?;
-        if !(0.0..=1.0).contains(&self.reuse.ratio) || self.reuse.ratio.is_nan() {
-            return Err(EngineError::invalid(
-                "recompute_ratio",
-                format!("must be within [0, 1], got {}", self.reuse.ratio),
-            ));
-        }
-        if self.max_tokens == 0 {
-            return Err(EngineError::invalid("max_tokens", "must be at least 1"));
-        }
-        if self.stop.len() > MAX_STOP_STRINGS {
-            return Err(EngineError::invalid(
-                "stop",
-                format!(
-                    "at most {MAX_STOP_STRINGS} stop strings, got {}",
-                    self.stop.len()
-                ),
-            ));
-        }
-        if self.query.is_empty() {
-            return Err(EngineError::invalid("prompt", "must not be empty"));
-        }
-        for seg in &self.segments {
-            match seg {
-                Segment::Document(DocumentRef::Text(t)) if t.is_empty() => {
-                    return Err(EngineError::invalid(
-                        "documents",
-                        "an inline document is empty",
-                    ))
-                }
-                Segment::Document(DocumentRef::Id(id)) if id.is_empty() => {
-                    return Err(EngineError::invalid("documents", "a document id is empty"))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
+    /// A stop the prompt layout adds (not counted against the client's limit).
+    pub layout_stop: Option<String>,
 }
 
 /// Why generation ended.
@@ -147,6 +103,7 @@ pub enum FinishReason {
 
 /// Milliseconds from arrival to each milestone of a request.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timeline {
     /// Waiting in the queue.
     pub queued_ms: f64,
@@ -164,6 +121,7 @@ pub struct Timeline {
 
 /// Document cache hits of a request, per tier.
 #[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TierHits {
     /// In memory.
     pub host: usize,

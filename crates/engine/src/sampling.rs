@@ -5,8 +5,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::{EngineError, Result};
-
 /// Sampling parameters as the API accepts them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamplingParams {
@@ -28,25 +26,6 @@ impl Default for SamplingParams {
             top_k: 0,
             seed: None,
         }
-    }
-}
-
-impl SamplingParams {
-    /// Rejects values outside their ranges, naming the field.
-    pub fn validate(&self) -> Result<()> {
-        if !(0.0..=2.0).contains(&self.temperature) || self.temperature.is_nan() {
-            return Err(EngineError::invalid(
-                "temperature",
-                format!("must be within [0, 2], got {}", self.temperature),
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(EngineError::invalid(
-                "top_p",
-                format!("must be within (0, 1], got {}", self.top_p),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -165,13 +144,5 @@ mod tests {
         let logits = [5.0, 3.0, 1.0, 0.0];
         let mut s = Sampler::new(params(1.0, 0.5, 0, 11));
         assert!((0..50).all(|_| s.sample(&logits).0 == 0));
-    }
-
-    #[test]
-    fn out_of_range_parameters_are_rejected() {
-        assert!(params(-1.0, 1.0, 0, 0).validate().is_err());
-        assert!(params(1.0, 0.0, 0, 0).validate().is_err());
-        assert!(params(1.0, 1.5, 0, 0).validate().is_err());
-        assert!(params(0.7, 0.9, 40, 0).validate().is_ok());
     }
 }

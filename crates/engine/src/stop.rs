@@ -1,12 +1,15 @@
-//! Turning generated ids into text deltas, holding back what could still
-//! become a stop string (stop strings are never emitted) or an incomplete
-//! UTF-8 character.
+//! Text deltas with stop strings held back: a stop string is never emitted,
+//! and text that could still become one waits until it cannot.
+//!
+//! The stream keeps only the text not emitted yet, which is never longer
+//! than the longest stop string plus the newest delta, so each token costs
+//! the same however long the answer grows.
 
-/// Incremental text of one sequence.
+/// The unemitted tail of one sequence's text.
 #[derive(Debug, Clone, Default)]
 pub struct TextStream {
     stops: Vec<String>,
-    emitted: usize,
+    pending: String,
 }
 
 /// What a new piece of text means for the stream.
@@ -23,48 +26,43 @@ impl TextStream {
     pub fn new(stops: Vec<String>) -> Self {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
-            emitted: 0,
+            pending: String::new(),
         }
     }
 
-    /// Given the whole decoded text so far, the part that can be emitted now.
-    pub fn advance(&mut self, text: &str) -> Delta {
+    /// Appends newly decoded text; returns what can be emitted now.
+    ///
+    /// Emitted text never ends in a proper prefix of a stop string, so a
+    /// stop always begins inside the pending tail, and searching that tail
+    /// alone finds every stop a search of the whole text would.
+    pub fn push(&mut self, delta: &str) -> Delta {
+        self.pending.push_str(delta);
         if let Some(at) = self
             .stops
             .iter()
-            .filter_map(|s| text.find(s.as_str()))
+            .filter_map(|s| self.pending.find(s.as_str()))
             .min()
         {
-            let out = text.get(self.emitted..at).unwrap_or_default().to_string();
-            self.emitted = at.max(self.emitted);
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
             return Delta::Stopped(out);
         }
-        // Hold back an incomplete character and any suffix that starts a stop string.
-        let visible = text.trim_end_matches('\u{FFFD}').len();
         // The longest suffix that is a proper prefix of some stop string.
         let mut hold = 0;
         for stop in &self.stops {
             for (i, _) in stop.char_indices().skip(1) {
-                if text[..visible].ends_with(&stop[..i]) {
+                if self.pending.ends_with(&stop[..i]) {
                     hold = hold.max(i);
                 }
             }
         }
-        let safe = visible - hold;
-        if safe <= self.emitted || !text.is_char_boundary(safe) {
-            return Delta::Text(String::new());
-        }
-        let out = text[self.emitted..safe].to_string();
-        self.emitted = safe;
-        Delta::Text(out)
+        let safe = self.pending.len() - hold;
+        Delta::Text(self.pending.drain(..safe).collect())
     }
 
     /// Whatever is still held back, at the end of generation.
-    pub fn finish(&mut self, text: &str) -> String {
-        let end = text.trim_end_matches('\u{FFFD}').len();
-        let out = text.get(self.emitted..end).unwrap_or_default().to_string();
-        self.emitted = end.max(self.emitted);
-        out
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
     }
 }
 
@@ -75,38 +73,58 @@ mod tests {
     #[test]
     fn stop_string_is_never_emitted_even_across_tokens() {
         let mut s = TextStream::new(vec!["\n\n".into()]);
-        assert_eq!(s.advance("The code"), Delta::Text("The code".into()));
-        assert_eq!(
-            s.advance("The code is 42.\n"),
-            Delta::Text(" is 42.".into())
-        );
-        assert_eq!(
-            s.advance("The code is 42.\n\nMore"),
-            Delta::Stopped(String::new())
-        );
+        assert_eq!(s.push("The code"), Delta::Text("The code".into()));
+        assert_eq!(s.push(" is 42.\n"), Delta::Text(" is 42.".into()));
+        assert_eq!(s.push("\nMore"), Delta::Stopped(String::new()));
     }
 
     #[test]
     fn a_held_back_prefix_is_released_when_it_does_not_become_a_stop() {
         let mut s = TextStream::new(vec!["END".into()]);
-        assert_eq!(s.advance("abc EN"), Delta::Text("abc ".into()));
-        assert_eq!(s.advance("abc ENx"), Delta::Text("ENx".into()));
-        assert_eq!(s.finish("abc ENx"), "");
+        assert_eq!(s.push("abc EN"), Delta::Text("abc ".into()));
+        assert_eq!(s.push("x"), Delta::Text("ENx".into()));
+        assert_eq!(s.finish(), "");
     }
 
     #[test]
-    fn incomplete_characters_wait_for_their_last_byte() {
-        let mut s = TextStream::new(vec![]);
-        assert_eq!(s.advance("caf\u{FFFD}"), Delta::Text("caf".into()));
-        assert_eq!(s.advance("café"), Delta::Text("é".into()));
+    fn held_back_text_comes_out_at_the_end() {
+        let mut s = TextStream::new(vec!["END".into()]);
+        assert_eq!(s.push("abc E"), Delta::Text("abc ".into()));
+        assert_eq!(s.finish(), "E");
     }
 
     #[test]
     fn text_before_a_stop_in_the_same_step_is_emitted() {
         let mut s = TextStream::new(vec!["###".into()]);
-        assert_eq!(
-            s.advance("answer ### rest"),
-            Delta::Stopped("answer ".into())
-        );
+        assert_eq!(s.push("answer ### rest"), Delta::Stopped("answer ".into()));
+    }
+
+    #[test]
+    fn pushing_in_pieces_emits_what_one_push_of_the_whole_text_would() {
+        let text = "alpha END beta ENDING gamma";
+        for stops in [vec![], vec!["ENDI".to_string()], vec!["gam".to_string()]] {
+            let mut whole = TextStream::new(stops.clone());
+            let expected = match whole.push(text) {
+                Delta::Text(t) => t + &whole.finish(),
+                Delta::Stopped(t) => t,
+            };
+            let mut pieces = TextStream::new(stops);
+            let mut got = String::new();
+            let mut stopped = false;
+            for piece in text.split_inclusive(' ') {
+                match pieces.push(piece) {
+                    Delta::Text(t) => got.push_str(&t),
+                    Delta::Stopped(t) => {
+                        got.push_str(&t);
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            if !stopped {
+                got.push_str(&pieces.finish());
+            }
+            assert_eq!(got, expected);
+        }
     }
 }

@@ -1,76 +1,42 @@
 //! The engine end to end on a tiny model: generation, batching, cancellation,
 //! overload, sampling and stops.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prophetkv_engine::testing::{load_tiny, tiny_engine, TinyEngine};
 use prophetkv_engine::{
-    DocumentRef, EngineConfig, EngineError, EngineHandle, EngineParts, Event, FinishReason,
-    GenerateRequest, SamplingParams, Segment, Summary,
+    DocumentRef, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerateRequest,
+    ReuseConfig, SamplingParams, Segment, StrategyKind, Summary,
 };
-use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
-use prophetkv_model::{continue_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
-use prophetkv_reuse::{ReuseConfig, StrategyKind};
-use prophetkv_store::{DocumentStore, KvDtype, ModelIdentity, StoreConfig};
+use prophetkv_model::testing::{tiny_text, tokens};
+use prophetkv_model::{continue_greedy, Model, TextTokenizer};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 struct Fixture {
-    _model_dir: tempfile::TempDir,
-    _data: tempfile::TempDir,
+    tiny: TinyEngine,
     engine: EngineHandle,
-    store: Arc<DocumentStore>,
     tokenizer: TextTokenizer,
     reference: Model,
 }
 
 const INSTRUCTION: &str = "t5 t6 ";
 
-fn load(dir: &std::path::Path) -> Model {
-    load_model(
-        dir,
-        &LoadOptions {
-            weight_path: WeightPath::F32,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap()
+fn fixture(config: EngineConfig) -> Fixture {
+    let tiny = tiny_engine(INSTRUCTION, config, None);
+    Fixture {
+        engine: tiny.engine.clone(),
+        tokenizer: tiny.tokenizer.clone(),
+        reference: load_tiny(tiny.model_dir.path()),
+        tiny,
+    }
 }
 
-fn fixture(config: EngineConfig) -> Fixture {
-    let model_dir = tempfile::tempdir().unwrap();
-    write_tiny(model_dir.path(), Tiny::Gemma3);
-    let model = load(model_dir.path());
-    let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let identity = ModelIdentity::new(
-        model.config(),
-        "tiny".into(),
-        tokenizer.prompt_ids(INSTRUCTION).unwrap(),
-    );
-    let store_config = StoreConfig {
-        data_dir: data.path().to_path_buf(),
-        host_budget: 64 << 20,
-        disk_budget: 64 << 20,
-        remote: None,
-        kv_dtype: KvDtype::F32,
-    };
-    let store = Arc::new(DocumentStore::open(&store_config, identity, model.device()).unwrap());
-    let parts = EngineParts {
-        model,
-        tokenizer: tokenizer.clone(),
-        store: store.clone(),
-        instruction: INSTRUCTION.into(),
-    };
-    let engine = EngineHandle::spawn(parts, config).unwrap();
-    let reference = load(model_dir.path());
-    Fixture {
-        _model_dir: model_dir,
-        _data: data,
-        engine,
-        store,
-        tokenizer,
-        reference,
-    }
+/// Validates and submits, as the HTTP layer does.
+fn submit(
+    engine: &EngineHandle,
+    request: GenerateRequest,
+) -> Result<UnboundedReceiver<Event>, EngineError> {
+    engine.submit(engine.validate(request)?)
 }
 
 fn request(docs: Vec<DocumentRef>, query: &str, max_tokens: usize) -> GenerateRequest {
@@ -86,6 +52,7 @@ fn request(docs: Vec<DocumentRef>, query: &str, max_tokens: usize) -> GenerateRe
         sampling: SamplingParams::default(),
         max_tokens,
         stop: vec![],
+        layout_stop: None,
     }
 }
 
@@ -114,7 +81,7 @@ async fn greedy_generation_with_full_reuse_equals_the_models_own_greedy_decode()
         8,
     );
     req.reuse.strategy = StrategyKind::Full;
-    let (text, summary) = collect(f.engine.submit(req).unwrap()).await.unwrap();
+    let (text, summary) = collect(submit(&f.engine, req).unwrap()).await.unwrap();
 
     let mut ids = f.tokenizer.prompt_ids(INSTRUCTION).unwrap();
     for d in &docs {
@@ -146,13 +113,15 @@ async fn concurrent_requests_share_decode_steps_and_all_finish() {
     let doc = tiny_text(&tokens(40, 4));
     let receivers: Vec<_> = (0..6)
         .map(|i| {
-            f.engine
-                .submit(request(
+            submit(
+                &f.engine,
+                request(
                     vec![DocumentRef::Text(doc.clone())],
                     &tiny_text(&tokens(4, 10 + i)),
                     12,
-                ))
-                .unwrap()
+                ),
+            )
+            .unwrap()
         })
         .collect();
     for rx in receivers {
@@ -171,21 +140,15 @@ async fn a_client_that_goes_away_is_cancelled_and_frees_its_slot() {
         max_queue: 4,
         max_prefills_per_step: 1,
     });
-    let mut rx = f
-        .engine
-        .submit(request(vec![], &tiny_text(&tokens(4, 5)), 900))
-        .unwrap();
+    let mut rx = submit(&f.engine, request(vec![], &tiny_text(&tokens(4, 5)), 900)).unwrap();
     assert!(matches!(rx.recv().await, Some(Event::Started { .. })));
     drop(rx);
     // With max_batch 1, a second request can only run once the first is gone.
     let started = Instant::now();
-    let (_, summary) = collect(
-        f.engine
-            .submit(request(vec![], &tiny_text(&tokens(4, 6)), 3))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let (_, summary) =
+        collect(submit(&f.engine, request(vec![], &tiny_text(&tokens(4, 6)), 3)).unwrap())
+            .await
+            .unwrap();
     assert!(summary.usage.completion_tokens > 0);
     assert!(started.elapsed() < Duration::from_secs(30));
     // The gauge is updated at the end of the worker's step.
@@ -209,10 +172,10 @@ async fn a_full_queue_refuses_new_requests() {
     let mut accepted = Vec::new();
     let mut refused = 0;
     for i in 0..12 {
-        match f
-            .engine
-            .submit(request(vec![], &tiny_text(&tokens(4, 20 + i)), 40))
-        {
+        match submit(
+            &f.engine,
+            request(vec![], &tiny_text(&tokens(4, 20 + i)), 40),
+        ) {
             Ok(rx) => accepted.push(rx),
             Err(EngineError::QueueFull { .. }) => refused += 1,
             Err(e) => panic!("{e}"),
@@ -237,28 +200,25 @@ async fn seeded_sampling_reproduces_and_stop_strings_are_not_emitted() {
         };
         r
     };
-    let a = collect(f.engine.submit(sampled(42)).unwrap())
+    let a = collect(submit(&f.engine, sampled(42)).unwrap())
         .await
         .unwrap()
         .0;
-    let b = collect(f.engine.submit(sampled(42)).unwrap())
+    let b = collect(submit(&f.engine, sampled(42)).unwrap())
         .await
         .unwrap()
         .0;
     assert_eq!(a, b);
     // Stop at the second word of the greedy text: only the first is emitted.
-    let (greedy, _) = collect(
-        f.engine
-            .submit(request(vec![], &tiny_text(&tokens(6, 7)), 6))
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let (greedy, _) =
+        collect(submit(&f.engine, request(vec![], &tiny_text(&tokens(6, 7)), 6)).unwrap())
+            .await
+            .unwrap();
     let words: Vec<&str> = greedy.split_whitespace().collect();
     assert!(words.len() >= 2, "{greedy:?}");
     let mut r = request(vec![], &tiny_text(&tokens(6, 7)), 6);
     r.stop = vec![format!(" {}", words[1])];
-    let (text, summary) = collect(f.engine.submit(r).unwrap()).await.unwrap();
+    let (text, summary) = collect(submit(&f.engine, r).unwrap()).await.unwrap();
     assert_eq!(text.trim(), words[0]);
     assert_eq!(summary.reason, FinishReason::Stop);
 }
@@ -267,31 +227,28 @@ async fn seeded_sampling_reproduces_and_stop_strings_are_not_emitted() {
 async fn unknown_documents_and_bad_fields_fail_cleanly() {
     let f = fixture(EngineConfig::default());
     let err = collect(
-        f.engine
-            .submit(request(vec![DocumentRef::Id("nope".into())], "t3", 4))
-            .unwrap(),
+        submit(
+            &f.engine,
+            request(vec![DocumentRef::Id("nope".into())], "t3", 4),
+        )
+        .unwrap(),
     )
     .await
     .unwrap_err();
     assert!(matches!(err, EngineError::UnknownDocument(_)), "{err}");
     let mut r = request(vec![], "t3", 4);
     r.reuse.ratio = 2.0;
-    assert!(matches!(
-        f.engine.submit(r),
-        Err(EngineError::Invalid {
-            field: "recompute_ratio",
-            ..
-        })
-    ));
+    assert!(matches!(submit(&f.engine, r), Err(EngineError::Reuse(_))));
     let r = request(vec![], "t3", 5000);
-    let err = collect(f.engine.submit(r).unwrap()).await.unwrap_err();
+    let err = collect(submit(&f.engine, r).unwrap()).await.unwrap_err();
     assert!(matches!(err, EngineError::ContextOverflow { .. }), "{err}");
     // A registered document is found by id, and the engine still serves after errors.
     let record = f
+        .tiny
         .store
         .register(
             "t",
-            prophetkv_store::NewDocument {
+            prophetkv_engine::NewDocument {
                 text: "t9 t10".into(),
                 ..Default::default()
             },
@@ -299,9 +256,11 @@ async fn unknown_documents_and_bad_fields_fail_cleanly() {
         )
         .unwrap();
     let (_, summary) = collect(
-        f.engine
-            .submit(request(vec![DocumentRef::Id(record.id)], "t3", 2))
-            .unwrap(),
+        submit(
+            &f.engine,
+            request(vec![DocumentRef::Id(record.id)], "t3", 2),
+        )
+        .unwrap(),
     )
     .await
     .unwrap();

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::report::group_label;
 use crate::run::{Answered, Evaluator};
+use crate::score::agrees_with_full;
 use crate::task::Task;
 use crate::Result;
 
@@ -164,7 +165,7 @@ fn trial(
         variant: name.to_string(),
         prediction: a.prediction.clone(),
         correct: a.correct,
-        agrees_with_full: a.prediction.trim() == reference,
+        agrees_with_full: agrees_with_full(&a.prediction, reference),
         answer_rows,
         selected: (config.strategy != StrategyKind::Full).then_some((s.selected, late)),
         gold_logprob: a.gold_logprob,

@@ -2,6 +2,8 @@
 //! strategies × recompute ratios over task files (resumable, with tables and
 //! plots), and time-to-first-token benchmarks side by side.
 
+#![warn(missing_docs)]
+
 pub mod ablate;
 pub mod bench;
 mod error;

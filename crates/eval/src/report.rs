@@ -9,6 +9,7 @@ use prophetkv_reuse::StrategyKind;
 use serde::Serialize;
 
 use crate::run::{Arm, Outcome};
+use crate::score::agrees_with_full;
 
 /// One line of a table.
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +71,7 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
     let full_ttft = (!full.is_empty()).then(|| mean(full.iter().map(|o| o.ttft_ms)));
     let full_answer: HashMap<&str, &str> = full
         .iter()
-        .map(|o| (o.id.as_str(), o.prediction.trim()))
+        .map(|o| (o.id.as_str(), o.prediction.as_str()))
         .collect();
     arms.iter()
         .filter_map(|arm| {
@@ -84,7 +85,7 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
                 .iter()
                 .filter_map(|o| {
                     let reference = full_answer.get(o.id.as_str())?;
-                    Some(o.prediction.trim() == *reference)
+                    Some(agrees_with_full(&o.prediction, reference))
                 })
                 .collect();
             Some(Row {

@@ -229,8 +229,9 @@ impl<'a> Evaluator<'a> {
         request: &ReuseRequest<'_>,
         config: &ReuseConfig,
     ) -> Result<(ReuseOutput, u32, f64)> {
+        let config = config.validate(self.model.config().num_layers())?;
         let t = Instant::now();
-        let out = run(self.model, request, config, self.model.device())?;
+        let out = run(self.model, request, &config, self.model.device())?;
         let first = out.logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
         Ok((out, first, t.elapsed().as_secs_f64() * 1e3))
     }

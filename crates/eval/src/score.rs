@@ -13,6 +13,13 @@ pub fn is_correct(task: &Task, prediction: &str) -> bool {
     }
 }
 
+/// Whether an arm's answer agrees with full prefill's on the same task:
+/// the same generated text, up to surrounding whitespace (two wrong answers
+/// with the same text agree).
+pub fn agrees_with_full(prediction: &str, full_prediction: &str) -> bool {
+    prediction.trim() == full_prediction.trim()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

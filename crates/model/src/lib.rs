@@ -11,6 +11,8 @@
 //!   attention mass. [`Model::prefill`], [`Model::decode`] (a batch of
 //!   sequences), [`Model::rope_k`] and [`Model::kv_from_raw`] (moving cached
 //!   keys to new positions) and [`Model::logits`] complete the set.
+//! - [`DocCache`]: a token span's cached keys and values, the value the
+//!   reuse strategies read and the store keeps.
 //! - [`generate_greedy`] is the simplest driver on top.
 //!
 //! Nothing here knows about HTTP, async or documents.
@@ -18,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod doc_cache;
 mod error;
 mod generate;
 mod kv;
@@ -32,6 +35,7 @@ pub mod testing;
 pub use config::{
     Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
 };
+pub use doc_cache::DocCache;
 pub use error::{ModelError, Result};
 pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Generation};
 pub use kv::Kv;

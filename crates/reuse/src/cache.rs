@@ -1,4 +1,4 @@
-//! A document's KV, computed once and reused at any offset.
+//! Computing a document's KV once, to be reused at any offset.
 //!
 //! A document is prefilled as `[anchor] + document` (the anchor is BOS plus
 //! the deployment's instruction prefix), and only the document's rows are
@@ -9,104 +9,45 @@
 //!
 //! The anchor's own rows are a [`DocCache`] too, computed with an empty anchor.
 
-use candle_core::Tensor;
-use prophetkv_model::Rows;
+use prophetkv_model::{DocCache, Rows};
 
 use crate::backbone::Backbone;
 use crate::{Result, ReuseError};
 
-/// Per-layer pre-RoPE keys and values of one token span.
-#[derive(Debug, Clone)]
-pub struct DocCache {
-    anchor: Vec<u32>,
-    tokens: Vec<u32>,
-    /// Per layer: `(k_raw, v)`, each `(len, kv_heads, head_dim)`.
-    layers: Vec<(Tensor, Tensor)>,
-}
-
-impl DocCache {
-    /// Prefills `anchor + tokens` and keeps the rows of `tokens`.
-    pub fn compute(model: &impl Backbone, anchor: &[u32], tokens: &[u32]) -> Result<Self> {
-        if tokens.is_empty() {
-            return Err(ReuseError::EmptyDocument { index: 0 });
-        }
-        let ids: Vec<u32> = anchor.iter().chain(tokens).copied().collect();
-        if ids.len() > model.max_position() {
-            return Err(ReuseError::ContextOverflow {
-                len: ids.len(),
-                max: model.max_position(),
-            });
-        }
-        let positions: Vec<u32> = (0..ids.len() as u32).collect();
-        let mut kv = model.new_kv()?;
-        let pass_rows = Rows::append(&ids, &positions, 0);
-        let pass = prophetkv_model::Forward::new(&pass_rows, model.num_layers());
-        model.forward(&mut kv, &pass)?;
-        let (start, len) = (anchor.len(), tokens.len());
-        let layers = (0..model.num_layers())
-            .map(|l| {
-                let k = kv.k_raw(l)?.narrow(0, start, len)?.copy()?;
-                let v = kv.v(l)?.narrow(0, start, len)?.copy()?;
-                Ok((k, v))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            anchor: anchor.to_vec(),
-            tokens: tokens.to_vec(),
-            layers,
+/// Prefills `anchor + tokens` and keeps the rows of `tokens`.
+pub fn compute_doc_cache(
+    model: &impl Backbone,
+    anchor: &[u32],
+    tokens: &[u32],
+) -> Result<DocCache> {
+    if tokens.is_empty() {
+        return Err(ReuseError::EmptyDocument { index: 0 });
+    }
+    let ids: Vec<u32> = anchor.iter().chain(tokens).copied().collect();
+    if ids.len() > model.max_position() {
+        return Err(ReuseError::ContextOverflow {
+            len: ids.len(),
+            max: model.max_position(),
+        });
+    }
+    let positions: Vec<u32> = (0..ids.len() as u32).collect();
+    let mut kv = model.new_kv()?;
+    let pass_rows = Rows::append(&ids, &positions, 0);
+    let pass = prophetkv_model::Forward::new(&pass_rows, model.num_layers());
+    model.forward(&mut kv, &pass)?;
+    let (start, len) = (anchor.len(), tokens.len());
+    let layers = (0..model.num_layers())
+        .map(|l| {
+            let k = kv.k_raw(l)?.narrow(0, start, len)?.copy()?;
+            let v = kv.v(l)?.narrow(0, start, len)?.copy()?;
+            Ok((k, v))
         })
-    }
-
-    /// Rebuilds a cache from stored parts (e.g. a KV store); shapes are checked.
-    pub fn from_parts(
-        anchor: Vec<u32>,
-        tokens: Vec<u32>,
-        layers: Vec<(Tensor, Tensor)>,
-    ) -> Result<Self> {
-        for (l, (k, v)) in layers.iter().enumerate() {
-            if k.dim(0)? != tokens.len() || v.dims() != k.dims() {
-                return Err(ReuseError::Option {
-                    name: "layers",
-                    reason: format!(
-                        "layer {l}: keys {:?} / values {:?} do not match {} tokens",
-                        k.dims(),
-                        v.dims(),
-                        tokens.len()
-                    ),
-                });
-            }
-        }
-        Ok(Self {
-            anchor,
-            tokens,
-            layers,
-        })
-    }
-
-    /// The anchor prefix the rows were computed after.
-    pub fn anchor(&self) -> &[u32] {
-        &self.anchor
-    }
-
-    /// The span's token ids.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
-    }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    /// True when the span has no rows.
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// Per-layer `(k_raw, v)` tensors.
-    pub fn layers(&self) -> &[(Tensor, Tensor)] {
-        &self.layers
-    }
+        .collect::<Result<_>>()?;
+    Ok(DocCache::from_parts(
+        anchor.to_vec(),
+        tokens.to_vec(),
+        layers,
+    )?)
 }
 
 /// The cached half of a request: the anchor and the documents after it.
@@ -126,10 +67,10 @@ impl CachedDocuments {
             if ids.is_empty() {
                 return Err(ReuseError::EmptyDocument { index });
             }
-            cached.push(DocCache::compute(model, anchor, ids)?);
+            cached.push(compute_doc_cache(model, anchor, ids)?);
         }
         Ok(Self {
-            anchor: DocCache::compute(model, &[], anchor)?,
+            anchor: compute_doc_cache(model, &[], anchor)?,
             documents: cached,
         })
     }

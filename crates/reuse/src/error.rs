@@ -10,7 +10,7 @@ pub enum ReuseError {
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
     /// The recompute ratio is not in `[0, 1]`.
-    #[error("recompute ratio must be within [0, 1], got {0}")]
+    #[error("recompute_ratio must be within [0, 1], got {0}")]
     Ratio(f64),
     /// A strategy name that does not exist.
     #[error("unknown strategy {0:?} (full, naive, prophetkv, cacheblend, epic, random)")]

@@ -12,8 +12,8 @@ use candle_core::{Device, Tensor};
 use prophetkv_model::Kv;
 
 use crate::backbone::Backbone;
-use crate::cache::DocCache;
 use crate::{Result, ReuseError};
+use prophetkv_model::DocCache;
 
 /// One segment of a request between the anchor and the question.
 #[derive(Debug, Clone, Copy)]

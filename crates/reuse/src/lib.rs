@@ -1,7 +1,8 @@
 //! Reusing per-document KV caches: assembly and selective recomputation.
 //!
-//! - [`DocCache`]: a document's pre-RoPE keys and values, computed once after
-//!   the anchor prefix (BOS + instruction) and reusable at any offset.
+//! - [`compute_doc_cache`]: a document's pre-RoPE keys and values
+//!   ([`DocCache`]), computed once after the anchor prefix (BOS +
+//!   instruction) and reusable at any offset.
 //! - [`Layout`] and [`assemble`]: a request's rows in order (anchor,
 //!   documents, fresh pieces, question) and the cache built from the pieces.
 //! - [`run`]: one request under a [`ReuseConfig`] — `full`, `naive`,
@@ -24,9 +25,12 @@ mod stats;
 mod strategy;
 
 pub use backbone::Backbone;
-pub use cache::{CachedDocuments, DocCache};
+pub use cache::{compute_doc_cache, CachedDocuments};
 pub use error::{Result, ReuseError};
 pub use layout::{assemble, Layout, Piece};
+pub use prophetkv_model::DocCache;
 pub use run::{run, ReuseOutput, ReuseRequest};
 pub use stats::{ReuseStats, StageTimings};
-pub use strategy::{Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind};
+pub use strategy::{
+    Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind, ValidReuseConfig,
+};

@@ -11,15 +11,15 @@ use candle_core::{Device, Tensor};
 use prophetkv_model::{Forward, Kv, Observe, Rows};
 
 use crate::backbone::Backbone;
-use crate::cache::DocCache;
 use crate::layout::{assemble, Layout, Piece};
 use crate::select::{
     budget, fuse, leading_rows, normalise, random_rows, spread_forward, top_blocks, top_k_stable,
     LayerScores,
 };
 use crate::stats::{ReuseStats, StageTimings};
-use crate::strategy::{Granularity, Probe, ReuseConfig, StrategyKind};
+use crate::strategy::{Granularity, Probe, ReuseConfig, StrategyKind, ValidReuseConfig};
 use crate::{Result, ReuseError};
+use prophetkv_model::DocCache;
 
 /// A request: anchor, documents and fresh pieces in order, then the question.
 #[derive(Debug, Clone, Copy)]
@@ -71,11 +71,11 @@ struct Selection {
 pub fn run(
     model: &impl Backbone,
     request: &ReuseRequest<'_>,
-    config: &ReuseConfig,
+    config: &ValidReuseConfig,
     device: &Device,
 ) -> Result<ReuseOutput> {
     let num_layers = model.num_layers();
-    config.validate(num_layers)?;
+    config.check_layers(num_layers)?;
     let started = Instant::now();
     let layout = Layout::new(
         request.anchor,

@@ -162,8 +162,10 @@ impl Default for ReuseConfig {
 }
 
 impl ReuseConfig {
-    /// Rejects values no run can use, naming the option.
-    pub fn validate(&self, num_layers: usize) -> Result<()> {
+    /// Checks every value against a model with `num_layers` layers, naming
+    /// the option that is wrong; the result is the only form [`crate::run`]
+    /// accepts.
+    pub fn validate(&self, num_layers: usize) -> Result<ValidReuseConfig> {
         if !(0.0..=1.0).contains(&self.ratio) || self.ratio.is_nan() {
             return Err(ReuseError::Ratio(self.ratio));
         }
@@ -187,6 +189,46 @@ impl ReuseConfig {
                 });
             }
         }
+        Ok(ValidReuseConfig {
+            config: self.clone(),
+            num_layers,
+        })
+    }
+}
+
+/// A [`ReuseConfig`] whose values were checked for a model with
+/// [`ValidReuseConfig::num_layers`] layers. Only [`ReuseConfig::validate`]
+/// builds one, so nothing downstream checks again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidReuseConfig {
+    config: ReuseConfig,
+    num_layers: usize,
+}
+
+impl ValidReuseConfig {
+    /// The layer count of the model it was checked for.
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+
+    /// Refuses a run on a model with another layer count than it was checked for.
+    pub(crate) fn check_layers(&self, num_layers: usize) -> Result<()> {
+        if self.num_layers != num_layers {
+            return Err(ReuseError::Option {
+                name: "config",
+                reason: format!(
+                    "validated for a model of {} layers, run on one of {num_layers}",
+                    self.num_layers
+                ),
+            });
+        }
         Ok(())
+    }
+}
+
+impl std::ops::Deref for ValidReuseConfig {
+    type Target = ReuseConfig;
+    fn deref(&self) -> &ReuseConfig {
+        &self.config
     }
 }

@@ -7,7 +7,7 @@
 use prophetkv_model::testing::{default_model_path, max_abs_diff, workspace_root};
 use prophetkv_model::{continue_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
 use prophetkv_reuse::{
-    run, CachedDocuments, Piece, ReuseConfig, ReuseOutput, ReuseRequest, StrategyKind,
+    CachedDocuments, Piece, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, StrategyKind,
 };
 use serde::Deserialize;
 
@@ -31,6 +31,17 @@ fn task() -> Task {
         .unwrap();
     task.documents.truncate(6);
     task
+}
+
+/// Validates `config` for `model`, then runs the request.
+fn run(
+    model: &Model,
+    request: &ReuseRequest<'_>,
+    config: &ReuseConfig,
+    device: &candle_core::Device,
+) -> Result<ReuseOutput, ReuseError> {
+    let config = config.validate(model.config().num_layers())?;
+    prophetkv_reuse::run(model, request, &config, device)
 }
 
 fn config(strategy: StrategyKind, ratio: f64) -> ReuseConfig {

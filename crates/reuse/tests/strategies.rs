@@ -3,8 +3,8 @@
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
 use prophetkv_model::Model;
 use prophetkv_reuse::{
-    run, DocCache, Granularity, Piece, Probe, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest,
-    StrategyKind,
+    compute_doc_cache, run, DocCache, Granularity, Piece, Probe, ReuseConfig, ReuseError,
+    ReuseOutput, ReuseRequest, StrategyKind,
 };
 
 const TOL: f32 = 1e-4;
@@ -20,12 +20,12 @@ struct Fixture {
 impl Fixture {
     fn new(model: &Model, doc_lens: &[usize]) -> Self {
         let anchor_ids = vec![1, 2, 3];
-        let anchor = DocCache::compute(model, &[], &anchor_ids).unwrap();
+        let anchor = compute_doc_cache(model, &[], &anchor_ids).unwrap();
         let docs = doc_lens
             .iter()
             .enumerate()
             .map(|(i, &n)| {
-                DocCache::compute(model, &anchor_ids, &tokens(n, 10 + i as u64)).unwrap()
+                compute_doc_cache(model, &anchor_ids, &tokens(n, 10 + i as u64)).unwrap()
             })
             .collect();
         Self {
@@ -54,7 +54,8 @@ impl Fixture {
             pieces: &pieces,
             query: &self.query,
         };
-        run(model, &request, config, model.device()).unwrap()
+        let config = config.validate(model.config().num_layers()).unwrap();
+        run(model, &request, &config, model.device()).unwrap()
     }
 }
 
@@ -337,33 +338,31 @@ fn bad_input_gives_errors() {
         pieces: &pieces,
         query: &f.query,
     };
+    let layers = model.config().num_layers();
     for ratio in [-0.1, 1.5, f64::NAN] {
-        let err = run(
-            &model,
-            &request,
-            &config(StrategyKind::ProphetKv, ratio),
-            model.device(),
-        )
-        .unwrap_err();
+        let err = config(StrategyKind::ProphetKv, ratio)
+            .validate(layers)
+            .unwrap_err();
         assert!(matches!(err, ReuseError::Ratio(_)), "{err}");
     }
+    // A config checked for another model is refused by the run.
+    let other = config(StrategyKind::Naive, 0.2)
+        .validate(layers + 1)
+        .unwrap();
+    let err = run(&model, &request, &other, model.device()).unwrap_err();
+    assert!(matches!(err, ReuseError::Option { .. }), "{err}");
+    let naive = config(StrategyKind::Naive, 0.2).validate(layers).unwrap();
     assert!(matches!(
         "magic".parse::<StrategyKind>(),
         Err(ReuseError::UnknownStrategy(_))
     ));
-    let err = DocCache::compute(&model, &[1, 2, 3], &[]).unwrap_err();
+    let err = compute_doc_cache(&model, &[1, 2, 3], &[]).unwrap_err();
     assert!(matches!(err, ReuseError::EmptyDocument { .. }), "{err}");
     let empty_query = ReuseRequest {
         query: &[],
         ..request
     };
-    let err = run(
-        &model,
-        &empty_query,
-        &config(StrategyKind::Naive, 0.2),
-        model.device(),
-    )
-    .unwrap_err();
+    let err = run(&model, &empty_query, &naive, model.device()).unwrap_err();
     assert!(matches!(err, ReuseError::EmptyQuery), "{err}");
     // Tiny models have a 1024-token context.
     let long = tokens(1100, 3);
@@ -371,12 +370,6 @@ fn bad_input_gives_errors() {
         query: &long,
         ..request
     };
-    let err = run(
-        &model,
-        &too_long,
-        &config(StrategyKind::Naive, 0.2),
-        model.device(),
-    )
-    .unwrap_err();
+    let err = run(&model, &too_long, &naive, model.device()).unwrap_err();
     assert!(matches!(err, ReuseError::ContextOverflow { .. }), "{err}");
 }

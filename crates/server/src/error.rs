@@ -5,9 +5,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use prophetkv_engine::EngineError;
-use prophetkv_store::StoreError;
-use serde_json::json;
+use prophetkv_engine::{EngineError, ModelError, ReuseError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An API error: status, OpenAI error type, message and the offending parameter.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum ApiError {
     /// 429: the queue is full.
     #[error("{0}")]
     Overloaded(String),
-    /// 503: not ready or shutting down.
+    /// 503: not ready, shutting down, or a dependency (Redis) is down.
     #[error("{0}")]
     Unavailable(String),
     /// 500: a bug or an internal failure.
@@ -119,9 +119,25 @@ impl ApiError {
     }
 
     /// The JSON body, also used inside SSE streams.
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> ErrorBody {
         let (_, kind, param, code) = self.parts();
-        json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param: param.map(str::to_string),
+                code,
+            },
+        }
+    }
+}
+
+impl ApiError {
+    /// The JSON body as text (inside SSE streams).
+    pub fn body_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_else(|_| {
+            r#"{"error":{"message":"unserialisable error","type":"server_error","param":null,"code":null}}"#.to_string()
+        })
     }
 }
 
@@ -143,25 +159,75 @@ impl IntoResponse for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        let message = e.to_string();
         match &e {
-            EngineError::QueueFull { .. } => Self::Overloaded(e.to_string()),
-            EngineError::Unavailable => Self::Unavailable(e.to_string()),
-            EngineError::Invalid { field, .. } => Self::unprocessable(e.to_string(), Some(field)),
-            EngineError::UnknownDocument(_) => Self::NotFound(e.to_string()),
-            EngineError::ContextOverflow { .. } => {
-                Self::unprocessable(e.to_string(), Some("max_tokens"))
-            }
-            EngineError::Internal(_) => Self::Internal(e.to_string()),
+            EngineError::QueueFull { .. } => Self::Overloaded(message),
+            EngineError::Unavailable => Self::Unavailable(message),
+            EngineError::Invalid { field, .. } => Self::unprocessable(message, Some(field)),
+            EngineError::UnknownDocument(_) => Self::NotFound(message),
+            EngineError::ContextOverflow { .. } => Self::unprocessable(message, Some("max_tokens")),
+            EngineError::Store(inner) => store_error(inner, message),
+            EngineError::Reuse(inner) => reuse_error(inner, message),
+            EngineError::Model(inner) => model_error(inner, message),
+            EngineError::Worker(_) => Self::Internal(message),
         }
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match &e {
-            StoreError::NotFound { .. } => Self::NotFound(e.to_string()),
-            StoreError::Invalid { field, .. } => Self::unprocessable(e.to_string(), Some(field)),
-            _ => Self::Internal(e.to_string()),
-        }
+/// A store failure: the client's fault only when it named a bad value;
+/// Redis out of reach is a 503 (retry), anything else a 500 naming the store.
+fn store_error(e: &StoreError, message: String) -> ApiError {
+    match e {
+        StoreError::NotFound { .. } => ApiError::NotFound(message),
+        StoreError::Invalid { field, .. } => ApiError::unprocessable(message, Some(field)),
+        StoreError::Redis(_) => ApiError::Unavailable(message),
+        _ => ApiError::Internal(message),
     }
+}
+
+/// A reuse failure: options and prompts it refuses are the client's, the
+/// rest is ours.
+fn reuse_error(e: &ReuseError, message: String) -> ApiError {
+    match e {
+        ReuseError::Ratio(_) => ApiError::unprocessable(message, Some("kv_reuse.recompute_ratio")),
+        ReuseError::UnknownStrategy(_) => {
+            ApiError::unprocessable(message, Some("kv_reuse.strategy"))
+        }
+        ReuseError::Option { .. } => ApiError::unprocessable(message, Some("kv_reuse")),
+        ReuseError::ContextOverflow { .. } => ApiError::unprocessable(message, Some("max_tokens")),
+        ReuseError::EmptyDocument { .. } | ReuseError::AnchorMismatch { .. } => {
+            ApiError::unprocessable(message, Some("documents"))
+        }
+        ReuseError::EmptyQuery => ApiError::unprocessable(message, Some("prompt")),
+        ReuseError::Model(inner) => model_error(inner, message),
+        ReuseError::Candle(_) => ApiError::Internal(message),
+    }
+}
+
+fn model_error(e: &ModelError, message: String) -> ApiError {
+    match e {
+        ModelError::ContextOverflow { .. } => ApiError::unprocessable(message, Some("max_tokens")),
+        _ => ApiError::Internal(message),
+    }
+}
+
+/// OpenAI's error body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in OpenAI's fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Human-readable, naming the field, the limit and the value given.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The offending field, when known.
+    pub param: Option<String>,
+    /// A machine-readable code, when there is one.
+    pub code: Option<&'static str>,
 }

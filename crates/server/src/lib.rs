@@ -2,11 +2,14 @@
 //!
 //! - [`router`]: the routes — `/v1/completions`, `/v1/chat/completions`
 //!   (streaming and not), `/v1/documents`, `/v1/models`, `/health`,
-//!   `/ready`, `/metrics` — behind bearer-key auth and a body limit.
+//!   `/ready`, `/metrics`, `/openapi.json` — behind bearer-key auth and a
+//!   body limit; the OpenAPI document is built from the same table.
 //! - [`serve`]: binds, serves, and shuts down gracefully on SIGTERM/SIGINT.
-//! - Handlers are thin: extract ([`json::ApiJson`]), validate into an engine
-//!   request ([`openai`]), submit, map the result; every error goes through
-//!   [`error::ApiError`], the one place statuses are chosen.
+//! - Handlers are thin: extract ([`json::ApiJson`]), map onto an engine
+//!   request ([`openai`]), have the engine validate and run it, answer with
+//!   a typed body ([`responses`]); every error goes through
+//!   [`error::ApiError`], the one place statuses are chosen. The server sees
+//!   only the engine's API.
 
 #![warn(missing_docs)]
 
@@ -16,43 +19,58 @@ pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
+pub mod responses;
 pub mod routes;
 mod serve;
 pub mod state;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::{middleware, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use serve::serve;
 pub use state::{AppState, ServerConfig};
 
-/// Every route, with auth on the `/v1` ones.
+/// Every route, with auth on the `/v1` ones, and the OpenAPI document made
+/// from the same route table.
 pub fn router(state: AppState) -> Router {
-    routes::ops::start_clock();
-    let api = Router::new()
-        .route("/v1/completions", post(routes::completions::completions))
-        .route("/v1/chat/completions", post(routes::chat::chat_completions))
-        .route(
-            "/v1/documents",
-            post(routes::documents::register).get(routes::documents::list),
-        )
-        .route(
-            "/v1/documents/{id}",
-            get(routes::documents::get).delete(routes::documents::delete),
-        )
-        .route("/v1/models", get(routes::ops::models))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
-    Router::new()
-        .merge(api)
-        .route("/health", get(routes::ops::health))
-        .route("/ready", get(routes::ops::ready))
-        .route("/metrics", get(routes::ops::metrics))
+    let (router, openapi) = api_router(&state).split_for_parts();
+    let state = AppState {
+        openapi: Arc::new(openapi::to_json(&openapi)),
+        ..state
+    };
+    router
         .fallback(routes::ops::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The routes and their OpenAPI description, before the state is attached.
+pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
+    routes::ops::start_clock();
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(routes::completions::completions))
+        .routes(routes!(routes::chat::chat_completions))
+        .routes(routes!(
+            routes::documents::register,
+            routes::documents::list
+        ))
+        .routes(routes!(routes::documents::get, routes::documents::delete))
+        .routes(routes!(routes::ops::models))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(v1)
+        .routes(routes!(routes::ops::health))
+        .routes(routes!(routes::ops::ready))
+        .routes(routes!(routes::ops::metrics))
+        .routes(routes!(routes::ops::openapi))
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prophetkv_engine::EngineMetrics;
+use prophetkv_engine::{EngineMetrics, StoreStats};
 
 const LATENCY_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0,
@@ -85,9 +85,20 @@ impl Default for HttpMetrics {
     }
 }
 
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
 impl HttpMetrics {
     /// The Prometheus text exposition of these and the engine's metrics.
-    pub fn render(&self, engine: &EngineMetrics, uptime_secs: f64) -> String {
+    pub fn render(&self, engine: &EngineMetrics, store: &StoreStats, uptime_secs: f64) -> String {
         let mut out = String::new();
         self.ttft.render(
             &mut out,
@@ -104,75 +115,83 @@ impl HttpMetrics {
             "prophetkv_recompute_ratio",
             "Recomputed fraction of eligible document rows.",
         );
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        gauge(
-            &mut out,
-            "prophetkv_queue_depth",
-            "Requests waiting for admission.",
-            engine.queue_depth as f64,
-        );
-        gauge(
-            &mut out,
-            "prophetkv_running_sequences",
-            "Sequences being decoded.",
-            engine.running as f64,
-        );
-        gauge(
-            &mut out,
-            "prophetkv_decode_batch_max",
-            "Largest decode batch so far.",
-            engine.largest_batch as f64,
-        );
-        let mean = if engine.decode_steps > 0 {
-            engine.decode_rows as f64 / engine.decode_steps as f64
-        } else {
-            0.0
-        };
-        gauge(
-            &mut out,
-            "prophetkv_decode_batch_mean",
-            "Mean decode batch size.",
-            mean,
-        );
-        counter(
-            &mut out,
-            "prophetkv_generated_tokens_total",
-            "Tokens generated.",
-            engine.tokens,
-        );
-        gauge(
-            &mut out,
-            "prophetkv_tokens_per_second",
-            "Generated tokens per second since start.",
-            engine.tokens as f64 / uptime_secs.max(1e-9),
-        );
-        counter(
-            &mut out,
-            "prophetkv_requests_total",
-            "Requests admitted.",
-            engine.requests,
-        );
         counter(
             &mut out,
             "prophetkv_rejected_requests_total",
             "Requests refused with 429.",
             self.rejected.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# HELP prophetkv_cache_hits_total Document cache lookups by tier.\n# TYPE prophetkv_cache_hits_total counter");
-        for (tier, n) in ["host", "disk", "remote", "computed"]
-            .iter()
-            .zip(engine.hits)
-        {
-            let _ = writeln!(out, "prophetkv_cache_hits_total{{tier=\"{tier}\"}} {n}");
-        }
+        render_engine(&mut out, engine, uptime_secs);
+        counter(
+            &mut out,
+            "prophetkv_store_integrity_failures_total",
+            "Stored KV blobs rejected by their checks (and deleted).",
+            store.integrity_failures,
+        );
+        counter(
+            &mut out,
+            "prophetkv_store_tier_errors_total",
+            "Failed operations on the Redis tier, taken as misses.",
+            store.tier_errors,
+        );
         out
+    }
+}
+
+/// The engine's counters and gauges.
+fn render_engine(out: &mut String, engine: &EngineMetrics, uptime_secs: f64) {
+    gauge(
+        out,
+        "prophetkv_queue_depth",
+        "Requests waiting for admission.",
+        engine.queue_depth as f64,
+    );
+    gauge(
+        out,
+        "prophetkv_running_sequences",
+        "Sequences being decoded.",
+        engine.running as f64,
+    );
+    gauge(
+        out,
+        "prophetkv_decode_batch_max",
+        "Largest decode batch so far.",
+        engine.largest_batch as f64,
+    );
+    let mean = if engine.decode_steps > 0 {
+        engine.decode_rows as f64 / engine.decode_steps as f64
+    } else {
+        0.0
+    };
+    gauge(
+        out,
+        "prophetkv_decode_batch_mean",
+        "Mean decode batch size.",
+        mean,
+    );
+    counter(
+        out,
+        "prophetkv_generated_tokens_total",
+        "Tokens generated.",
+        engine.tokens,
+    );
+    gauge(
+        out,
+        "prophetkv_tokens_per_second",
+        "Generated tokens per second since start.",
+        engine.tokens as f64 / uptime_secs.max(1e-9),
+    );
+    counter(
+        out,
+        "prophetkv_requests_total",
+        "Requests admitted.",
+        engine.requests,
+    );
+    let _ = writeln!(out, "# HELP prophetkv_cache_hits_total Document cache lookups by tier.\n# TYPE prophetkv_cache_hits_total counter");
+    for (tier, n) in ["host", "disk", "remote", "computed"]
+        .iter()
+        .zip(engine.hits)
+    {
+        let _ = writeln!(out, "prophetkv_cache_hits_total{{tier=\"{tier}\"}} {n}");
     }
 }

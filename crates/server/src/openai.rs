@@ -1,17 +1,23 @@
 //! OpenAI request bodies (with prophetkv's `documents` and `kv_reuse`
-//! extensions) and their validation into engine requests.
+//! extensions) and how they map onto the engine's [`GenerateRequest`].
+//!
+//! Only what is particular to OpenAI's surface is refused here (another
+//! model's name, `n`, roles, content parts); every limit on values lives in
+//! the engine's `validate`, which the handlers call next.
 
 use std::sync::Arc;
 
-use prophetkv_engine::{DocumentRef, GenerateRequest, PromptText, SamplingParams, Segment};
-use prophetkv_reuse::{ReuseConfig, StrategyKind};
+use prophetkv_engine::{
+    DocumentRef, GenerateRequest, PromptText, ReuseConfig, SamplingParams, Segment, StrategyKind,
+};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::chat_template::{ChatTemplate, TemplateMessage};
 use crate::error::ApiError;
 
 /// A string or a list of strings (`prompt`, `stop`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// One string.
@@ -30,7 +36,7 @@ impl OneOrMany {
 }
 
 /// A document in a request: a registered id or inline text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentInput {
     /// Id of a registered document.
@@ -40,7 +46,7 @@ pub struct DocumentInput {
 }
 
 /// The `kv_reuse` extension.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KvReuse {
     /// full, naive, prophetkv, cacheblend, epic, random.
@@ -50,7 +56,7 @@ pub struct KvReuse {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a final chunk with token usage.
     #[serde(default)]
@@ -58,7 +64,7 @@ pub struct StreamOptions {
 }
 
 /// Fields shared by completions and chat.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Common {
     /// Model name (must be the served one when given).
     pub model: Option<String>,
@@ -86,7 +92,7 @@ pub struct Common {
 }
 
 /// `POST /v1/completions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     /// The prompt (one string, or a list of one).
     pub prompt: OneOrMany,
@@ -98,7 +104,7 @@ pub struct CompletionRequest {
 }
 
 /// A chat message; content is text or a list of text parts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct Message {
     /// system, user, assistant (or developer, tool).
     pub role: String,
@@ -107,7 +113,7 @@ pub struct Message {
 }
 
 /// Message content.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -117,7 +123,7 @@ pub enum Content {
 }
 
 /// One part of a message.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ContentPart {
     /// Must be "text".
     #[serde(rename = "type")]
@@ -146,7 +152,7 @@ impl Content {
 }
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<Message>,
@@ -174,9 +180,9 @@ pub struct Defaults {
     pub chat_template: Option<Arc<ChatTemplate>>,
 }
 
-/// A request validated for the engine, plus what the response needs.
-pub struct Valid {
-    /// For the engine.
+/// An engine request plus what the response needs.
+pub struct Mapped {
+    /// For the engine (validated next).
     pub request: GenerateRequest,
     /// Stream events.
     pub stream: bool,
@@ -184,30 +190,15 @@ pub struct Valid {
     pub include_usage: bool,
 }
 
-/// Most stop strings a client may send.
-const MAX_CLIENT_STOP_STRINGS: usize = 8;
-
 fn documents(common: &Common) -> Result<Vec<Segment>, ApiError> {
     let Some(docs) = &common.documents else {
         return Ok(Vec::new());
     };
-    if docs.len() > 64 {
-        return Err(ApiError::unprocessable(
-            format!("at most 64 documents, got {}", docs.len()),
-            Some("documents"),
-        ));
-    }
     docs.iter()
         .enumerate()
         .map(|(i, d)| match (&d.id, &d.text) {
             (Some(id), None) => Ok(Segment::Document(DocumentRef::Id(id.clone()))),
-            (None, Some(text)) if !text.is_empty() => {
-                Ok(Segment::Document(DocumentRef::Text(text.clone())))
-            }
-            (None, Some(_)) => Err(ApiError::unprocessable(
-                format!("documents[{i}].text is empty"),
-                Some("documents"),
-            )),
+            (None, Some(text)) => Ok(Segment::Document(DocumentRef::Text(text.clone()))),
             _ => Err(ApiError::bad_request(
                 format!("documents[{i}] needs exactly one of \"id\" or \"text\""),
                 Some("documents"),
@@ -216,7 +207,7 @@ fn documents(common: &Common) -> Result<Vec<Segment>, ApiError> {
         .collect()
 }
 
-fn validate_common(
+fn map_common(
     common: &Common,
     defaults: &Defaults,
     tenant: &str,
@@ -224,7 +215,7 @@ fn validate_common(
     query: PromptText,
     max_tokens: usize,
     layout_stop: Option<&str>,
-) -> Result<Valid, ApiError> {
+) -> Result<Mapped, ApiError> {
     if let Some(model) = &common.model {
         if model != &defaults.model {
             return Err(ApiError::NotFound(format!(
@@ -249,51 +240,30 @@ fn validate_common(
             .map_err(|e| ApiError::unprocessable(e.to_string(), Some("kv_reuse.strategy")))?,
         None => defaults.strategy,
     };
-    let ratio = reuse.recompute_ratio.unwrap_or(defaults.ratio);
-    if !(0.0..=1.0).contains(&ratio) || ratio.is_nan() {
-        return Err(ApiError::unprocessable(
-            format!("recompute_ratio must be within [0, 1], got {ratio}"),
-            Some("kv_reuse.recompute_ratio"),
-        ));
-    }
-    let stop = common
-        .stop
-        .clone()
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default();
-    if stop.len() > MAX_CLIENT_STOP_STRINGS {
-        return Err(ApiError::unprocessable(
-            format!(
-                "at most {MAX_CLIENT_STOP_STRINGS} stop strings, got {}",
-                stop.len()
-            ),
-            Some("stop"),
-        ));
-    }
-    let sampling = SamplingParams {
-        temperature: common.temperature.unwrap_or(1.0),
-        top_p: common.top_p.unwrap_or(1.0),
-        top_k: common.top_k.unwrap_or(0),
-        seed: common.seed,
-    };
     let request = GenerateRequest {
         tenant: tenant.to_string(),
         segments,
         query,
         reuse: ReuseConfig {
             strategy,
-            ratio,
+            ratio: reuse.recompute_ratio.unwrap_or(defaults.ratio),
             ..ReuseConfig::default()
         },
-        sampling,
+        sampling: SamplingParams {
+            temperature: common.temperature.unwrap_or(1.0),
+            top_p: common.top_p.unwrap_or(1.0),
+            top_k: common.top_k.unwrap_or(0),
+            seed: common.seed,
+        },
         max_tokens,
-        stop: stop
-            .into_iter()
-            .chain(layout_stop.map(str::to_string))
-            .collect(),
+        stop: common
+            .stop
+            .clone()
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default(),
+        layout_stop: layout_stop.map(str::to_string),
     };
-    request.validate().map_err(ApiError::from)?;
-    Ok(Valid {
+    Ok(Mapped {
         request,
         stream: common.stream,
         include_usage: common
@@ -304,8 +274,8 @@ fn validate_common(
 }
 
 impl CompletionRequest {
-    /// Validates into an engine request: BOS + instruction + documents + prompt.
-    pub fn validate(self, defaults: &Defaults, tenant: &str) -> Result<Valid, ApiError> {
+    /// Maps onto an engine request: BOS + instruction + documents + prompt.
+    pub fn map(self, defaults: &Defaults, tenant: &str) -> Result<Mapped, ApiError> {
         let prompts = self.prompt.into_vec();
         let [prompt] = prompts.as_slice() else {
             return Err(ApiError::unprocessable(
@@ -313,14 +283,8 @@ impl CompletionRequest {
                 Some("prompt"),
             ));
         };
-        if prompt.is_empty() {
-            return Err(ApiError::unprocessable(
-                "prompt must not be empty",
-                Some("prompt"),
-            ));
-        }
         let segments = documents(&self.common)?;
-        validate_common(
+        map_common(
             &self.common,
             defaults,
             tenant,
@@ -333,13 +297,13 @@ impl CompletionRequest {
 }
 
 impl ChatRequest {
-    /// Validates into an engine request. With the model's chat template, the
+    /// Maps onto an engine request. With the model's chat template, the
     /// rendered conversation up to the last user turn's text is fresh, then
     /// come the documents, then that text and the generation prompt (the
     /// query). Without one, the plain layout: earlier turns as "Role: text"
     /// paragraphs, the documents, then "User: text\nAssistant:"; the answer
     /// stops before a following "\nUser:".
-    pub fn validate(self, defaults: &Defaults, tenant: &str) -> Result<Valid, ApiError> {
+    pub fn map(self, defaults: &Defaults, tenant: &str) -> Result<Mapped, ApiError> {
         let Some(last) = self.messages.last() else {
             return Err(ApiError::unprocessable(
                 "messages must not be empty",
@@ -381,7 +345,7 @@ impl ChatRequest {
             .max_completion_tokens
             .or(self.max_tokens)
             .unwrap_or(defaults.chat_max_tokens);
-        validate_common(
+        map_common(
             &self.common,
             defaults,
             tenant,

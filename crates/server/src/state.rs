@@ -4,8 +4,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use prophetkv_engine::EngineHandle;
-use prophetkv_model::TextTokenizer;
-use prophetkv_store::DocumentStore;
 
 use crate::metrics::HttpMetrics;
 use crate::openai::Defaults;
@@ -21,38 +19,31 @@ pub struct ServerConfig {
     pub defaults: Defaults,
 }
 
-/// Shared handler state.
+/// Shared handler state. Handlers reach the model, the store and the
+/// documents only through the engine's handle.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine.
     pub engine: EngineHandle,
-    /// The document store (the engine shares it).
-    pub store: Arc<DocumentStore>,
-    /// Tokenizer, for registering documents.
-    pub tokenizer: TextTokenizer,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Request metrics.
     pub metrics: Arc<HttpMetrics>,
     /// False while shutting down.
     pub accepting: Arc<AtomicBool>,
+    /// The OpenAPI document served at `/openapi.json` (set by [`crate::router`]).
+    pub openapi: Arc<String>,
 }
 
 impl AppState {
     /// State for a server that is ready and accepting requests.
-    pub fn new(
-        engine: EngineHandle,
-        store: Arc<DocumentStore>,
-        tokenizer: TextTokenizer,
-        config: ServerConfig,
-    ) -> Self {
+    pub fn new(engine: EngineHandle, config: ServerConfig) -> Self {
         Self {
             engine,
-            store,
-            tokenizer,
             config: Arc::new(config),
             metrics: Arc::default(),
             accepting: Arc::new(AtomicBool::new(true)),
+            openapi: Arc::default(),
         }
     }
 }

@@ -6,20 +6,18 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts};
-use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
-use prophetkv_model::{load_model, LoadOptions, TextTokenizer, WeightPath};
-use prophetkv_reuse::StrategyKind;
+use prophetkv_engine::testing::{tiny_engine, RedisServer, RemoteConfig, TinyEngine};
+use prophetkv_engine::{EngineConfig, StrategyKind};
+use prophetkv_model::testing::{tiny_text, tokens};
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
 use prophetkv_server::{router, AppState, ServerConfig};
-use prophetkv_store::{DocumentStore, KvDtype, ModelIdentity, StoreConfig};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 struct App {
     router: Router,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _engine: TinyEngine,
 }
 
 fn app(api_keys: Vec<String>) -> App {
@@ -27,41 +25,18 @@ fn app(api_keys: Vec<String>) -> App {
 }
 
 fn app_with(api_keys: Vec<String>, chat_template: Option<Arc<ChatTemplate>>) -> App {
-    let model_dir = tempfile::tempdir().unwrap();
-    write_tiny(model_dir.path(), Tiny::Gemma3);
-    let model = load_model(
-        model_dir.path(),
-        &LoadOptions {
-            weight_path: WeightPath::F32,
-            ..LoadOptions::default()
-        },
+    app_on(
+        tiny_engine("t5 ", EngineConfig::default(), None),
+        api_keys,
+        chat_template,
     )
-    .unwrap();
-    let tokenizer = TextTokenizer::from_path(model_dir.path()).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let identity = ModelIdentity::new(
-        model.config(),
-        "tiny".into(),
-        tokenizer.prompt_ids("t5 ").unwrap(),
-    );
-    let store_config = StoreConfig {
-        data_dir: data.path().into(),
-        host_budget: 1 << 26,
-        disk_budget: 1 << 26,
-        remote: None,
-        kv_dtype: KvDtype::F32,
-    };
-    let store = Arc::new(DocumentStore::open(&store_config, identity, model.device()).unwrap());
-    let engine = EngineHandle::spawn(
-        EngineParts {
-            model,
-            tokenizer: tokenizer.clone(),
-            store: store.clone(),
-            instruction: "t5 ".into(),
-        },
-        EngineConfig::default(),
-    )
-    .unwrap();
+}
+
+fn app_on(
+    tiny: TinyEngine,
+    api_keys: Vec<String>,
+    chat_template: Option<Arc<ChatTemplate>>,
+) -> App {
     let config = ServerConfig {
         api_keys,
         max_body_bytes: 1 << 20,
@@ -73,10 +48,10 @@ fn app_with(api_keys: Vec<String>, chat_template: Option<Arc<ChatTemplate>>) -> 
             chat_template,
         },
     };
-    let state = AppState::new(engine, store, tokenizer, config);
+    let state = AppState::new(tiny.engine.clone(), config);
     App {
         router: router(state),
-        _dirs: (model_dir, data),
+        _engine: tiny,
     }
 }
 
@@ -449,4 +424,168 @@ async fn registered_documents_are_computed_while_the_engine_is_idle() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["prophetkv"]["cache_hits"]["computed"], 0, "{body}");
     assert_eq!(body["prophetkv"]["cache_hits"]["host"], 1, "{body}");
+}
+
+/// The error message and param of a refused request.
+fn refusal(status: StatusCode, body: &Value) -> (String, String) {
+    assert!(status.is_client_error(), "{status}: {body}");
+    (
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        body["error"]["param"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_invalid_value_is_refused_with_the_same_message_whichever_route_it_takes() {
+    let app = app(vec![]);
+    let prompt = tiny_text(&tokens(4, 3));
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": prompt}], "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let completion = |extra: Value| {
+        let mut body = json!({"prompt": prompt, "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let cases = [
+        json!({"kv_reuse": {"recompute_ratio": 1.5}}),
+        json!({"stop": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}),
+        json!({"temperature": 3.0}),
+        json!({"documents": [{"text": ""}]}),
+    ];
+    for extra in cases {
+        let (s1, b1) = post(&app, "/v1/completions", completion(extra.clone())).await;
+        let (s2, b2) = post(&app, "/v1/chat/completions", chat(extra.clone())).await;
+        let via_completions = refusal(s1, &b1);
+        assert_eq!(via_completions, refusal(s2, &b2), "{extra}");
+        assert_eq!(s1, s2);
+        assert!(!via_completions.1.is_empty(), "{extra}: names no field");
+    }
+    // An empty document is refused alike inline and when registered.
+    let (s1, b1) = post(
+        &app,
+        "/v1/completions",
+        completion(json!({"documents": [{"text": ""}]})),
+    )
+    .await;
+    let (s2, b2) = post(&app, "/v1/documents", json!({"documents": [{"text": ""}]})).await;
+    assert_eq!(refusal(s1, &b1), refusal(s2, &b2));
+    // The ratio is refused by the reuse crate's own check, naming the option.
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        completion(json!({"kv_reuse": {"recompute_ratio": 1.5}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["param"], "kv_reuse.recompute_ratio", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("1.5"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_disk_tier_is_a_500_naming_the_store_and_a_lost_redis_only_a_miss() {
+    let mut redis = RedisServer::start();
+    let remote = RemoteConfig {
+        url: redis.url.clone(),
+        budget: 64 << 20,
+        prefix: "pkv-api".into(),
+    };
+    let tiny = tiny_engine("t5 ", EngineConfig::default(), Some(remote));
+    let blobs = tiny.data_dir.path().join("blobs");
+    let app = app_on(tiny, vec![], None);
+    let request = |seed| json!({"prompt": "t3", "max_tokens": 2, "documents": [{"text": tiny_text(&tokens(20, seed))}]});
+    let (status, body) = post(&app, "/v1/completions", request(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Redis gone: a new document is computed and served; the miss is counted.
+    redis.stop();
+    let (status, body) = post(&app, "/v1/completions", request(2)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["prophetkv"]["cache_hits"]["computed"], 1, "{body}");
+    let (_, metrics) = call(&app, "GET", "/metrics", None, None).await;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("prophetkv_store_tier_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(errors > 0.0, "{metrics}");
+
+    // The disk tier's directory replaced by a file: storing a cache fails,
+    // and the client is told by whom.
+    std::fs::remove_dir_all(&blobs).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+    let (status, body) = post(&app, "/v1/completions", request(3)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("document store: "), "{message}");
+    assert!(message.contains("blobs"), "{message}");
+    // What memory holds is still served.
+    let (status, body) = post(&app, "/v1/completions", request(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
+    let app = app(vec![]);
+    let (status, text) = call(&app, "GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let routes = [
+        ("post", "/v1/completions"),
+        ("post", "/v1/chat/completions"),
+        ("post", "/v1/documents"),
+        ("get", "/v1/documents"),
+        ("get", "/v1/documents/{id}"),
+        ("delete", "/v1/documents/{id}"),
+        ("get", "/v1/models"),
+        ("get", "/health"),
+        ("get", "/ready"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in routes {
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+    }
+    // And every documented operation is routed (not the 404 fallback).
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let uri = path.replace("{id}", "some-id");
+            let (status, body) = call(
+                &app,
+                &method.to_uppercase(),
+                &uri,
+                None,
+                Some(Body::from("{}")),
+            )
+            .await;
+            assert!(
+                !body.contains("no route for"),
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
 }

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use prophetkv_reuse::DocCache;
+use prophetkv_model::DocCache;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use crate::identity::ModelIdentity;
 use crate::key::CacheKey;
 use crate::{Result, StoreError};
 
@@ -172,8 +173,6 @@ pub struct Expected<'a> {
     pub layers: usize,
     /// `(kv_heads, head_dim)` of the running model.
     pub head_shape: (usize, usize),
-    /// The document's token ids as registered.
-    pub tokens: &'a [u32],
     /// The anchor ids in use.
     pub anchor: &'a [u32],
 }
@@ -219,11 +218,8 @@ pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<
     };
     let tokens = ids("tokens")?;
     let anchor = ids("anchor")?;
-    if tokens != expected.tokens || anchor != expected.anchor {
-        return Err(integrity(
-            key,
-            "token ids differ from the registered document",
-        ));
+    if anchor != expected.anchor {
+        return Err(integrity(key, "cached after another anchor prefix"));
     }
     let (heads, dim) = expected.head_shape;
     let want = [tokens.len(), heads, dim];
@@ -257,5 +253,49 @@ pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<
             format!("{} tensors for {} layers", st.len(), expected.layers),
         ));
     }
-    Ok(DocCache::from_parts(anchor, tokens, layers)?)
+    DocCache::from_parts(anchor, tokens, layers).map_err(|e| integrity(key, e.to_string()))
+}
+
+/// This store's blob format for one model: encodes caches under a key and
+/// checks a blob belongs to this model and key before it becomes a cache.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    fingerprint: String,
+    layers: usize,
+    head_shape: (usize, usize),
+    anchor: Vec<u32>,
+    dtype: KvDtype,
+    device: Device,
+}
+
+impl Codec {
+    /// The codec of `model`'s caches, stored as `dtype` and decoded onto `device`.
+    pub fn new(model: &ModelIdentity, dtype: KvDtype, device: &Device) -> Self {
+        Self {
+            fingerprint: model.fingerprint.clone(),
+            layers: model.layers,
+            head_shape: (model.kv_heads, model.head_dim),
+            anchor: model.anchor.clone(),
+            dtype,
+            device: device.clone(),
+        }
+    }
+
+    /// `cache` as a blob stored under `key`.
+    pub fn encode(&self, cache: &DocCache, key: &CacheKey) -> Result<Vec<u8>> {
+        encode(cache, key, &self.fingerprint, self.dtype)
+    }
+
+    /// The cache in a blob stored under `key`; [`StoreError::Integrity`]
+    /// when it is not this model's, not this key's, or damaged.
+    pub fn decode(&self, bytes: &[u8], key: &CacheKey) -> Result<DocCache> {
+        let expected = Expected {
+            key,
+            fingerprint: &self.fingerprint,
+            layers: self.layers,
+            head_shape: self.head_shape,
+            anchor: &self.anchor,
+        };
+        decode(bytes, &expected, &self.device)
+    }
 }

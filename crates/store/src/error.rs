@@ -41,9 +41,6 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
-    /// Computing a document's KV failed.
-    #[error(transparent)]
-    Reuse(#[from] prophetkv_reuse::ReuseError),
     /// A tensor operation failed.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),

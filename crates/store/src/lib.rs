@@ -1,8 +1,10 @@
 //! The document KV store: a registry of documents and tiers of their caches.
 //!
 //! - [`DocumentStore`]: register, list, get and delete documents per tenant;
-//!   look up a document's [`prophetkv_reuse::DocCache`] from the fastest
-//!   tier holding a valid copy (host memory, local disk, Redis) or compute it.
+//!   look up a document's [`prophetkv_model::DocCache`] in the fastest tier
+//!   holding a valid copy (host memory, local disk, Redis), and store one a
+//!   caller computed after a miss. The store never runs the model.
+//! - [`KvTier`]: one level of the hierarchy; each tier is one implementation.
 //! - [`Registry`]: the embedded database (redb) of [`DocumentRecord`]s; the
 //!   text is kept so any cache can be rebuilt.
 //! - [`blob`]: the checksummed on-disk / in-Redis format.
@@ -14,16 +16,18 @@
 
 pub mod blob;
 mod error;
+mod identity;
 mod key;
 mod registry;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tier;
 
-pub use blob::KvDtype;
+pub use blob::{Codec, KvDtype};
 pub use error::{Result, StoreError};
+pub use identity::{model_fingerprint, ModelIdentity};
 pub use key::CacheKey;
 pub use registry::{DocumentRecord, Registry};
-pub use store::{
-    model_fingerprint, DocumentStore, ModelIdentity, NewDocument, StoreConfig, StoreStats,
-};
-pub use tier::{RemoteConfig, Tier};
+pub use store::{DocumentStore, NewDocument, StoreConfig, StoreStats};
+pub use tier::{BlobTier, Entry, KvTier, RemoteConfig, Tier};

@@ -1,25 +1,27 @@
 //! [`DocumentStore`]: registry + tiers, with lookups that never serve a bad blob.
 //!
-//! A lookup goes host → disk → Redis → compute from the registered text, and
-//! promotes what it finds into the faster tiers. A blob that fails any check
+//! A lookup goes through the tiers fastest first (host → disk → Redis) and
+//! promotes what it finds into the faster ones. A blob that fails any check
 //! (checksum, shape, dtype, model fingerprint, key, token ids) is deleted from
-//! its tier, counted, and the lookup goes on; in the end the text is always
-//! there to recompute from. Blobs are stored per tenant (see
+//! its tier, counted, and the lookup goes on. A miss is the caller's to
+//! compute (the store never runs the model): it hands the cache back with
+//! [`DocumentStore::insert`]. Blobs are stored per tenant (see
 //! [`CacheKey::scoped`]), so tenants never share or observe each other's caches.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
-use prophetkv_reuse::{Backbone, DocCache};
+use prophetkv_model::DocCache;
 use serde::Serialize;
 
-use crate::blob::{self, Expected, KvDtype};
+use crate::blob::{Codec, KvDtype};
+use crate::identity::ModelIdentity;
 use crate::key::CacheKey;
 use crate::registry::{DocumentRecord, Registry};
-use crate::tier::{DiskTier, HostTier, RemoteConfig, RemoteTier, Tier};
+use crate::tier::{DiskTier, Entry, HostTier, KvTier, RemoteConfig, RemoteTier, Tier};
 use crate::{Result, StoreError};
 
 /// Where and how much a store keeps.
@@ -35,39 +37,6 @@ pub struct StoreConfig {
     pub remote: Option<RemoteConfig>,
     /// Element type of stored K/V.
     pub kv_dtype: KvDtype,
-}
-
-/// The model the caches belong to.
-#[derive(Debug, Clone)]
-pub struct ModelIdentity {
-    /// Changes whenever the KV would (weights, weight path).
-    pub fingerprint: String,
-    /// Transformer blocks.
-    pub layers: usize,
-    /// Key/value heads.
-    pub kv_heads: usize,
-    /// Width of a head.
-    pub head_dim: usize,
-    /// BOS + instruction prefix every document is cached after.
-    pub anchor: Vec<u32>,
-}
-
-impl ModelIdentity {
-    /// The identity of a model with `config`, fingerprinted as `fingerprint`,
-    /// whose documents are cached after `anchor`.
-    pub fn new(
-        config: &prophetkv_model::ModelConfig,
-        fingerprint: String,
-        anchor: Vec<u32>,
-    ) -> Self {
-        Self {
-            fingerprint,
-            layers: config.num_layers(),
-            kv_heads: config.num_kv_heads,
-            head_dim: config.head_dim,
-            anchor,
-        }
-    }
 }
 
 /// A document to register.
@@ -92,10 +61,12 @@ pub struct StoreStats {
     pub disk_hits: u64,
     /// Lookups served from Redis.
     pub remote_hits: u64,
-    /// Caches computed from text.
+    /// Caches stored after every tier missed (computed by the caller).
     pub computed: u64,
     /// Blobs rejected by integrity checks (and deleted).
     pub integrity_failures: u64,
+    /// Failed operations on a tier whose failures are misses (Redis out of reach).
+    pub tier_errors: u64,
 }
 
 #[derive(Default)]
@@ -105,17 +76,30 @@ struct Counters {
     remote: AtomicU64,
     computed: AtomicU64,
     integrity: AtomicU64,
+    tier_errors: AtomicU64,
+}
+
+impl Counters {
+    fn hit(&self, tier: Tier) {
+        let counter = match tier {
+            Tier::Host => &self.host,
+            Tier::Disk => &self.disk,
+            Tier::Remote => &self.remote,
+            Tier::Computed => &self.computed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Registry plus KV tiers.
 pub struct DocumentStore {
     registry: Registry,
-    host: HostTier,
-    disk: DiskTier,
-    remote: Option<RemoteTier>,
+    /// Fastest first.
+    tiers: Vec<Arc<dyn KvTier>>,
+    /// The disk tier again, to name a document's blob file.
+    blobs: Arc<DiskTier>,
     model: ModelIdentity,
-    kv_dtype: KvDtype,
-    device: Device,
+    codec: Codec,
     counters: Counters,
 }
 
@@ -138,19 +122,21 @@ impl DocumentStore {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::io(&config.data_dir, e))?;
         let registry = Registry::open(&config.data_dir.join("registry.redb"))?;
-        let disk = DiskTier::open(&config.data_dir.join("blobs"), config.disk_budget)?;
-        let remote = match &config.remote {
-            Some(r) => Some(RemoteTier::connect(r.clone())?),
-            None => None,
-        };
+        let disk = Arc::new(DiskTier::open(
+            &config.data_dir.join("blobs"),
+            config.disk_budget,
+        )?);
+        let mut tiers: Vec<Arc<dyn KvTier>> =
+            vec![Arc::new(HostTier::new(config.host_budget)), disk.clone()];
+        if let Some(r) = &config.remote {
+            tiers.push(Arc::new(RemoteTier::connect(r.clone())?));
+        }
         Ok(Self {
             registry,
-            host: HostTier::new(config.host_budget),
-            disk,
-            remote,
+            tiers,
+            blobs: disk,
+            codec: Codec::new(&model, config.kv_dtype, device),
             model,
-            kv_dtype: config.kv_dtype,
-            device: device.clone(),
             counters: Counters::default(),
         })
     }
@@ -185,7 +171,7 @@ impl DocumentStore {
             // Same id, new text: the old blobs no longer belong to it.
             self.drop_blobs(tenant, &existing)?;
         }
-        let key = CacheKey::new(&self.model.fingerprint, &self.model.anchor, &ids);
+        let key = self.key(&ids);
         let record = DocumentRecord {
             id,
             tenant: tenant.to_string(),
@@ -229,140 +215,147 @@ impl DocumentStore {
     fn drop_blobs(&self, tenant: &str, record: &DocumentRecord) -> Result<()> {
         if let Some(key) = CacheKey::from_hex(&record.key) {
             let scoped = key.scoped(tenant);
-            self.host.remove(&scoped);
-            self.disk.remove(&scoped)?;
-            if let Some(r) = &self.remote {
-                r.remove(&scoped)?;
+            for tier in &self.tiers {
+                self.soft(tier.as_ref(), tier.remove(&scoped))?;
             }
         }
         Ok(())
     }
 
-    /// The KV of registered document `id`, from the fastest tier holding a
-    /// valid copy, or computed from its text (and then stored).
-    pub fn cache(
-        &self,
-        model: &impl Backbone,
-        tenant: &str,
-        id: &str,
-    ) -> Result<(Arc<DocCache>, Tier)> {
+    /// The token ids of registered document `id`, with its record.
+    pub fn document(&self, tenant: &str, id: &str) -> Result<(DocumentRecord, Vec<u32>)> {
         let record = self.get(tenant, id)?;
         let ids = self
             .registry
             .ids(tenant, id)?
             .ok_or_else(|| StoreError::NotFound { id: id.to_string() })?;
-        let found = self.lookup_or_compute(model, tenant, &ids)?;
-        if !record.ready {
-            // Only if the document was neither deleted nor re-registered
-            // while its cache was computed.
-            let mut ready = record.clone();
-            ready.ready = true;
-            ready.key = CacheKey::new(&self.model.fingerprint, &self.model.anchor, &ids).hex();
-            self.registry.update_if_unchanged(&record, &ready)?;
-        }
-        Ok(found)
+        Ok((record, ids))
     }
 
-    /// The KV of an inline document (not registered), content-addressed, so
-    /// the same text sent again is not computed again.
-    pub fn inline_cache(
-        &self,
-        model: &impl Backbone,
-        tenant: &str,
-        ids: &[u32],
-    ) -> Result<(Arc<DocCache>, Tier)> {
+    /// Marks `record` ready now that its cache is stored, unless the document
+    /// was deleted or re-registered since `record` was read.
+    pub fn mark_ready(&self, record: &DocumentRecord, ids: &[u32]) -> Result<()> {
+        if record.ready {
+            return Ok(());
+        }
+        let mut ready = record.clone();
+        ready.ready = true;
+        ready.key = self.key(ids).hex();
+        self.registry.update_if_unchanged(record, &ready)?;
+        Ok(())
+    }
+
+    /// The anchor ids (BOS + instruction) every cache here is computed after.
+    pub fn anchor(&self) -> &[u32] {
+        &self.model.anchor
+    }
+
+    fn key(&self, ids: &[u32]) -> CacheKey {
+        CacheKey::new(&self.model.fingerprint, &self.model.anchor, ids)
+    }
+
+    /// The cache of `ids` in `tenant` from the fastest tier holding a valid
+    /// copy, promoted into the tiers above it; `None` when no tier has one.
+    /// A blob failing its checks is deleted from its tier and counted, and
+    /// the lookup goes on as if it were absent.
+    pub fn lookup(&self, tenant: &str, ids: &[u32]) -> Result<Option<(Arc<DocCache>, Tier)>> {
         check_name("tenant", tenant)?;
-        self.lookup_or_compute(model, tenant, ids)
-    }
-
-    fn lookup_or_compute(
-        &self,
-        model: &impl Backbone,
-        tenant: &str,
-        ids: &[u32],
-    ) -> Result<(Arc<DocCache>, Tier)> {
-        let key = CacheKey::new(&self.model.fingerprint, &self.model.anchor, ids).scoped(tenant);
-        if let Some(c) = self.host.get(&key) {
-            self.counters.host.fetch_add(1, Ordering::Relaxed);
-            return Ok((c, Tier::Host));
-        }
-        if let Some(c) = self.decode_blob(&key, ids, self.disk.get(&key)?, Tier::Disk)? {
-            self.counters.disk.fetch_add(1, Ordering::Relaxed);
-            self.host.put(key, c.clone());
-            return Ok((c, Tier::Disk));
-        }
-        if let Some(remote) = &self.remote {
-            let bytes = remote.get(&key)?;
-            if let Some(c) = self.decode_blob(&key, ids, bytes.clone(), Tier::Remote)? {
-                self.counters.remote.fetch_add(1, Ordering::Relaxed);
-                if let Some(bytes) = bytes {
-                    self.disk.put(&key, &bytes, &|k, b| self.demote(k, b))?;
+        let key = self.key(ids).scoped(tenant);
+        for (at, tier) in self.tiers.iter().enumerate() {
+            let Some(entry) = self.soft(tier.as_ref(), tier.get(&key))?.flatten() else {
+                continue;
+            };
+            match self.checked(&key, ids, &entry) {
+                Ok(cache) => {
+                    self.counters.hit(tier.tier());
+                    for above in (0..at).rev() {
+                        self.put_into(above, &key, &entry)?;
+                    }
+                    return Ok(Some((cache, tier.tier())));
                 }
-                self.host.put(key, c.clone());
-                return Ok((c, Tier::Remote));
+                Err(StoreError::Integrity { key: hex, reason }) => {
+                    tracing::warn!(key = %hex, %reason, tier = ?tier.tier(), "rejected a stored KV blob");
+                    self.counters.integrity.fetch_add(1, Ordering::Relaxed);
+                    self.soft(tier.as_ref(), tier.remove(&key))?;
+                }
+                Err(e) => return Err(e),
             }
         }
-        let cache = Arc::new(DocCache::compute(model, &self.model.anchor, ids)?);
-        self.counters.computed.fetch_add(1, Ordering::Relaxed);
-        let bytes = blob::encode(&cache, &key, &self.model.fingerprint, self.kv_dtype)?;
-        self.disk.put(&key, &bytes, &|k, b| self.demote(k, b))?;
-        if let Some(remote) = &self.remote {
-            remote.put(&key, &bytes)?;
-        }
-        self.host.put(key, cache.clone());
-        Ok((cache, Tier::Computed))
+        Ok(None)
     }
 
-    /// Decodes a blob from `tier`; a blob failing its checks is deleted there
-    /// and counted, and the lookup continues as if it were absent.
-    fn decode_blob(
-        &self,
-        key: &CacheKey,
-        ids: &[u32],
-        bytes: Option<Vec<u8>>,
-        tier: Tier,
-    ) -> Result<Option<Arc<DocCache>>> {
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        let expected = Expected {
-            key,
-            fingerprint: &self.model.fingerprint,
-            layers: self.model.layers,
-            head_shape: (self.model.kv_heads, self.model.head_dim),
-            tokens: ids,
-            anchor: &self.model.anchor,
-        };
-        match blob::decode(&bytes, &expected, &self.device) {
-            Ok(c) => Ok(Some(Arc::new(c))),
-            Err(StoreError::Integrity { key, reason }) => {
-                tracing::warn!(%key, %reason, ?tier, "rejected a stored KV blob; recomputing");
-                self.counters.integrity.fetch_add(1, Ordering::Relaxed);
-                match tier {
-                    Tier::Disk => self
-                        .disk
-                        .remove(&CacheKey::from_hex(&key).unwrap_or(*expected.key))?,
-                    Tier::Remote => {
-                        if let Some(r) = &self.remote {
-                            r.remove(expected.key)?;
-                        }
-                    }
-                    Tier::Host | Tier::Computed => {}
-                }
+    /// Stores `cache`, computed for `ids` in `tenant` after a missed lookup,
+    /// in every tier; it must be of these ids after this store's anchor.
+    pub fn insert(&self, tenant: &str, ids: &[u32], cache: DocCache) -> Result<Arc<DocCache>> {
+        check_name("tenant", tenant)?;
+        if cache.tokens() != ids || cache.anchor() != self.model.anchor.as_slice() {
+            return Err(StoreError::Invalid {
+                field: "cache",
+                reason: "computed for other token ids or another anchor prefix".into(),
+            });
+        }
+        let key = self.key(ids).scoped(tenant);
+        let cache = Arc::new(cache);
+        let entry = Entry::decoded(cache.clone());
+        // Slowest first, so a cache is in memory only once it is durable.
+        for at in (0..self.tiers.len()).rev() {
+            self.put_into(at, &key, &entry)?;
+        }
+        self.counters.computed.fetch_add(1, Ordering::Relaxed);
+        Ok(cache)
+    }
+
+    /// A decoded entry whose tokens are `ids`, or an integrity error.
+    fn checked(&self, key: &CacheKey, ids: &[u32], entry: &Entry) -> Result<Arc<DocCache>> {
+        let cache = entry.cache(key, &self.codec)?;
+        if cache.tokens() != ids {
+            return Err(StoreError::Integrity {
+                key: key.hex(),
+                reason: "token ids differ from the document's".into(),
+            });
+        }
+        Ok(cache)
+    }
+
+    /// The outcome of an operation on `tier`: a failure of a tier that is
+    /// not required is logged, counted and becomes `None`.
+    fn soft<T>(&self, tier: &dyn KvTier, outcome: Result<T>) -> Result<Option<T>> {
+        match outcome {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if !tier.required() => {
+                tracing::warn!(tier = ?tier.tier(), error = %e, "KV tier unavailable; treated as a miss");
+                self.counters.tier_errors.fetch_add(1, Ordering::Relaxed);
                 Ok(None)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Called with blobs the disk tier evicts: keep them in Redis when it has room.
-    fn demote(&self, key: &CacheKey, bytes: &[u8]) {
-        if let Some(remote) = &self.remote {
-            let present = remote.contains(key).unwrap_or(true);
-            if !present {
-                if let Err(e) = remote.put(key, bytes) {
-                    tracing::warn!(error = %e, "demoting an evicted blob to Redis failed");
+    /// Puts `entry` into tier `at` and offers what it evicts to the tiers below.
+    fn put_into(&self, at: usize, key: &CacheKey, entry: &Entry) -> Result<()> {
+        let tier = self.tiers[at].as_ref();
+        let evicted = self
+            .soft(tier, tier.put(key, entry, &self.codec))?
+            .unwrap_or_default();
+        for (victim, entry) in evicted {
+            self.demote(at + 1, &victim, &entry);
+        }
+        Ok(())
+    }
+
+    /// Keeps an evicted entry in the first tier from `at` down that does not
+    /// hold it yet; failures are logged, since the text can always rebuild it.
+    fn demote(&self, at: usize, key: &CacheKey, entry: &Entry) {
+        for below in at..self.tiers.len() {
+            match self.tiers[below].contains(key) {
+                Ok(true) => return,
+                Ok(false) => {
+                    if let Err(e) = self.put_into(below, key, entry) {
+                        tracing::warn!(error = %e, "demoting an evicted cache failed");
+                    }
+                    return;
                 }
+                Err(e) => tracing::warn!(error = %e, "demoting an evicted cache failed"),
             }
         }
     }
@@ -370,22 +363,30 @@ impl DocumentStore {
     /// Lookup counters.
     pub fn stats(&self) -> StoreStats {
         let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StoreStats {
-            host_hits: c.host.load(Ordering::Relaxed),
-            disk_hits: c.disk.load(Ordering::Relaxed),
-            remote_hits: c.remote.load(Ordering::Relaxed),
-            computed: c.computed.load(Ordering::Relaxed),
-            integrity_failures: c.integrity.load(Ordering::Relaxed),
+            host_hits: load(&c.host),
+            disk_hits: load(&c.disk),
+            remote_hits: load(&c.remote),
+            computed: load(&c.computed),
+            integrity_failures: load(&c.integrity),
+            tier_errors: load(&c.tier_errors),
         }
     }
 
     /// Bytes held by the host, disk and remote tiers.
     pub fn used_bytes(&self) -> Result<(u64, u64, u64)> {
-        let remote = match &self.remote {
-            Some(r) => r.used_bytes()?,
-            None => 0,
-        };
-        Ok((self.host.used_bytes(), self.disk.used_bytes(), remote))
+        let mut used = (0, 0, 0);
+        for tier in &self.tiers {
+            let bytes = self.soft(tier.as_ref(), tier.used_bytes())?.unwrap_or(0);
+            match tier.tier() {
+                Tier::Host => used.0 = bytes,
+                Tier::Disk => used.1 = bytes,
+                Tier::Remote => used.2 = bytes,
+                Tier::Computed => {}
+            }
+        }
+        Ok(used)
     }
 
     /// Path of the disk blob of document `id` (for tools and tests).
@@ -395,44 +396,6 @@ impl DocumentStore {
             field: "key",
             reason: record.key.clone(),
         })?;
-        Ok(self.disk.blob_path(&key.scoped(tenant)))
+        Ok(self.blobs.blob_path(&key.scoped(tenant)))
     }
-}
-
-/// A fingerprint of the model file and weight path: the file's size and
-/// first and last MiB, hashed (reading all of a multi-GB file at start-up
-/// would cost seconds; any re-quantisation changes these bytes).
-pub fn model_fingerprint(path: &Path, weight_path: &str) -> Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut h = blake3::Hasher::new();
-    h.update(weight_path.as_bytes());
-    let files: Vec<PathBuf> = if path.is_dir() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| StoreError::io(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|x| x == "safetensors" || x == "json")
-            })
-            .collect();
-        v.sort();
-        v
-    } else {
-        vec![path.to_path_buf()]
-    };
-    for file in files {
-        let mut f = std::fs::File::open(&file).map_err(|e| StoreError::io(&file, e))?;
-        let len = f.metadata().map_err(|e| StoreError::io(&file, e))?.len();
-        h.update(&len.to_le_bytes());
-        let mut buf = vec![0u8; (1 << 20).min(len as usize)];
-        f.read_exact(&mut buf)
-            .map_err(|e| StoreError::io(&file, e))?;
-        h.update(&buf);
-        f.seek(SeekFrom::Start(len - buf.len() as u64))
-            .map_err(|e| StoreError::io(&file, e))?;
-        f.read_exact(&mut buf)
-            .map_err(|e| StoreError::io(&file, e))?;
-        h.update(&buf);
-    }
-    Ok(h.finalize().to_hex()[..32].to_string())
 }

@@ -3,69 +3,42 @@
 //! Each Redis test starts its own `redis-server` on a free loopback port
 //! (`make test` installs it) and stops it afterwards.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny};
-use prophetkv_model::Model;
-use prophetkv_reuse::DocCache;
+use prophetkv_model::{DocCache, Model};
+use prophetkv_reuse::compute_doc_cache;
+use prophetkv_store::testing::RedisServer;
 use prophetkv_store::{
     DocumentStore, KvDtype, ModelIdentity, NewDocument, RemoteConfig, StoreConfig, StoreError, Tier,
 };
 
-/// A `redis-server` on a free loopback port, killed on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
+/// What the engine does with a store: look up, compute on a miss, store it.
+fn cached_ids(
+    store: &DocumentStore,
+    model: &Model,
+    tenant: &str,
+    ids: &[u32],
+) -> Result<(Arc<DocCache>, Tier), StoreError> {
+    if let Some(hit) = store.lookup(tenant, ids)? {
+        return Ok(hit);
+    }
+    let cache = compute_doc_cache(model, store.anchor(), ids).unwrap();
+    Ok((store.insert(tenant, ids, cache)?, Tier::Computed))
 }
 
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: install it (make test does)");
-        let url = format!("redis://127.0.0.1:{port}/");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ok = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .is_ok();
-            if ok {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, url }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// [`cached_ids`] of a registered document, which is then marked ready.
+fn cached(
+    store: &DocumentStore,
+    model: &Model,
+    tenant: &str,
+    id: &str,
+) -> Result<(Arc<DocCache>, Tier), StoreError> {
+    let (record, ids) = store.document(tenant, id)?;
+    let found = cached_ids(store, model, tenant, &ids)?;
+    store.mark_ready(&record, &ids)?;
+    Ok(found)
 }
 
 fn identity(model: &Model) -> ModelIdentity {
@@ -121,11 +94,11 @@ fn document_ingested_by_one_replica_is_served_to_another_from_redis_with_no_pref
     .unwrap();
     let ids = tokens(40, 1);
     a.register("t", doc("alpha text"), ids.clone()).unwrap();
-    let (from_a, tier) = a.cache(&model, "t", "alpha").unwrap();
+    let (from_a, tier) = cached(&a, &model, "t", "alpha").unwrap();
     assert_eq!(tier, Tier::Computed);
 
     b.register("t", doc("alpha text"), ids.clone()).unwrap();
-    let (from_b, tier) = b.cache(&model, "t", "alpha").unwrap();
+    let (from_b, tier) = cached(&b, &model, "t", "alpha").unwrap();
     assert_eq!(tier, Tier::Remote, "replica B must be served by Redis");
     assert_eq!(b.stats().computed, 0, "replica B did no prefill work");
     for (l, ((ka, va), (kb, vb))) in from_a.layers().iter().zip(from_b.layers()).enumerate() {
@@ -134,7 +107,7 @@ fn document_ingested_by_one_replica_is_served_to_another_from_redis_with_no_pref
         assert!(d < 1e-2, "layer {l}: {d}");
     }
     // Promoted: the next lookup on B is a memory hit.
-    assert_eq!(b.cache(&model, "t", "alpha").unwrap().1, Tier::Host);
+    assert_eq!(cached(&b, &model, "t", "alpha").unwrap().1, Tier::Host);
 }
 
 #[test]
@@ -147,8 +120,8 @@ fn flipped_bytes_in_a_disk_blob_lead_to_a_recompute_never_a_wrong_kv() {
     let store = DocumentStore::open(&cfg, identity(&model), model.device()).unwrap();
     let ids = tokens(30, 2);
     store.register("t", doc("beta text"), ids.clone()).unwrap();
-    let (first, _) = store.cache(&model, "t", "beta").unwrap();
-    let reference = DocCache::compute(&model, &[1, 2, 3], &ids).unwrap();
+    let (first, _) = cached(&store, &model, "t", "beta").unwrap();
+    let reference = compute_doc_cache(&model, &[1, 2, 3], &ids).unwrap();
     let path = store.blob_path("t", "beta").unwrap();
     for offset_from_end in [7usize, 4000] {
         let mut bytes = std::fs::read(&path).unwrap();
@@ -156,7 +129,7 @@ fn flipped_bytes_in_a_disk_blob_lead_to_a_recompute_never_a_wrong_kv() {
         bytes[at] ^= 0x5a;
         std::fs::write(&path, &bytes).unwrap();
         let failures = store.stats().integrity_failures;
-        let (served, tier) = store.cache(&model, "t", "beta").unwrap();
+        let (served, tier) = cached(&store, &model, "t", "beta").unwrap();
         assert_eq!(tier, Tier::Computed, "a corrupt blob must not be served");
         assert_eq!(store.stats().integrity_failures, failures + 1);
         for ((k, v), (rk, rv)) in served.layers().iter().zip(reference.layers()) {
@@ -164,7 +137,7 @@ fn flipped_bytes_in_a_disk_blob_lead_to_a_recompute_never_a_wrong_kv() {
         }
     }
     // The rewritten blob is valid again.
-    assert_eq!(store.cache(&model, "t", "beta").unwrap().1, Tier::Disk);
+    assert_eq!(cached(&store, &model, "t", "beta").unwrap().1, Tier::Disk);
     drop(first);
 }
 
@@ -177,22 +150,28 @@ fn blob_from_another_model_or_key_is_rejected() {
     let store = DocumentStore::open(&cfg, identity(&model), model.device()).unwrap();
     store.register("t", doc("one text"), tokens(20, 3)).unwrap();
     store.register("t", doc("two text"), tokens(20, 4)).unwrap();
-    store.cache(&model, "t", "one").unwrap();
-    store.cache(&model, "t", "two").unwrap();
+    cached(&store, &model, "t", "one").unwrap();
+    cached(&store, &model, "t", "two").unwrap();
     // Put document one's blob where document two's belongs.
     std::fs::copy(
         store.blob_path("t", "one").unwrap(),
         store.blob_path("t", "two").unwrap(),
     )
     .unwrap();
-    assert_eq!(store.cache(&model, "t", "two").unwrap().1, Tier::Computed);
+    assert_eq!(
+        cached(&store, &model, "t", "two").unwrap().1,
+        Tier::Computed
+    );
     assert_eq!(store.stats().integrity_failures, 1);
     drop(store);
     // Another model fingerprint never reads these blobs as its own.
     let mut other = identity(&model);
     other.fingerprint = "another-model".into();
     let store = DocumentStore::open(&cfg, other, model.device()).unwrap();
-    assert_eq!(store.cache(&model, "t", "one").unwrap().1, Tier::Computed);
+    assert_eq!(
+        cached(&store, &model, "t", "one").unwrap().1,
+        Tier::Computed
+    );
 }
 
 #[test]
@@ -210,7 +189,7 @@ fn budgets_hold_and_evicted_documents_come_back_from_a_lower_tier() {
             .register("t", doc(&format!("d{i} text")), tokens(50, 10 + i))
             .unwrap();
         assert_eq!(
-            store.cache(&model, "t", &format!("d{i}")).unwrap().1,
+            cached(&store, &model, "t", &format!("d{i}")).unwrap().1,
             Tier::Computed
         );
         let (host, disk, remote) = store.used_bytes().unwrap();
@@ -219,8 +198,8 @@ fn budgets_hold_and_evicted_documents_come_back_from_a_lower_tier() {
         assert!(remote <= 64 << 20);
     }
     // d0 left memory and disk long ago; Redis still has it.
-    assert_eq!(store.cache(&model, "t", "d0").unwrap().1, Tier::Remote);
-    assert_eq!(store.cache(&model, "t", "d0").unwrap().1, Tier::Host);
+    assert_eq!(cached(&store, &model, "t", "d0").unwrap().1, Tier::Remote);
+    assert_eq!(cached(&store, &model, "t", "d0").unwrap().1, Tier::Host);
     // A small Redis budget evicts too, and stays within it.
     let mut tight = config(tempfile::tempdir().unwrap().path(), Some(&redis));
     tight.remote.as_mut().unwrap().budget = blob * 2 + blob / 2;
@@ -232,7 +211,7 @@ fn budgets_hold_and_evicted_documents_come_back_from_a_lower_tier() {
         store
             .register("t", doc(&format!("e{i} text")), tokens(50, 30 + i))
             .unwrap();
-        store.cache(&model, "t", &format!("e{i}")).unwrap();
+        cached(&store, &model, "t", &format!("e{i}")).unwrap();
         let (_, _, remote) = store.used_bytes().unwrap();
         assert!(remote <= blob * 2 + blob / 2, "remote {remote}");
     }
@@ -248,7 +227,7 @@ fn tenant_b_cannot_list_read_delete_or_hit_tenant_a_documents() {
     let a = store
         .register("tenant-a", doc("secret text"), ids.clone())
         .unwrap();
-    store.cache(&model, "tenant-a", &a.id).unwrap();
+    cached(&store, &model, "tenant-a", &a.id).unwrap();
     assert!(store.list("tenant-b").unwrap().is_empty());
     assert_eq!(store.list("tenant-a").unwrap().len(), 1);
     assert!(matches!(
@@ -256,7 +235,7 @@ fn tenant_b_cannot_list_read_delete_or_hit_tenant_a_documents() {
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        store.cache(&model, "tenant-b", &a.id),
+        cached(&store, &model, "tenant-b", &a.id),
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
@@ -268,11 +247,11 @@ fn tenant_b_cannot_list_read_delete_or_hit_tenant_a_documents() {
         .register("tenant-b", doc("secret text"), ids.clone())
         .unwrap();
     assert_eq!(
-        store.cache(&model, "tenant-b", &a.id).unwrap().1,
+        cached(&store, &model, "tenant-b", &a.id).unwrap().1,
         Tier::Computed
     );
     assert_eq!(
-        store.inline_cache(&model, "tenant-b", &ids).unwrap().1,
+        cached_ids(&store, &model, "tenant-b", &ids).unwrap().1,
         Tier::Host
     );
     store.delete("tenant-a", &a.id).unwrap();
@@ -293,10 +272,16 @@ fn same_text_registered_twice_or_sent_inline_is_computed_once() {
     let first = store.register("t", text.clone(), ids.clone()).unwrap();
     let second = store.register("t", text, ids.clone()).unwrap();
     assert_eq!(first.id, second.id);
-    store.cache(&model, "t", &first.id).unwrap();
-    assert_eq!(store.inline_cache(&model, "t", &ids).unwrap().1, Tier::Host);
+    cached(&store, &model, "t", &first.id).unwrap();
+    assert_eq!(cached_ids(&store, &model, "t", &ids).unwrap().1, Tier::Host);
     assert_eq!(store.stats().computed, 1);
     assert!(store.get("t", &first.id).unwrap().ready);
+    // A cache of other ids is refused, not stored under these.
+    let other = compute_doc_cache(&model, store.anchor(), &tokens(25, 7)).unwrap();
+    assert!(matches!(
+        store.insert("t", &ids, other),
+        Err(StoreError::Invalid { field: "cache", .. })
+    ));
     // Bad names are errors, not panics.
     let err = store.register(
         "",

@@ -146,3 +146,29 @@ pub fn streamed_text(chunks: &[Value]) -> String {
         })
         .collect()
 }
+
+/// Runs `tests/SCRIPT` with the workspace's `.venv` Python (`make venv`
+/// installs its packages) and `args`; asserts it succeeded and returns
+/// what it printed.
+pub fn run_venv_script(script: &str, args: &[&str]) -> String {
+    let root = prophetkv_model::testing::workspace_root();
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: `make venv` (part of `make test`) installs it",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("tests").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

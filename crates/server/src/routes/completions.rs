@@ -6,17 +6,29 @@ use axum::Extension;
 
 use super::generate::{respond, Kind};
 use crate::auth::Tenant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::openai::CompletionRequest;
+use crate::responses::{CompletionChoice, Envelope};
 use crate::state::AppState;
 
 /// A completion of `prompt` after the instruction and the documents.
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "generation",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream`, SSE events of the same shape ending in `[DONE]`", body = Envelope<CompletionChoice>),
+        (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
+        (status = "5XX", description = "Failed inside the server", body = ErrorBody),
+    ),
+)]
 pub async fn completions(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     ApiJson(body): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let valid = body.validate(&state.config.defaults, &tenant.0)?;
-    respond(state, valid, Kind::Completion).await
+    let mapped = body.map(&state.config.defaults, &tenant.0)?;
+    respond(state, mapped, Kind::Completion).await
 }

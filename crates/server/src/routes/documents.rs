@@ -1,22 +1,25 @@
 //! `/v1/documents`: register, list, read and delete a tenant's documents.
 //! A registered document's KV is computed by the engine when it is idle
-//! (`ready` turns true), or on first use, whichever comes first.
+//! (`ready` turns true), or on first use, whichever comes first. The
+//! registry (and Redis) block, so every call runs on a blocking thread.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use prophetkv_store::{DocumentRecord, NewDocument};
+use prophetkv_engine::{Documents, NewDocument};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Tenant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
+use crate::responses::{DeletedDocument, Document, DocumentList};
 use crate::state::AppState;
 
 /// One document to register.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentBody {
     /// Id (derived from the text when absent).
@@ -27,11 +30,12 @@ pub struct DocumentBody {
     pub text: String,
     /// Free-form metadata.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
 /// One document, a list, or `{"documents": [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RegisterBody {
     /// A single document.
@@ -45,11 +49,37 @@ pub enum RegisterBody {
     },
 }
 
-fn summary(r: &DocumentRecord) -> Value {
-    json!({"id": r.id, "object": "document", "name": r.name, "tokens": r.tokens, "created": r.created, "metadata": r.metadata, "ready": r.ready})
+/// The document a `/v1/documents/{id}` route is about.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct DocumentPath {
+    /// The document's id.
+    pub id: String,
 }
 
-/// `POST /v1/documents`: 201 with the ids and token counts.
+/// Runs `op` on the documents API on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    op: impl FnOnce(Documents) -> prophetkv_engine::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let documents = state.engine.documents();
+    tokio::task::spawn_blocking(move || op(documents))
+        .await
+        .map_err(|e| ApiError::Internal(format!("document task: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// Registers documents: 201 with their ids and token counts.
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    tag = "documents",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered (or already registered with the same text)", body = DocumentList),
+        (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -59,79 +89,88 @@ pub async fn register(
         RegisterBody::One(d) => vec![d],
         RegisterBody::Many(v) | RegisterBody::Wrapped { documents: v } => v,
     };
-    if docs.is_empty() || docs.len() > 256 {
-        return Err(ApiError::unprocessable(
-            format!("register 1 to 256 documents at a time, got {}", docs.len()),
-            Some("documents"),
-        ));
-    }
-    let mut out = Vec::with_capacity(docs.len());
-    for (i, d) in docs.into_iter().enumerate() {
-        let ids = state
-            .tokenizer
-            .encode(&d.text)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        if ids.is_empty() {
-            return Err(ApiError::unprocessable(
-                format!("document {i} is empty"),
-                Some("text"),
-            ));
-        }
-        let name = d.name.or_else(|| d.id.clone()).unwrap_or_default();
-        let doc = NewDocument {
+    let docs: Vec<NewDocument> = docs
+        .into_iter()
+        .map(|d| NewDocument {
+            name: d.name.or_else(|| d.id.clone()).unwrap_or_default(),
             id: d.id,
-            name,
             text: d.text,
             metadata: d.metadata,
-        };
-        let store = state.store.clone();
-        let owner = tenant.0.clone();
-        let record = tokio::task::spawn_blocking(move || store.register(&owner, doc, ids))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-        if !record.ready {
-            state.engine.precompute(&tenant.0, &record.id);
-        }
-        out.push(summary(&record));
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"object": "list", "data": out})),
-    )
-        .into_response())
+        })
+        .collect();
+    let records = blocking(&state, move |docs_api| docs_api.register(&tenant.0, docs)).await?;
+    let data = records
+        .into_iter()
+        .map(|r| Document::of(r, false))
+        .collect();
+    let list = DocumentList {
+        object: "list",
+        data,
+    };
+    Ok((StatusCode::CREATED, Json(list)).into_response())
 }
 
-/// `GET /v1/documents`.
+/// The tenant's documents.
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    tag = "documents",
+    responses((status = 200, description = "Every document of the tenant", body = DocumentList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-) -> Result<Json<Value>, ApiError> {
-    let records = state.store.list(&tenant.0)?;
-    Ok(Json(
-        json!({"object": "list", "data": records.iter().map(summary).collect::<Vec<_>>()}),
-    ))
+) -> Result<Json<DocumentList>, ApiError> {
+    let records = blocking(&state, move |docs| docs.list(&tenant.0)).await?;
+    Ok(Json(DocumentList {
+        object: "list",
+        data: records
+            .into_iter()
+            .map(|r| Document::of(r, false))
+            .collect(),
+    }))
 }
 
-/// `GET /v1/documents/{id}`: the record with its text.
+/// One document, with its text.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    params(DocumentPath),
+    responses(
+        (status = 200, description = "The document", body = Document),
+        (status = 404, description = "No such document in this tenant", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let record = state.store.get(&tenant.0, &id)?;
-    let mut body = summary(&record);
-    body["text"] = json!(record.text);
-    Ok(Json(body))
+    Path(DocumentPath { id }): Path<DocumentPath>,
+) -> Result<Json<Document>, ApiError> {
+    let record = blocking(&state, move |docs| docs.get(&tenant.0, &id)).await?;
+    Ok(Json(Document::of(record, true)))
 }
 
-/// `DELETE /v1/documents/{id}`.
+/// Deletes a document and its caches in every tier.
+#[utoipa::path(
+    delete,
+    path = "/v1/documents/{id}",
+    tag = "documents",
+    params(DocumentPath),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedDocument),
+        (status = 404, description = "No such document in this tenant", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let record = state.store.delete(&tenant.0, &id)?;
-    Ok(Json(
-        json!({"id": record.id, "object": "document", "deleted": true}),
-    ))
+    Path(DocumentPath { id }): Path<DocumentPath>,
+) -> Result<Json<DeletedDocument>, ApiError> {
+    let record = blocking(&state, move |docs| docs.delete(&tenant.0, &id)).await?;
+    Ok(Json(DeletedDocument {
+        id: record.id,
+        object: "document",
+        deleted: true,
+    }))
 }

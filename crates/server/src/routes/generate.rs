@@ -10,12 +10,16 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use prophetkv_engine::{Event, Summary};
-use serde_json::{json, Value};
+use prophetkv_engine::{Event, FinishReason, Summary};
+use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::ApiError;
-use crate::openai::Valid;
+use crate::openai::Mapped;
+use crate::responses::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatDelta, CompletionChoice, Envelope,
+    ReuseReport, Usage,
+};
 use crate::state::AppState;
 
 /// Which OpenAI object family a response belongs to.
@@ -52,26 +56,6 @@ fn response_id(kind: Kind) -> String {
     )
 }
 
-/// The `prophetkv` object of a response: reuse statistics and the timeline.
-fn prophetkv_stats(s: &Summary) -> Value {
-    json!({
-        "strategy": s.reuse.strategy,
-        "recompute_ratio": s.reuse.ratio,
-        "context_tokens": s.reuse.context_tokens,
-        "eligible_tokens": s.reuse.eligible,
-        "reused_tokens": s.reuse.reused,
-        "recomputed_tokens": s.reuse.recomputed,
-        "selected_tokens": s.reuse.selected,
-        "cache_hits": s.hits,
-        "timeline": s.timeline,
-    })
-}
-
-fn usage(s: &Summary) -> Value {
-    let u = s.usage;
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens})
-}
-
 fn record(state: &AppState, s: &Summary) {
     let m = &state.metrics;
     m.ttft.observe(s.timeline.first_token_ms / 1e3);
@@ -82,9 +66,10 @@ fn record(state: &AppState, s: &Summary) {
     }
 }
 
-/// Submits `valid` and answers in `kind`'s shape.
-pub async fn respond(state: AppState, valid: Valid, kind: Kind) -> Result<Response, ApiError> {
-    let mut rx = state.engine.submit(valid.request).map_err(|e| {
+/// Validates and submits `mapped`, and answers in `kind`'s shape.
+pub async fn respond(state: AppState, mapped: Mapped, kind: Kind) -> Result<Response, ApiError> {
+    let valid = state.engine.validate(mapped.request)?;
+    let mut rx = state.engine.submit(valid).map_err(|e| {
         let e = ApiError::from(e);
         if matches!(e, ApiError::Overloaded(_)) {
             state.metrics.rejected.fetch_add(1, Ordering::Relaxed);
@@ -102,8 +87,8 @@ pub async fn respond(state: AppState, valid: Valid, kind: Kind) -> Result<Respon
         }
     }
     let model = state.config.defaults.model.clone();
-    if valid.stream {
-        Ok(stream_response(state, rx, kind, model, valid.include_usage).into_response())
+    if mapped.stream {
+        Ok(stream_response(state, rx, kind, model, mapped.include_usage).into_response())
     } else {
         collect_response(state, rx, kind, model).await
     }
@@ -123,28 +108,73 @@ async fn collect_response(
             Event::Failed(e) => return Err(e.into()),
             Event::Finished(s) => {
                 record(&state, &s);
-                let choice = match kind {
+                let head = Head {
+                    id: response_id(kind),
+                    created: now(),
+                    model,
+                };
+                let (usage, report) = (Some(Usage::from(&*s)), Some(ReuseReport::from(&*s)));
+                return Ok(match kind {
                     Kind::Completion => {
-                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": s.reason})
+                        let choice = CompletionChoice {
+                            index: 0,
+                            text,
+                            logprobs: None,
+                            finish_reason: Some(s.reason.into()),
+                        };
+                        Json(head.envelope("text_completion", vec![choice], usage, report))
+                            .into_response()
                     }
                     Kind::Chat => {
-                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": s.reason})
+                        let choice = ChatChoice {
+                            index: 0,
+                            message: AssistantMessage {
+                                role: "assistant",
+                                content: text,
+                            },
+                            logprobs: None,
+                            finish_reason: s.reason.into(),
+                        };
+                        Json(head.envelope("chat.completion", vec![choice], usage, report))
+                            .into_response()
                     }
-                };
-                let object = if kind == Kind::Chat {
-                    "chat.completion"
-                } else {
-                    "text_completion"
-                };
-                return Ok(Json(json!({
-                    "id": response_id(kind), "object": object, "created": now(), "model": model,
-                    "choices": [choice], "usage": usage(&s), "prophetkv": prophetkv_stats(&s),
-                }))
-                .into_response());
+                });
             }
         }
     }
     Err(ApiError::Internal("the engine dropped the request".into()))
+}
+
+/// `choice` alone, or no choice at all in a stream's usage chunk.
+fn choices_unless<C>(usage_only: bool, choice: C) -> Vec<C> {
+    (!usage_only).then_some(choice).into_iter().collect()
+}
+
+/// What every object of one response shares.
+struct Head {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Head {
+    fn envelope<C>(
+        &self,
+        object: &'static str,
+        choices: Vec<C>,
+        usage: Option<Usage>,
+        prophetkv: Option<ReuseReport>,
+    ) -> Envelope<C> {
+        Envelope {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            prophetkv,
+        }
+    }
 }
 
 /// Per-stream state of the SSE conversion.
@@ -152,43 +182,69 @@ struct Chunks {
     state: AppState,
     rx: UnboundedReceiver<Event>,
     kind: Kind,
-    id: String,
-    model: String,
-    created: u64,
+    head: Head,
     include_usage: bool,
     sent_role: bool,
     done: bool,
 }
 
-impl Chunks {
-    fn chunk(&self, choice: Value, extra: Option<(&str, Value)>) -> SseEvent {
-        let object = if self.kind == Kind::Chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
-        let mut body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
-        if let Some((k, v)) = extra {
-            body[k] = v;
-        }
-        SseEvent::default().data(body.to_string())
+fn sse(body: &impl Serialize) -> SseEvent {
+    match serde_json::to_string(body) {
+        Ok(json) => SseEvent::default().data(json),
+        Err(e) => SseEvent::default().data(ApiError::Internal(e.to_string()).body_json()),
     }
+}
 
-    fn text_choice(&mut self, text: &str, finish: Value) -> Value {
+impl Chunks {
+    /// One chunk of `kind`'s shape: text (and the finish reason on the last),
+    /// or only usage when `usage_only`.
+    fn chunk(
+        &mut self,
+        text: &str,
+        finish: Option<FinishReason>,
+        summary: Option<&Summary>,
+        usage_only: bool,
+    ) -> SseEvent {
+        let finish_reason = finish.map(Into::into);
+        let (usage, prophetkv) = match summary {
+            Some(s) if usage_only => (Some(Usage::from(s)), None),
+            Some(s) => (None, Some(ReuseReport::from(s))),
+            None => (None, None),
+        };
         match self.kind {
             Kind::Completion => {
-                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish})
+                let choices = choices_unless(
+                    usage_only,
+                    CompletionChoice {
+                        index: 0,
+                        text: text.to_string(),
+                        logprobs: None,
+                        finish_reason,
+                    },
+                );
+                let envelope = self
+                    .head
+                    .envelope("text_completion", choices, usage, prophetkv);
+                sse(&envelope)
             }
             Kind::Chat => {
-                let mut delta = json!({});
-                if !self.sent_role {
-                    delta["role"] = json!("assistant");
-                    self.sent_role = true;
-                }
-                if !text.is_empty() {
-                    delta["content"] = json!(text);
-                }
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+                let delta = ChatDelta {
+                    role: (!self.sent_role).then_some("assistant"),
+                    content: (!text.is_empty()).then(|| text.to_string()),
+                };
+                self.sent_role = true;
+                let choices = choices_unless(
+                    usage_only,
+                    ChatChunkChoice {
+                        index: 0,
+                        delta,
+                        logprobs: None,
+                        finish_reason,
+                    },
+                );
+                sse(&self
+                    .head
+                    .envelope("chat.completion.chunk", choices, usage, prophetkv))
             }
         }
     }
@@ -197,23 +253,13 @@ impl Chunks {
     fn events(&mut self, event: Event) -> Vec<SseEvent> {
         match event {
             Event::Started { .. } => Vec::new(),
-            Event::Text(t) => {
-                let choice = self.text_choice(&t, Value::Null);
-                vec![self.chunk(choice, None)]
-            }
+            Event::Text(t) => vec![self.chunk(&t, None, None, false)],
             Event::Finished(s) => {
                 record(&self.state, &s);
                 self.done = true;
-                let choice = self.text_choice("", json!(s.reason));
-                let mut out = vec![self.chunk(choice, Some(("prophetkv", prophetkv_stats(&s))))];
+                let mut out = vec![self.chunk("", Some(s.reason), Some(&s), false)];
                 if self.include_usage {
-                    let object = if self.kind == Kind::Chat {
-                        "chat.completion.chunk"
-                    } else {
-                        "text_completion"
-                    };
-                    let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage(&s)});
-                    out.push(SseEvent::default().data(body.to_string()));
+                    out.push(self.chunk("", None, Some(&s), true));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 out
@@ -221,14 +267,13 @@ impl Chunks {
             Event::Failed(e) => {
                 self.done = true;
                 vec![
-                    SseEvent::default().data(ApiError::from(e).body().to_string()),
+                    SseEvent::default().data(ApiError::from(e).body_json()),
                     SseEvent::default().data("[DONE]"),
                 ]
             }
         }
     }
 }
-
 fn stream_response(
     state: AppState,
     rx: UnboundedReceiver<Event>,
@@ -240,9 +285,11 @@ fn stream_response(
         state,
         rx,
         kind,
-        id: response_id(kind),
-        model,
-        created: now(),
+        head: Head {
+            id: response_id(kind),
+            created: now(),
+            model,
+        },
         include_usage,
         sent_role: false,
         done: false,

@@ -1,4 +1,4 @@
-//! `/v1/models`, `/health`, `/ready`, `/metrics`, and the 404 fallback.
+//! `/v1/models`, `/health`, `/ready`, `/metrics`, `/openapi.json`, and the 404 fallback.
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -9,29 +9,60 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::Uri;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::responses::{ModelCard, ModelList, Status};
 use crate::state::AppState;
 
-/// `GET /v1/models`: the one served model.
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": state.config.defaults.model, "object": "model", "created": 0, "owned_by": "prophetkv"}]}),
-    )
+/// The one served model.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    responses((status = 200, description = "The served model", body = ModelList)),
+)]
+pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: state.config.defaults.model.clone(),
+            object: "model",
+            created: 0,
+            owned_by: "prophetkv",
+        }],
+    })
 }
 
-/// `GET /health`: the process is alive.
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process is alive.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Status)),
+)]
+pub async fn health() -> Json<Status> {
+    Json(Status {
+        status: "ok",
+        model: None,
+    })
 }
 
-/// `GET /ready`: the model is loaded and requests are accepted.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The model is loaded and requests are accepted.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    ),
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if state.accepting.load(Ordering::SeqCst) {
-        Ok(Json(
-            json!({"status": "ready", "model": state.config.defaults.model}),
-        ))
+        Ok(Json(Status {
+            status: "ready",
+            model: Some(state.config.defaults.model.clone()),
+        }))
     } else {
         Err(ApiError::Unavailable("shutting down".into()))
     }
@@ -42,12 +73,34 @@ fn started() -> Instant {
     *STARTED.get_or_init(Instant::now)
 }
 
-/// `GET /metrics`: Prometheus text.
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
-        .metrics
-        .render(&state.engine.metrics(), started().elapsed().as_secs_f64());
+    let body = state.metrics.render(
+        &state.engine.metrics(),
+        &state.engine.store_stats(),
+        started().elapsed().as_secs_f64(),
+    );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
+)]
+pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        state.openapi.as_ref().clone(),
+    )
 }
 
 /// Anything else: 404 in the API's format.

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::{BlobTier, Tier};
 use crate::key::CacheKey;
 use crate::{Result, StoreError};
 
@@ -76,7 +77,7 @@ impl DiskTier {
     }
 
     /// The blob under `key`, if present.
-    pub fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
+    fn read(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
         {
             let mut index = self.index();
             index.tick += 1;
@@ -98,17 +99,12 @@ impl DiskTier {
     }
 
     /// Writes `bytes` under `key` atomically, then evicts least-recently-used
-    /// blobs past the budget, calling `demote` with each before deleting it.
-    /// A blob larger than the whole budget is not stored.
-    pub fn put(
-        &self,
-        key: &CacheKey,
-        bytes: &[u8],
-        demote: &dyn Fn(&CacheKey, &[u8]),
-    ) -> Result<()> {
+    /// blobs past the budget and returns them. A blob larger than the whole
+    /// budget is not stored.
+    fn write(&self, key: &CacheKey, bytes: &[u8]) -> Result<Vec<(CacheKey, Vec<u8>)>> {
         let size = bytes.len() as u64;
         if size > self.budget {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let path = self.path(key);
         let tmp = self
@@ -149,18 +145,19 @@ impl DiskTier {
             }
             victims
         };
+        let mut evicted = Vec::with_capacity(victims.len());
         for victim in victims {
             let vpath = self.path(&victim);
             if let Ok(bytes) = fs::read(&vpath) {
-                demote(&victim, &bytes);
+                evicted.push((victim, bytes));
             }
             let _ = fs::remove_file(&vpath);
         }
-        Ok(())
+        Ok(evicted)
     }
 
     /// Deletes the blob under `key`.
-    pub fn remove(&self, key: &CacheKey) -> Result<()> {
+    fn delete(&self, key: &CacheKey) -> Result<()> {
         self.forget(key);
         match fs::remove_file(self.path(key)) {
             Ok(()) => Ok(()),
@@ -176,13 +173,34 @@ impl DiskTier {
         }
     }
 
-    /// Bytes of blobs on disk.
-    pub fn used_bytes(&self) -> u64 {
-        self.index().used
-    }
-
     /// The file a key's blob lives in (for tests and tools).
     pub fn blob_path(&self, key: &CacheKey) -> PathBuf {
         self.path(key)
+    }
+}
+
+impl BlobTier for DiskTier {
+    fn tier(&self) -> Tier {
+        Tier::Disk
+    }
+
+    fn get_blob(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
+        self.read(key)
+    }
+
+    fn contains_blob(&self, key: &CacheKey) -> Result<bool> {
+        Ok(self.index().entries.contains_key(key))
+    }
+
+    fn put_blob(&self, key: &CacheKey, bytes: &[u8]) -> Result<Vec<(CacheKey, Vec<u8>)>> {
+        self.write(key, bytes)
+    }
+
+    fn remove_blob(&self, key: &CacheKey) -> Result<()> {
+        self.delete(key)
+    }
+
+    fn stored_bytes(&self) -> Result<u64> {
+        Ok(self.index().used)
     }
 }

@@ -3,22 +3,19 @@
 use std::sync::Arc;
 
 use moka::sync::Cache;
-use prophetkv_reuse::DocCache;
+use prophetkv_model::DocCache;
 
+use super::{Entry, KvTier, Tier};
+use crate::blob::Codec;
 use crate::key::CacheKey;
+use crate::Result;
 
 /// In-memory tier; weights are KiB so budgets up to 4 TiB fit moka's `u32` weights.
+///
+/// Its evictions are not demoted: moka evicts in the background, and every
+/// cache it holds was written through to the tiers below when it arrived.
 pub struct HostTier {
     cache: Option<Cache<CacheKey, Arc<DocCache>>>,
-}
-
-/// Bytes a decoded cache occupies (f32 keys and values).
-pub fn cache_bytes(cache: &DocCache) -> u64 {
-    cache
-        .layers()
-        .iter()
-        .map(|(k, v)| (k.elem_count() + v.elem_count()) as u64 * 4)
-        .sum()
 }
 
 impl HostTier {
@@ -28,40 +25,53 @@ impl HostTier {
             Cache::builder()
                 .max_capacity(budget.div_ceil(1024))
                 .weigher(|_: &CacheKey, v: &Arc<DocCache>| {
-                    u32::try_from(cache_bytes(v).div_ceil(1024)).unwrap_or(u32::MAX)
+                    u32::try_from(v.byte_size().div_ceil(1024)).unwrap_or(u32::MAX)
                 })
                 .build()
         });
         Self { cache }
     }
+}
 
-    /// The cache under `key`, if held.
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<DocCache>> {
-        self.cache.as_ref()?.get(key)
+impl KvTier for HostTier {
+    fn tier(&self) -> Tier {
+        Tier::Host
     }
 
-    /// Holds `value` under `key` (evicting least-recently-used entries beyond the budget).
-    pub fn put(&self, key: CacheKey, value: Arc<DocCache>) {
+    fn get(&self, key: &CacheKey) -> Result<Option<Entry>> {
+        Ok(self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .map(Entry::decoded))
+    }
+
+    fn contains(&self, key: &CacheKey) -> Result<bool> {
+        Ok(self.cache.as_ref().is_some_and(|c| c.contains_key(key)))
+    }
+
+    fn put(&self, key: &CacheKey, entry: &Entry, codec: &Codec) -> Result<Vec<(CacheKey, Entry)>> {
         if let Some(c) = &self.cache {
-            c.insert(key, value);
+            c.insert(*key, entry.cache(key, codec)?);
         }
+        Ok(Vec::new())
     }
 
-    /// Drops `key`.
-    pub fn remove(&self, key: &CacheKey) {
+    fn remove(&self, key: &CacheKey) -> Result<()> {
         if let Some(c) = &self.cache {
             c.invalidate(key);
         }
+        Ok(())
     }
 
-    /// Bytes held (rounded up to KiB per entry), after pending evictions.
-    pub fn used_bytes(&self) -> u64 {
-        match &self.cache {
+    /// Rounded up to KiB per entry, after pending evictions.
+    fn used_bytes(&self) -> Result<u64> {
+        Ok(match &self.cache {
             Some(c) => {
                 c.run_pending_tasks();
                 c.weighted_size() * 1024
             }
             None => 0,
-        }
+        })
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, Script};
 
+use super::{BlobTier, Tier};
 use crate::key::CacheKey;
 use crate::{Result, StoreError};
 
@@ -124,7 +125,7 @@ impl RemoteTier {
     }
 
     /// The blob under `key`, if present (marks it recently used).
-    pub fn get(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
+    fn read(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
         let [blob, _, lru, _] = self.keys(key);
         let bytes: Option<Vec<u8>> = self.with_conn(|c| redis::cmd("GET").arg(&blob).query(c))?;
         if bytes.is_some() {
@@ -140,15 +141,9 @@ impl RemoteTier {
         Ok(bytes)
     }
 
-    /// True when a blob is stored under `key`.
-    pub fn contains(&self, key: &CacheKey) -> Result<bool> {
-        let [blob, ..] = self.keys(key);
-        self.with_conn(|c| redis::cmd("EXISTS").arg(&blob).query::<bool>(c))
-    }
-
     /// Stores `bytes` under `key`, evicting least-recently-used blobs past the
     /// budget. A blob larger than the whole budget is not stored.
-    pub fn put(&self, key: &CacheKey, bytes: &[u8]) -> Result<()> {
+    fn write(&self, key: &CacheKey, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 > self.config.budget {
             return Ok(());
         }
@@ -163,12 +158,6 @@ impl RemoteTier {
         if evicted > 0 {
             tracing::debug!(evicted, "remote tier evicted blobs");
         }
-        Ok(())
-    }
-
-    /// Deletes the blob under `key`.
-    pub fn remove(&self, key: &CacheKey) -> Result<()> {
-        self.run_script(&self.remove_script, key, |_| {})?;
         Ok(())
     }
 
@@ -191,11 +180,41 @@ impl RemoteTier {
             inv.invoke(c)
         })
     }
+}
 
-    /// Bytes of blobs under the prefix.
-    pub fn used_bytes(&self) -> Result<u64> {
+/// Redis evicts with its own script, server-side; nothing comes back to
+/// demote. Redis out of reach degrades to misses (see [`BlobTier::required`]).
+impl BlobTier for RemoteTier {
+    fn tier(&self) -> Tier {
+        Tier::Remote
+    }
+
+    fn get_blob(&self, key: &CacheKey) -> Result<Option<Vec<u8>>> {
+        self.read(key)
+    }
+
+    fn contains_blob(&self, key: &CacheKey) -> Result<bool> {
+        let [blob, ..] = self.keys(key);
+        self.with_conn(|c| redis::cmd("EXISTS").arg(&blob).query::<bool>(c))
+    }
+
+    fn put_blob(&self, key: &CacheKey, bytes: &[u8]) -> Result<Vec<(CacheKey, Vec<u8>)>> {
+        self.write(key, bytes)?;
+        Ok(Vec::new())
+    }
+
+    fn remove_blob(&self, key: &CacheKey) -> Result<()> {
+        self.run_script(&self.remove_script, key, |_| {})?;
+        Ok(())
+    }
+
+    fn stored_bytes(&self) -> Result<u64> {
         let total = format!("{}:bytes", self.config.prefix);
         let v: Option<i64> = self.with_conn(|c| redis::cmd("GET").arg(&total).query(c))?;
         Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    fn required(&self) -> bool {
+        false
     }
 }

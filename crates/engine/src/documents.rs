@@ -1,0 +1,91 @@
+//! [`Documents`]: a tenant's registered documents, as the API manages them.
+//!
+//! Registration tokenizes and checks each document with the same limits as
+//! inline documents in a request, stores it, and queues its cache for the
+//! worker's idle time. Every call blocks on the registry (and on Redis when
+//! deleting): call from a thread that may block.
+
+use std::sync::Arc;
+
+use prophetkv_model::TextTokenizer;
+use prophetkv_store::{DocumentRecord, DocumentStore, NewDocument};
+
+use crate::handle::EngineHandle;
+use crate::validate::{check_document_id, check_document_text, no_tokens, MAX_REGISTRATIONS};
+use crate::{EngineError, Result};
+
+/// Registering, listing, reading and deleting documents.
+#[derive(Clone)]
+pub struct Documents {
+    engine: EngineHandle,
+    store: Arc<DocumentStore>,
+    tokenizer: TextTokenizer,
+}
+
+impl Documents {
+    pub(crate) fn new(
+        engine: EngineHandle,
+        store: Arc<DocumentStore>,
+        tokenizer: TextTokenizer,
+    ) -> Self {
+        Self {
+            engine,
+            store,
+            tokenizer,
+        }
+    }
+
+    /// Registers `documents` for `tenant` (all are checked before any is
+    /// stored) and queues their caches; the records come back in order.
+    pub fn register(
+        &self,
+        tenant: &str,
+        documents: Vec<NewDocument>,
+    ) -> Result<Vec<DocumentRecord>> {
+        if documents.is_empty() || documents.len() > MAX_REGISTRATIONS {
+            return Err(EngineError::invalid(
+                "documents",
+                format!(
+                    "register 1 to {MAX_REGISTRATIONS} documents at a time, got {}",
+                    documents.len()
+                ),
+            ));
+        }
+        let mut checked = Vec::with_capacity(documents.len());
+        for (index, doc) in documents.into_iter().enumerate() {
+            check_document_text(index, &doc.text)?;
+            if let Some(id) = &doc.id {
+                check_document_id(index, id)?;
+            }
+            let ids = self.tokenizer.encode(&doc.text)?;
+            if ids.is_empty() {
+                return Err(no_tokens(index));
+            }
+            checked.push((doc, ids));
+        }
+        let mut records = Vec::with_capacity(checked.len());
+        for (doc, ids) in checked {
+            let record = self.store.register(tenant, doc, ids)?;
+            if !record.ready {
+                self.engine.precompute(tenant, &record.id);
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Every document of `tenant`.
+    pub fn list(&self, tenant: &str) -> Result<Vec<DocumentRecord>> {
+        Ok(self.store.list(tenant)?)
+    }
+
+    /// The record of `id`.
+    pub fn get(&self, tenant: &str, id: &str) -> Result<DocumentRecord> {
+        Ok(self.store.get(tenant, id)?)
+    }
+
+    /// Deletes `id` with its caches in every tier.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<DocumentRecord> {
+        Ok(self.store.delete(tenant, id)?)
+    }
+}

@@ -1,0 +1,101 @@
+//! A request being generated: its cache, sampler and text, token by token.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use prophetkv_model::{Kv, TextTokenizer};
+use prophetkv_reuse::ReuseStats;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::detokenize::IncrementalDecoder;
+use crate::metrics::Metrics;
+use crate::request::{ms_since, Event, FinishReason, Summary, TierHits, Timeline, Usage};
+use crate::sampling::Sampler;
+use crate::stop::{Delta, TextStream};
+
+/// A request being generated.
+pub(crate) struct Sequence {
+    pub(crate) events: UnboundedSender<Event>,
+    pub(crate) kv: Kv,
+    pub(crate) sampler: Sampler,
+    pub(crate) stream: TextStream,
+    pub(crate) text: IncrementalDecoder,
+    /// Sampled but not yet in `kv`.
+    pub(crate) next: u32,
+    pub(crate) max_tokens: usize,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) arrived: Instant,
+    pub(crate) timeline: Timeline,
+    pub(crate) reuse: ReuseStats,
+    pub(crate) hits: TierHits,
+}
+
+/// What a token did to its sequence.
+pub(crate) enum Step {
+    Continue,
+    Done(FinishReason),
+}
+
+/// What accepting a token needs from the worker.
+pub(crate) struct Context<'a> {
+    pub(crate) tokenizer: &'a TextTokenizer,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) max_position: usize,
+}
+
+impl Sequence {
+    /// Samples from `logits`, emits the text it adds, and says whether the
+    /// sequence goes on. Costs the same at every length of the answer.
+    pub(crate) fn accept(&mut self, cx: &Context<'_>, logits: &[f32]) -> Step {
+        let (token, _) = self.sampler.sample(logits);
+        cx.metrics.tokens.fetch_add(1, Ordering::Relaxed);
+        if cx.tokenizer.eos().contains(&token) {
+            return Step::Done(FinishReason::Stop);
+        }
+        self.next = token;
+        let delta = match self.text.push(cx.tokenizer, token) {
+            Ok(delta) => delta,
+            Err(e) => {
+                tracing::warn!(error = %e, token, "a generated token could not be decoded");
+                String::new()
+            }
+        };
+        match self.stream.push(&delta) {
+            Delta::Stopped(last) => {
+                self.emit(last);
+                return Step::Done(FinishReason::Stop);
+            }
+            Delta::Text(text) => self.emit(text),
+        }
+        let at_context_end = self.kv.next_position() as usize + 1 >= cx.max_position;
+        if self.text.ids().len() >= self.max_tokens || at_context_end {
+            // Cut off: text held back for a stop that never came is released.
+            let rest = self.stream.finish();
+            self.emit(rest);
+            return Step::Done(FinishReason::Length);
+        }
+        Step::Continue
+    }
+
+    fn emit(&self, text: String) {
+        if !text.is_empty() {
+            let _ = self.events.send(Event::Text(text));
+        }
+    }
+
+    /// Sends the summary: the last event of the stream.
+    pub(crate) fn finish(mut self, reason: FinishReason) {
+        self.timeline.finished_ms = ms_since(self.arrived);
+        let summary = Summary {
+            reason,
+            usage: Usage {
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.text.ids().len(),
+            },
+            reuse: self.reuse,
+            hits: self.hits,
+            timeline: self.timeline,
+        };
+        let _ = self.events.send(Event::Finished(Box::new(summary)));
+    }
+}

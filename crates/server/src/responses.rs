@@ -1,0 +1,270 @@
+//! Response bodies: OpenAI's shapes, plus the `prophetkv` extension, as
+//! typed structs. The OpenAPI document is generated from these same types.
+
+use prophetkv_engine::{DocumentRecord, FinishReason, Summary, TierHits, Timeline};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Why generation ended: `stop` (end of sequence or a stop string) or
+/// `length` (`max_tokens` or the context).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// End of sequence or a stop string.
+    Stop,
+    /// `max_tokens` or the end of the context.
+    Length,
+}
+
+impl From<FinishReason> for Finish {
+    fn from(r: FinishReason) -> Self {
+        match r {
+            FinishReason::Stop => Finish::Stop,
+            FinishReason::Length => Finish::Length,
+        }
+    }
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Usage {
+    /// Prompt tokens (instruction, documents and question).
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Their sum.
+    pub total_tokens: usize,
+}
+
+/// The `prophetkv` extension of a response: what was reused and recomputed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReuseReport {
+    /// The strategy that ran.
+    pub strategy: String,
+    /// Its recompute ratio.
+    pub recompute_ratio: f64,
+    /// Document rows in the context.
+    pub context_tokens: usize,
+    /// Document rows that could be recomputed.
+    pub eligible_tokens: usize,
+    /// Rows served from caches.
+    pub reused_tokens: usize,
+    /// Rows computed for this request (chosen, fresh and question rows).
+    pub recomputed_tokens: usize,
+    /// Eligible rows chosen for recomputation.
+    pub selected_tokens: usize,
+    /// Cache lookups by tier.
+    pub cache_hits: TierHits,
+    /// Milestones.
+    pub timeline: Timeline,
+}
+
+impl From<&Summary> for ReuseReport {
+    fn from(s: &Summary) -> Self {
+        Self {
+            strategy: s.reuse.strategy.to_string(),
+            recompute_ratio: s.reuse.ratio,
+            context_tokens: s.reuse.context_tokens,
+            eligible_tokens: s.reuse.eligible,
+            reused_tokens: s.reuse.reused,
+            recomputed_tokens: s.reuse.recomputed,
+            selected_tokens: s.reuse.selected,
+            cache_hits: s.hits.clone(),
+            timeline: s.timeline.clone(),
+        }
+    }
+}
+
+impl From<&Summary> for Usage {
+    fn from(s: &Summary) -> Self {
+        Self {
+            prompt_tokens: s.usage.prompt_tokens,
+            completion_tokens: s.usage.completion_tokens,
+            total_tokens: s.usage.prompt_tokens + s.usage.completion_tokens,
+        }
+    }
+}
+
+/// One choice of a completion (or a streamed piece of it).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompletionChoice {
+    /// Always 0 (one choice per request).
+    pub index: usize,
+    /// The generated text (this piece of it, when streamed).
+    pub text: String,
+    /// Not computed: always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<()>,
+    /// Set on the last piece.
+    pub finish_reason: Option<Finish>,
+}
+
+/// OpenAI's envelope around a response's choices: the shape of a
+/// completion, a chat completion and each streamed chunk of either.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Envelope<C> {
+    /// Response id (the same for every chunk of a stream).
+    pub id: String,
+    /// `text_completion`, `chat.completion` or `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// The served model.
+    pub model: String,
+    /// One choice (none in a stream's usage chunk).
+    pub choices: Vec<C>,
+    /// Token counts (at the end; in a stream, its own chunk with
+    /// `stream_options.include_usage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Reuse statistics (at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prophetkv: Option<ReuseReport>,
+}
+
+/// `POST /v1/completions` (`object: text_completion`); streamed, each SSE
+/// event has this shape with a piece of the text.
+pub type Completion = Envelope<CompletionChoice>;
+/// `POST /v1/chat/completions` without streaming (`object: chat.completion`).
+pub type ChatCompletion = Envelope<ChatChoice>;
+/// One SSE event of a streamed chat completion (`object: chat.completion.chunk`).
+pub type ChatCompletionChunk = Envelope<ChatChunkChoice>;
+
+/// The assistant's message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AssistantMessage {
+    /// `assistant`.
+    pub role: &'static str,
+    /// The reply.
+    pub content: String,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatChoice {
+    /// Always 0.
+    pub index: usize,
+    /// The reply.
+    pub message: AssistantMessage,
+    /// Not computed: always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<()>,
+    /// Why it ended.
+    pub finish_reason: Finish,
+}
+
+/// A piece of the assistant's message in a stream.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ChatDelta {
+    /// `assistant`, in the first piece only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// New text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice of a chat stream chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatChunkChoice {
+    /// Always 0.
+    pub index: usize,
+    /// What this chunk adds.
+    pub delta: ChatDelta,
+    /// Not computed: always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<()>,
+    /// Set on the last chunk.
+    pub finish_reason: Option<Finish>,
+}
+
+/// A registered document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Document {
+    /// Its id.
+    pub id: String,
+    /// `document`.
+    pub object: &'static str,
+    /// Display name.
+    pub name: String,
+    /// Tokens of its text.
+    pub tokens: usize,
+    /// Unix seconds of registration.
+    pub created: u64,
+    /// The metadata it was registered with.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Whether its KV cache is computed and stored.
+    pub ready: bool,
+    /// Its text (`GET /v1/documents/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Document {
+    /// The summary of `r`, with its text when `with_text`.
+    pub fn of(r: DocumentRecord, with_text: bool) -> Self {
+        Self {
+            id: r.id,
+            object: "document",
+            name: r.name,
+            tokens: r.tokens,
+            created: r.created,
+            metadata: r.metadata,
+            ready: r.ready,
+            text: with_text.then_some(r.text),
+        }
+    }
+}
+
+/// A list of documents.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DocumentList {
+    /// `list`.
+    pub object: &'static str,
+    /// The documents.
+    pub data: Vec<Document>,
+}
+
+/// `DELETE /v1/documents/{id}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeletedDocument {
+    /// The id.
+    pub id: String,
+    /// `document`.
+    pub object: &'static str,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// A served model.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelCard {
+    /// Its id (the `model` of requests).
+    pub id: String,
+    /// `model`.
+    pub object: &'static str,
+    /// Unix seconds (0: unknown).
+    pub created: u64,
+    /// `prophetkv`.
+    pub owned_by: &'static str,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`.
+    pub object: &'static str,
+    /// The one served model.
+    pub data: Vec<ModelCard>,
+}
+
+/// `GET /health` and `GET /ready`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+    /// The served model (`/ready` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}

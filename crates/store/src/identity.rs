@@ -1,0 +1,76 @@
+//! Which model a store's caches belong to, and the fingerprint that tells.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Result, StoreError};
+
+/// The model the caches belong to.
+#[derive(Debug, Clone)]
+pub struct ModelIdentity {
+    /// Changes whenever the KV would (weights, weight path).
+    pub fingerprint: String,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+    /// BOS + instruction prefix every document is cached after.
+    pub anchor: Vec<u32>,
+}
+
+impl ModelIdentity {
+    /// The identity of a model with `config`, fingerprinted as `fingerprint`,
+    /// whose documents are cached after `anchor`.
+    pub fn new(
+        config: &prophetkv_model::ModelConfig,
+        fingerprint: String,
+        anchor: Vec<u32>,
+    ) -> Self {
+        Self {
+            fingerprint,
+            layers: config.num_layers(),
+            kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            anchor,
+        }
+    }
+}
+
+/// A fingerprint of the model file and weight path: the file's size and
+/// first and last MiB, hashed (reading all of a multi-GB file at start-up
+/// would cost seconds; any re-quantisation changes these bytes).
+pub fn model_fingerprint(path: &Path, weight_path: &str) -> Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = blake3::Hasher::new();
+    h.update(weight_path.as_bytes());
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| StoreError::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "safetensors" || x == "json")
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let mut f = std::fs::File::open(&file).map_err(|e| StoreError::io(&file, e))?;
+        let len = f.metadata().map_err(|e| StoreError::io(&file, e))?.len();
+        h.update(&len.to_le_bytes());
+        let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+        f.read_exact(&mut buf)
+            .map_err(|e| StoreError::io(&file, e))?;
+        h.update(&buf);
+        f.seek(SeekFrom::Start(len - buf.len() as u64))
+            .map_err(|e| StoreError::io(&file, e))?;
+        f.read_exact(&mut buf)
+            .map_err(|e| StoreError::io(&file, e))?;
+        h.update(&buf);
+    }
+    Ok(h.finalize().to_hex()[..32].to_string())
+}
