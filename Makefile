@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
+.PHONY: run demo test model deps venv build lint docker-bases docker-vendor docker-image docker-test bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -31,7 +31,8 @@ deps:
 	@command -v redis-server >/dev/null
 
 ## Python venv with the official openai package (tests/openai_sdk.py drives the server with it)
-## and openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it).
+## openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it) and
+## kubernetes-validate (tests/k8s_check.py checks deploy/k8s offline with it).
 venv:
 	@test -x .venv/bin/pip || python3 -m venv .venv || { rm -rf .venv; \
 	  echo "installing python3-venv"; \
@@ -39,6 +40,7 @@ venv:
 	  python3 -m venv .venv; }
 	@.venv/bin/python -c 'import openai' 2>/dev/null || .venv/bin/pip install -q openai
 	@.venv/bin/python -c 'import openapi_spec_validator' 2>/dev/null || .venv/bin/pip install -q openapi-spec-validator
+	@.venv/bin/python -c 'import kubernetes_validate' 2>/dev/null || .venv/bin/pip install -q kubernetes-validate
 
 build:
 	$(CARGO) build --release
@@ -140,3 +142,23 @@ ablate: model build
 	cp $(ABLATE_DIR)/accuracy/ablation.md docs/results/ablation-accuracy.md
 	cp $(ABLATE_DIR)/logprob/ablation.md docs/results/ablation-logprob.md
 	cp $(ABLATE_DIR)/anchor/ablation.md docs/results/ablation-anchor.md
+
+RUST_VERSION = $(shell rustc --version | awk '{split($$2, v, "."); print v[1] "." v[2]}')
+
+## The base images the Dockerfile and deploy/compose.yaml name, made from Debian's packages
+## (no registry needed; idempotent).
+docker-bases:
+	scripts/docker-bases.sh
+
+## Vendored crates, so that the image's build stage needs no network.
+docker-vendor:
+	$(CARGO) vendor --locked --versioned-dirs vendor >/dev/null
+
+## The CPU image, prophetkv:latest.
+docker-image: docker-bases docker-vendor
+	docker build -t prophetkv:latest --build-arg RUST_VERSION=$(RUST_VERSION) .
+	docker image prune -f --filter label=prophetkv.stage=build >/dev/null
+
+## The image and deploy/compose.yaml in real containers (tests/docker_test.py); writes docker-report.json.
+docker-test: model venv docker-image
+	.venv/bin/python tests/docker_test.py --image prophetkv:latest --models models --report docker-report.json

@@ -4,6 +4,7 @@ mod ablate;
 mod config_file;
 mod eval;
 mod generate;
+mod health;
 mod ingest;
 mod output;
 mod runtime;
@@ -41,6 +42,8 @@ enum Command {
     Bench(eval::BenchCommand),
     /// Variants of the reuse options side by side against full prefill.
     Ablate(ablate::AblateArgs),
+    /// Exit 0 when a local server is ready (a container health check).
+    Health(health::HealthArgs),
 }
 
 fn init_logging(json: bool, default_level: &str) {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::eval(args),
         Command::Bench(command) => eval::bench(command),
         Command::Ablate(args) => ablate::run(args),
+        Command::Health(args) => health::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

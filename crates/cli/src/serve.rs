@@ -72,6 +72,18 @@ pub struct ServeArgs {
     /// Most waiting requests; more get 429 [default: 64].
     #[arg(long, env = "PROPHETKV_MAX_QUEUE")]
     pub max_queue: Option<usize>,
+    /// Most prefills admitted per decode step [default: 2].
+    #[arg(long, env = "PROPHETKV_MAX_PREFILLS_PER_STEP")]
+    pub max_prefills_per_step: Option<usize>,
+    /// max_tokens of a chat request that sets none [default: 256].
+    #[arg(long, env = "PROPHETKV_CHAT_MAX_TOKENS")]
+    pub chat_max_tokens: Option<usize>,
+    /// Largest request body in MiB; larger ones get 413 [default: 8].
+    #[arg(long, env = "PROPHETKV_MAX_BODY_MB")]
+    pub max_body_mb: Option<usize>,
+    /// Seconds running streams get to finish after SIGTERM [default: 30].
+    #[arg(long, env = "PROPHETKV_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, env = "PROPHETKV_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -113,7 +125,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
         max_queue: args.max_queue.unwrap_or(file.engine.max_queue),
-        max_prefills_per_step: file.engine.max_prefills_per_step,
+        max_prefills_per_step: args
+            .max_prefills_per_step
+            .unwrap_or(file.engine.max_prefills_per_step),
     };
     let parts = EngineParts {
         model,
@@ -131,17 +145,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let api_keys = args.api_keys.clone().unwrap_or(file.server.api_keys);
     let config = ServerConfig {
         api_keys: api_keys.into_iter().filter(|k| !k.is_empty()).collect(),
-        max_body_bytes: file.server.max_body_mb << 20,
+        max_body_bytes: args.max_body_mb.unwrap_or(file.server.max_body_mb) << 20,
         defaults: Defaults {
             model: args.model_name.clone().unwrap_or(file.model.name),
             strategy,
             ratio,
-            chat_max_tokens: file.engine.chat_max_tokens,
+            chat_max_tokens: args.chat_max_tokens.unwrap_or(file.engine.chat_max_tokens),
             chat_template,
         },
     };
     let state = AppState::new(engine, config);
-    let grace = Duration::from_secs(file.server.shutdown_grace_secs);
+    let grace = Duration::from_secs(
+        args.shutdown_grace_secs
+            .unwrap_or(file.server.shutdown_grace_secs),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -300,3 +300,24 @@ fn the_openapi_document_passes_openapi_spec_validator() {
     let stdout = run_venv_script("openapi_check.py", &["--base-url", &server.base]);
     assert!(stdout.contains("openapi document valid"), "{stdout}");
 }
+
+#[test]
+fn the_health_subcommand_passes_on_a_ready_server_and_fails_on_a_closed_port() {
+    let server = start(&[]);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let ready = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(["health", "--port", &port])
+        .output()
+        .unwrap();
+    assert!(ready.status.success(), "{ready:?}");
+    assert_eq!(String::from_utf8_lossy(&ready.stdout).trim(), "/ready 200");
+    let closed = common::free_port().to_string();
+    let down = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(["health", "--port", &closed])
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: connecting to 127.0.0.1:"), "{stderr}");
+}
