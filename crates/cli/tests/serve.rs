@@ -319,5 +319,8 @@ fn the_health_subcommand_passes_on_a_ready_server_and_fails_on_a_closed_port() {
     assert!(!down.status.success());
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: connecting to 127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: connecting to 127.0.0.1:"),
+        "{stderr}"
+    );
 }
