@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint docker-bases docker-vendor docker-image docker-test bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
+.PHONY: run demo test model deps venv build lint docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -162,3 +162,7 @@ docker-image: docker-bases docker-vendor
 ## The image and deploy/compose.yaml in real containers (tests/docker_test.py); writes docker-report.json.
 docker-test: model venv docker-image
 	.venv/bin/python tests/docker_test.py --image prophetkv:latest --models models --report docker-report.json
+
+## Compiles the `cuda` feature without a GPU (CUDA 13.0 from pinned PyPI wheels, a stub libcuda).
+cuda-check:
+	scripts/cuda-build.sh check

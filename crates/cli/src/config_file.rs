@@ -45,6 +45,7 @@ pub struct ModelSection {
     pub path: PathBuf,
     pub name: String,
     pub dtype: String,
+    pub device: String,
     pub instruction: String,
     pub chat_template: String,
 }
@@ -55,6 +56,7 @@ impl Default for ModelSection {
             path: crate::generate::DEFAULT_MODEL.into(),
             name: "gemma-3-270m".into(),
             dtype: "f32".into(),
+            device: "cpu".into(),
             instruction: "Read the documents below and answer the question at the end.\n\n".into(),
             chat_template: String::new(),
         }

@@ -46,6 +46,9 @@ pub struct IngestArgs {
     /// Weight path the caches are computed with: q or f32 [default: the config's].
     #[arg(long)]
     dtype: Option<String>,
+    /// Device: cpu, cuda or cuda:N [default: the config's].
+    #[arg(long, env = "PROPHETKV_DEVICE")]
+    device: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -129,8 +132,13 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
     let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
     let store_config = args.store.config(file.store)?;
-    let (model, tokenizer, store) =
-        runtime::open(&args.model, weights, &instruction, &store_config)?;
+    let (model, tokenizer, store) = runtime::open(
+        &args.model,
+        weights,
+        args.device.as_deref().unwrap_or(&file.model.device),
+        &instruction,
+        &store_config,
+    )?;
     let store = Arc::new(store);
     let caches = DocumentCaches::new(store.clone());
 

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer, WeightPath};
+use prophetkv_model::{
+    device_from_name, load_model, LoadOptions, Model, TextTokenizer, WeightPath,
+};
 use prophetkv_store::{model_fingerprint, DocumentStore, ModelIdentity, StoreConfig};
 
 /// `"q"` or `"f32"` as a weight path.
@@ -16,16 +18,18 @@ pub fn weight_path(dtype: &str) -> anyhow::Result<WeightPath> {
     }
 }
 
-/// The model, its tokenizer, and the store whose caches belong to them.
+/// The model, its tokenizer, and the store whose caches belong to them,
+/// all on the device named `device` (`cpu`, `cuda`, `cuda:N`).
 pub fn open(
     path: &Path,
     weights: WeightPath,
+    device: &str,
     instruction: &str,
     store: &StoreConfig,
 ) -> anyhow::Result<(Model, TextTokenizer, DocumentStore)> {
     let options = LoadOptions {
         weight_path: weights,
-        ..LoadOptions::default()
+        device: device_from_name(device)?,
     };
     let model =
         load_model(path, &options).with_context(|| format!("loading model {}", path.display()))?;

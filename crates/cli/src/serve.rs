@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Weight path: q or f32 [default: f32].
     #[arg(long, env = "PROPHETKV_DTYPE")]
     pub dtype: Option<String>,
+    /// Device: cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature) [default: cpu].
+    #[arg(long, env = "PROPHETKV_DEVICE")]
+    pub device: Option<String>,
     /// Instruction placed after BOS; documents are cached after it.
     #[arg(long, env = "PROPHETKV_INSTRUCTION")]
     pub instruction: Option<String>,
@@ -119,8 +122,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr = SocketAddr::new(host, args.port.unwrap_or(file.server.port));
     let store_config = args.store.config(file.store)?;
 
-    let (model, tokenizer, store) =
-        runtime::open(&model_path, weights, &instruction, &store_config)?;
+    let (model, tokenizer, store) = runtime::open(
+        &model_path,
+        weights,
+        args.device.as_deref().unwrap_or(&file.model.device),
+        &instruction,
+        &store_config,
+    )?;
     let store = Arc::new(store);
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),

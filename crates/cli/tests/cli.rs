@@ -431,3 +431,19 @@ fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_
     assert_one_line_error(&run("bad=--fusion median"), "variant bad");
     assert_one_line_error(&run("--fusion max"), "NAME=OPTIONS");
 }
+
+#[test]
+fn serve_on_a_device_this_binary_cannot_use_is_a_one_line_error() {
+    let data = tempfile::tempdir().unwrap();
+    for (device, needle) in [
+        ("cuda", "built without CUDA support"),
+        ("tpu", "unknown device \"tpu\" (cpu, cuda or cuda:N)"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+            .args(["serve", "--device", device, "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, needle);
+    }
+}

@@ -65,6 +65,9 @@ pub enum ModelError {
         /// The model's maximum.
         max: usize,
     },
+    /// The device asked for cannot be used (unknown name, no GPU, no CUDA in this build).
+    #[error("device: {0}")]
+    Device(String),
     /// A tensor operation failed.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod device;
 mod doc_cache;
 mod error;
 mod generate;
@@ -35,6 +36,7 @@ pub mod testing;
 pub use config::{
     Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
 };
+pub use device::device_from_name;
 pub use doc_cache::DocCache;
 pub use error::{ModelError, Result};
 pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Generation};
