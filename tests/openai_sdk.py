@@ -65,6 +65,7 @@ def main():
     client = OpenAI(base_url=f"{args.base_url}/v1", api_key="unused", timeout=600)
     model = client.models.list().data[0].id
     check(model == "gemma-3-270m", f"models.list serves {model}")
+    check(client.models.retrieve(model).id == model, "models.retrieve finds it")
 
     # Completions, not streamed, documents by id.
     r = client.completions.create(

@@ -11,7 +11,9 @@ use prophetkv_model::TextTokenizer;
 use prophetkv_store::{DocumentRecord, DocumentStore, NewDocument};
 
 use crate::handle::EngineHandle;
-use crate::validate::{check_document_id, check_document_text, no_tokens, MAX_REGISTRATIONS};
+use crate::validate::{
+    check_document_id, check_document_text, check_list_limit, no_tokens, MAX_REGISTRATIONS,
+};
 use crate::{EngineError, Result};
 
 /// Registering, listing, reading and deleting documents.
@@ -77,6 +79,26 @@ impl Documents {
     /// Every document of `tenant`.
     pub fn list(&self, tenant: &str) -> Result<Vec<DocumentRecord>> {
         Ok(self.store.list(tenant)?)
+    }
+
+    /// One page of `tenant`'s documents in id order: at most `limit` (see
+    /// [`check_list_limit`]) after the id `after`, and whether more follow.
+    pub fn page(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<(Vec<DocumentRecord>, bool)> {
+        let limit = check_list_limit(limit)?;
+        let mut rest: Vec<DocumentRecord> = self
+            .store
+            .list(tenant)?
+            .into_iter()
+            .filter(|r| after.is_none_or(|a| r.id.as_str() > a))
+            .collect();
+        let has_more = rest.len() > limit;
+        rest.truncate(limit);
+        Ok((rest, has_more))
     }
 
     /// The record of `id`.

@@ -21,6 +21,10 @@ pub const MAX_DOCUMENTS: usize = 64;
 pub const MAX_REGISTRATIONS: usize = 256;
 /// Longest document id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
+/// Most documents in one page of a list (`limit`).
+pub const MAX_LIST_LIMIT: usize = 100;
+/// Documents in a page when the client names no `limit` (OpenAI's default).
+pub const DEFAULT_LIST_LIMIT: usize = 20;
 /// Highest sampling temperature.
 pub const MAX_TEMPERATURE: f32 = 2.0;
 
@@ -152,6 +156,19 @@ pub fn check_document_id(index: usize, id: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The page size of a document list: `limit` if given and within
+/// 1..=[`MAX_LIST_LIMIT`], else [`DEFAULT_LIST_LIMIT`].
+pub fn check_list_limit(limit: Option<usize>) -> Result<usize> {
+    match limit {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(EngineError::invalid(
+            "limit",
+            format!("must be within [1, {MAX_LIST_LIMIT}], got {n}"),
+        )),
+    }
 }
 
 /// An empty tokenization of non-empty text (e.g. only characters the

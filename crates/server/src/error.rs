@@ -57,6 +57,13 @@ impl ApiError {
         }
     }
 
+    /// A 404 for a model this server does not serve.
+    pub fn unknown_model(given: &str, served: &str) -> Self {
+        Self::NotFound(format!(
+            "model {given:?} not found (this server serves {served:?})"
+        ))
+    }
+
     /// A 422 about `param`.
     pub fn unprocessable(message: impl Into<String>, param: Option<&str>) -> Self {
         Self::Unprocessable {

@@ -20,6 +20,7 @@ pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod request_id;
 pub mod responses;
 pub mod routes;
 mod serve;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::ops::not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id::request_id))
         .with_state(state)
 }
 
@@ -63,6 +65,7 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(routes::documents::get, routes::documents::delete))
         .routes(routes!(routes::ops::models))
+        .routes(routes!(routes::ops::model))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

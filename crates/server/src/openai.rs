@@ -218,10 +218,7 @@ fn map_common(
 ) -> Result<Mapped, ApiError> {
     if let Some(model) = &common.model {
         if model != &defaults.model {
-            return Err(ApiError::NotFound(format!(
-                "model {model:?} not found (this server serves {:?})",
-                defaults.model
-            )));
+            return Err(ApiError::unknown_model(model, &defaults.model));
         }
     }
     if common.n.is_some_and(|n| n != 1) {

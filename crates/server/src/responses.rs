@@ -224,6 +224,15 @@ pub struct DocumentList {
     pub object: &'static str,
     /// The documents.
     pub data: Vec<Document>,
+    /// The first document's id (a page of `GET /v1/documents`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_id: Option<String>,
+    /// The last document's id: pass it as `after` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<String>,
+    /// Whether more documents follow this page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
 }
 
 /// `DELETE /v1/documents/{id}`.

@@ -558,6 +558,7 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
         ("get", "/v1/documents/{id}"),
         ("delete", "/v1/documents/{id}"),
         ("get", "/v1/models"),
+        ("get", "/v1/models/{model}"),
         ("get", "/health"),
         ("get", "/ready"),
         ("get", "/metrics"),
@@ -588,4 +589,77 @@ async fn the_openapi_document_is_openapi_3_and_lists_every_route() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_clients_own_is_echoed() {
+    let app = app(vec![]);
+    let send = |id: Option<&str>, uri: &str| {
+        let mut req = Request::builder().uri(uri);
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        app.router.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    let res = send(None, "/health").await.unwrap();
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(generated.starts_with("req-"), "{generated}");
+    let res = send(Some("client-42"), "/v1/nope").await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["x-request-id"], "client-42");
+    let res = send(Some("has space"), "/health").await.unwrap();
+    assert_ne!(res.headers()["x-request-id"], "has space");
+}
+
+#[tokio::test]
+async fn a_model_is_retrieved_by_id_and_another_is_404() {
+    let app = app(vec![]);
+    let (status, body) = call(&app, "GET", "/v1/models/tiny", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let card: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(card["id"], "tiny");
+    assert_eq!(card["object"], "model");
+    let (status, body) = call(&app, "GET", "/v1/models/gpt-4o", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains(r#"\"gpt-4o\" not found"#), "{body}");
+}
+
+#[tokio::test]
+async fn documents_are_listed_a_page_at_a_time_in_id_order() {
+    let app = app(vec![]);
+    let docs: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("d{i}"), "text": tiny_text(&tokens(5, 40 + i))}))
+        .collect();
+    let (status, _) = post(&app, "/v1/documents", json!({"documents": docs})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let page = |query: &str| {
+        let uri = format!("/v1/documents{query}");
+        let app = &app;
+        async move {
+            let (status, body) = call(app, "GET", &uri, None, None).await;
+            (status, serde_json::from_str::<Value>(&body).unwrap())
+        }
+    };
+    let (_, first) = page("?limit=2").await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), ["d0", "d1"]);
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["last_id"], "d1");
+    let (_, second) = page("?limit=2&after=d1").await;
+    assert_eq!(ids(&second), ["d2", "d3"]);
+    let (_, last) = page("?limit=2&after=d3").await;
+    assert_eq!(ids(&last), ["d4"]);
+    assert_eq!(last["has_more"], false);
+    let (_, all) = page("").await;
+    assert_eq!(ids(&all).len(), 5);
+    let (status, body) = page("?limit=0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["param"], "limit");
 }

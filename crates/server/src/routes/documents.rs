@@ -3,7 +3,7 @@
 //! (`ready` turns true), or on first use, whichever comes first. The
 //! registry (and Redis) block, so every call runs on a blocking thread.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -106,28 +106,53 @@ pub async fn register(
     let list = DocumentList {
         object: "list",
         data,
+        first_id: None,
+        last_id: None,
+        has_more: None,
     };
     Ok((StatusCode::CREATED, Json(list)).into_response())
 }
 
-/// The tenant's documents.
+/// Which page of a document list (OpenAI's cursor pagination).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Documents per page, 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// The id after which the page starts (the previous page's `last_id`).
+    pub after: Option<String>,
+}
+
+/// The tenant's documents, in id order, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/documents",
     tag = "documents",
-    responses((status = 200, description = "Every document of the tenant", body = DocumentList)),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the tenant's documents", body = DocumentList),
+        (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
+    ),
 )]
 pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<DocumentList>, ApiError> {
-    let records = blocking(&state, move |docs| docs.list(&tenant.0)).await?;
+    let (records, has_more) = blocking(&state, move |docs| {
+        docs.page(&tenant.0, query.after.as_deref(), query.limit)
+    })
+    .await?;
+    let data: Vec<Document> = records
+        .into_iter()
+        .map(|r| Document::of(r, false))
+        .collect();
     Ok(Json(DocumentList {
         object: "list",
-        data: records
-            .into_iter()
-            .map(|r| Document::of(r, false))
-            .collect(),
+        first_id: data.first().map(|d| d.id.clone()),
+        last_id: data.last().map(|d| d.id.clone()),
+        has_more: Some(has_more),
+        data,
     }))
 }
 

@@ -3,7 +3,7 @@
 //! Non-streaming is the streaming path drained.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::ApiError;
 use crate::openai::Mapped;
+use crate::request_id::unique_id;
 use crate::responses::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatDelta, CompletionChoice, Envelope,
     ReuseReport, Usage,
@@ -39,21 +40,12 @@ fn now() -> u64 {
 }
 
 fn response_id(kind: Kind) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
     let prefix = if kind == Kind::Chat {
         "chatcmpl"
     } else {
         "cmpl"
     };
-    format!(
-        "{prefix}-{}",
-        &blake3::hash(format!("{nanos}-{n}").as_bytes()).to_hex()[..24]
-    )
+    unique_id(prefix, 24)
 }
 
 fn record(state: &AppState, s: &Summary) {

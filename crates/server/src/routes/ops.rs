@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::Uri;
 use axum::response::IntoResponse;
@@ -24,13 +24,41 @@ use crate::state::AppState;
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: vec![ModelCard {
-            id: state.config.defaults.model.clone(),
-            object: "model",
-            created: 0,
-            owned_by: "prophetkv",
-        }],
+        data: vec![served_model(&state)],
     })
+}
+
+fn served_model(state: &AppState) -> ModelCard {
+    ModelCard {
+        id: state.config.defaults.model.clone(),
+        object: "model",
+        created: 0,
+        owned_by: "prophetkv",
+    }
+}
+
+/// The served model by its id (the SDKs' `models.retrieve`).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    tag = "models",
+    params(("model" = String, Path, description = "A model id from /v1/models")),
+    responses(
+        (status = 200, description = "The model", body = ModelCard),
+        (status = 404, description = "Not served here", body = ErrorBody),
+    ),
+)]
+pub async fn model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelCard>, ApiError> {
+    if model != state.config.defaults.model {
+        return Err(ApiError::unknown_model(
+            &model,
+            &state.config.defaults.model,
+        ));
+    }
+    Ok(Json(served_model(&state)))
 }
 
 /// The process is alive.
