@@ -192,6 +192,20 @@ def redis_outage(task, a, b):
     print("ok: remote hits resume after Redis is back", flush=True)
 
 
+def list_documents(base):
+    """Every document, following the list's pages."""
+    documents, after = [], None
+    while True:
+        query = "?limit=100" + (f"&after={after}" if after else "")
+        status, page = http("GET", f"{base}/v1/documents{query}")
+        if status != 200:
+            check(False, f"GET /v1/documents{query} answers 200 ({status})")
+        documents.extend(page["data"])
+        if not page["has_more"]:
+            return documents
+        after = page["last_id"]
+
+
 def kill_during_registration(task, a):
     acknowledged = []
     stop = threading.Event()
@@ -220,11 +234,11 @@ def kill_during_registration(task, a):
           f"replica A was killed in the middle of registering ({len(acknowledged)} of 2000 acknowledged)")
     compose("start", "replica-a")
     check(wait_ready(a), "replica A restarts after SIGKILL")
-    status, listed = http("GET", f"{a}/v1/documents")
-    ids = {d["id"]: d for d in listed["data"]}
+    listed = list_documents(a)
+    ids = {d["id"]: d for d in listed}
     lost = [i for i in acknowledged if i not in ids]
     check(not lost, f"no acknowledged document is lost ({len(acknowledged)} acknowledged, {len(lost)} lost)")
-    broken = [d["id"] for d in listed["data"] if d["tokens"] <= 0]
+    broken = [d["id"] for d in listed if d["tokens"] <= 0]
     check(not broken, "no document is half-registered")
     last = acknowledged[-1]
     status, answer, _ = completion(a, task, [{"id": last}])
