@@ -76,11 +76,6 @@ impl Documents {
         Ok(records)
     }
 
-    /// Every document of `tenant`.
-    pub fn list(&self, tenant: &str) -> Result<Vec<DocumentRecord>> {
-        Ok(self.store.list(tenant)?)
-    }
-
     /// One page of `tenant`'s documents in id order: at most `limit` (see
     /// [`check_list_limit`]) after the id `after`, and whether more follow.
     pub fn page(
@@ -90,15 +85,11 @@ impl Documents {
         limit: Option<usize>,
     ) -> Result<(Vec<DocumentRecord>, bool)> {
         let limit = check_list_limit(limit)?;
-        let mut rest: Vec<DocumentRecord> = self
-            .store
-            .list(tenant)?
-            .into_iter()
-            .filter(|r| after.is_none_or(|a| r.id.as_str() > a))
-            .collect();
-        let has_more = rest.len() > limit;
-        rest.truncate(limit);
-        Ok((rest, has_more))
+        // One record past the page says whether more follow.
+        let mut page = self.store.list_after(tenant, after, limit + 1)?;
+        let has_more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, has_more))
     }
 
     /// The record of `id`.

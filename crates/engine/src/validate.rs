@@ -50,13 +50,6 @@ pub struct ValidRequest {
     pub(crate) stop: Vec<String>,
 }
 
-impl ValidRequest {
-    /// The tenant whose documents it uses.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-}
-
 impl Limits {
     /// Checks every field that does not need the tokenizer, naming the field.
     pub fn validate(&self, request: GenerateRequest) -> Result<ValidRequest> {

@@ -3,7 +3,7 @@
 //! The type the reuse strategies read and the store keeps, so it lives below
 //! both. Computing one is the reuse crate's job; storing it is the store's.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::{ModelError, Result};
 
@@ -74,25 +74,5 @@ impl DocCache {
             .iter()
             .map(|(k, v)| ((k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()) as u64)
             .sum()
-    }
-
-    /// The device the tensors live on.
-    pub fn device(&self) -> Option<&Device> {
-        self.layers.first().map(|(k, _)| k.device())
-    }
-
-    /// The same cache with its tensors moved to `device` (a no-op copy of
-    /// handles when they are already there).
-    pub fn to_device(&self, device: &Device) -> Result<Self> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| Ok((k.to_device(device)?, v.to_device(device)?)))
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            anchor: self.anchor.clone(),
-            tokens: self.tokens.clone(),
-            layers,
-        })
     }
 }

@@ -140,14 +140,35 @@ impl Registry {
 
     /// Every record of `tenant`, ordered by id.
     pub fn list(&self, tenant: &str) -> Result<Vec<DocumentRecord>> {
+        self.list_after(tenant, None, usize::MAX)
+    }
+
+    /// At most `limit` records of `tenant` with ids after `after`, ordered
+    /// by id; only those rows are read.
+    pub fn list_after(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>> {
+        use std::ops::Bound;
         let txn = self.db.begin_read().map_err(StoreError::registry)?;
         let docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
-        let start = format!("{tenant}\0");
+        let from = match after {
+            Some(id) => row_key(tenant, id),
+            None => format!("{tenant}\0"),
+        };
+        let start = if after.is_some() {
+            Bound::Excluded(from.as_str())
+        } else {
+            Bound::Included(from.as_str())
+        };
         let end = format!("{tenant}\u{1}");
         let mut out = Vec::new();
         for row in docs
-            .range(start.as_str()..end.as_str())
+            .range::<&str>((start, Bound::Excluded(end.as_str())))
             .map_err(StoreError::registry)?
+            .take(limit)
         {
             let (_, v) = row.map_err(StoreError::registry)?;
             out.push(serde_json::from_slice(v.value()).map_err(StoreError::registry)?);

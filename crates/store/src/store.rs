@@ -202,6 +202,16 @@ impl DocumentStore {
         self.registry.list(tenant)
     }
 
+    /// At most `limit` documents of `tenant` with ids after `after`, in id order.
+    pub fn list_after(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocumentRecord>> {
+        self.registry.list_after(tenant, after, limit)
+    }
+
     /// Deletes `id` from `tenant`, with its blobs in every tier.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<DocumentRecord> {
         let record = self
