@@ -67,8 +67,8 @@ pub(crate) struct WeightArgs {
     /// Model path.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// Weight path: f32 (fastest prefill) or q.
-    #[arg(long, default_value = "f32")]
+    /// Weight path: mixed (the server's default), q or f32.
+    #[arg(long, default_value = "mixed")]
     dtype: String,
 }
 

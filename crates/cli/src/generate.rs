@@ -21,15 +21,18 @@ pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
 /// Weight representation for the matmuls.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DtypeArg {
-    /// Quantized GGUF weights as stored (fastest decode).
+    /// Quantized weights for decode steps, their f32 form for prefill (the default).
+    Mixed,
+    /// Quantized GGUF weights as stored.
     Q,
-    /// Weights dequantized to f32 (exact reference, fastest prefill).
+    /// Weights dequantized to f32 (the exactness reference).
     F32,
 }
 
 impl From<DtypeArg> for WeightPath {
     fn from(d: DtypeArg) -> Self {
         match d {
+            DtypeArg::Mixed => WeightPath::Mixed,
             DtypeArg::Q => WeightPath::Quantized,
             DtypeArg::F32 => WeightPath::F32,
         }
@@ -62,8 +65,8 @@ pub struct GenerateArgs {
     /// How many of the highest logits at the last prompt position to report.
     #[arg(long, default_value_t = 20)]
     top_logprobs: usize,
-    /// Weight path: quantized (q) or dequantized f32.
-    #[arg(long, value_enum, default_value = "q")]
+    /// Weight path: mixed (quantized decode, f32 prefill), quantized (q) or f32.
+    #[arg(long, value_enum, default_value = "mixed")]
     dtype: DtypeArg,
     /// Print one JSON object instead of the text.
     #[arg(long)]

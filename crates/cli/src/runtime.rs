@@ -9,12 +9,13 @@ use prophetkv_model::{
 };
 use prophetkv_store::{model_fingerprint, DocumentStore, ModelIdentity, StoreConfig};
 
-/// `"q"` or `"f32"` as a weight path.
+/// `"mixed"`, `"q"` or `"f32"` as a weight path.
 pub fn weight_path(dtype: &str) -> anyhow::Result<WeightPath> {
     match dtype {
+        "mixed" => Ok(WeightPath::Mixed),
         "q" => Ok(WeightPath::Quantized),
         "f32" => Ok(WeightPath::F32),
-        other => bail!("dtype must be q or f32, got {other:?}"),
+        other => bail!("dtype must be mixed, q or f32, got {other:?}"),
     }
 }
 

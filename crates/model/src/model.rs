@@ -16,6 +16,7 @@ use crate::config::ModelConfig;
 use crate::kv::Kv;
 use crate::layers::attention::{AttnPlan, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
+use crate::layers::embedding::Embedding;
 use crate::layers::linear::Linear;
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::Rope;
@@ -25,8 +26,12 @@ use crate::{ModelError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightPath {
-    /// Block-quantized GGUF weights as stored (dense files stay dense).
+    /// The serving default: block-quantized weights for matrix-vector steps
+    /// (decode, the output projection), their f32 form for GEMMs (prefill,
+    /// recompute); float files get a Q8_0 copy for the former.
     #[default]
+    Mixed,
+    /// Block-quantized GGUF weights as stored (dense files stay dense).
     Quantized,
     /// Everything dequantized to f32: the exactness reference.
     F32,
@@ -102,11 +107,14 @@ pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) device: Device,
     pub(crate) weight_path: WeightPath,
-    /// `(vocab, hidden)` f32 embedding table.
-    pub(crate) embed: Tensor,
+    /// `(vocab, hidden)` embedding table.
+    pub(crate) embed: Embedding,
     pub(crate) blocks: Vec<Block>,
     pub(crate) final_norm: RmsNorm,
     pub(crate) lm_head: Linear,
+    /// The output projection multiplies the embedding table's own storage
+    /// (so it is not counted twice).
+    pub(crate) lm_head_tied: bool,
     /// One RoPE per layer kind; `kind_windows[i]` is kind i's sliding window.
     pub(crate) ropes: Vec<Rope>,
     pub(crate) kind_windows: Vec<Option<usize>>,
@@ -128,6 +136,19 @@ impl Model {
     /// The weight representation in use.
     pub fn weight_path(&self) -> WeightPath {
         self.weight_path
+    }
+
+    /// Bytes the weights occupy in memory, every kept copy counted.
+    pub fn resident_bytes(&self) -> usize {
+        let blocks: usize = self.blocks.iter().map(Block::resident_bytes).sum();
+        self.embed.resident_bytes()
+            + blocks
+            + self.final_norm.resident_bytes()
+            + if self.lm_head_tied {
+                0
+            } else {
+                self.lm_head.resident_bytes()
+            }
     }
 
     /// An empty cache for one sequence.
@@ -323,8 +344,7 @@ impl Model {
     }
 
     fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(tokens, &self.device)?;
-        let x = self.embed.index_select(&ids, 0)?;
+        let x = self.embed.lookup(tokens, &self.device)?;
         Ok(match self.config.embed_scale {
             Some(s) => (x * s)?,
             None => x,

@@ -260,3 +260,51 @@ fn malformed_rows_are_errors_not_panics() {
     let err = model.decode(&mut [&mut kv], &[1, 2]).unwrap_err();
     assert!(matches!(err, ModelError::Input(_)), "{err}");
 }
+
+#[test]
+fn mixed_path_prefills_exactly_like_f32_and_decodes_within_8_bit_rounding() {
+    use prophetkv_model::{load_model, LoadOptions, WeightPath};
+    let ids = tokens(40, 11);
+    for kind in ALL {
+        let (dir, f32_model) = tiny(kind);
+        let options = LoadOptions {
+            weight_path: WeightPath::Mixed,
+            ..LoadOptions::default()
+        };
+        let mixed = load_model(dir.path(), &options).unwrap();
+        assert!(
+            mixed.resident_bytes() < f32_model.resident_bytes() * 2,
+            "{kind:?}: the mixed path keeps at most one extra (quantized) copy"
+        );
+
+        // 40 rows: the projections take the f32 GEMM, the same weights as f32's.
+        let hidden = |m: &prophetkv_model::Model| {
+            let mut kv = m.new_kv().unwrap();
+            let rows = Rows::append(&ids, &positions(0..40), 0);
+            m.forward_rows(&mut kv, &rows, None).unwrap().hidden
+        };
+        let d = max_abs_diff(&hidden(&f32_model), &hidden(&mixed));
+        assert!(d < TOL, "{kind:?}: mixed prefill differs from f32 by {d}");
+
+        // Decode steps multiply Q8_0 weights by 8-bit activations.
+        let (mut kv_f, _) = f32_model.prefill(&ids, &positions(0..40)).unwrap();
+        let (mut kv_m, _) = mixed.prefill(&ids, &positions(0..40)).unwrap();
+        for &t in &ids[..8] {
+            let want = f32_model.decode(&mut [&mut kv_f], &[t]).unwrap();
+            let got = mixed.decode(&mut [&mut kv_m], &[t]).unwrap();
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = max_abs_diff(&want, &got);
+            assert!(
+                d < 0.05 * scale.max(1.0),
+                "{kind:?}: mixed decode off by {d} (logits up to {scale})"
+            );
+            assert!(d > 0.0, "{kind:?}: decode should run the quantized copy");
+        }
+    }
+}

@@ -112,7 +112,25 @@ fn default_model_matches_hf_and_llamacpp_references() {
             assert_eq!(top1, p.top_ids[0], "{}: quantized top-1 differs", p.name);
         }
     }
+    drop(model);
+
+    // Mixed (the default): f32 prefill, quantized output projection and decode.
+    let model = load(WeightPath::Mixed);
+    let mut max_mixed = 0f32;
+    for p in &hf.results {
+        let logits = last_logits(&model, &p.token_ids);
+        for (&id, &want) in p.top_ids.iter().zip(&p.top_logits) {
+            let d = (logits[id as usize] - want).abs();
+            max_mixed = max_mixed.max(d);
+            assert!(d <= 0.75, "{}: mixed logit of {id} off by {d}", p.name);
+        }
+        let margin = p.top_logits[0] - p.top_logits[1];
+        let top1 = prophetkv_model::top_k(&logits, 1)[0].0;
+        if margin > 0.05 {
+            assert_eq!(top1, p.top_ids[0], "{}: mixed top-1 differs", p.name);
+        }
+    }
     println!(
-        "max |logit - HF| over the top-20 of 3 prompts: f32 {max_f32:.2e}, quantized {max_q:.4} (llama.cpp {max_llama:.4})"
+        "max |logit - HF| over the top-20 of 3 prompts: f32 {max_f32:.2e}, mixed {max_mixed:.4}, quantized {max_q:.4} (llama.cpp {max_llama:.4})"
     );
 }

@@ -71,6 +71,34 @@ pub(crate) struct CallContext<'a> {
 }
 
 impl Block {
+    /// Bytes of every weight of the block.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        let a = &self.attn;
+        let norms = [
+            Some(&self.attn_norm),
+            a.q_norm.as_ref(),
+            a.k_norm.as_ref(),
+            self.post_attn_norm.as_ref(),
+            Some(&self.mlp_norm),
+            self.post_mlp_norm.as_ref(),
+        ];
+        let linears = [
+            &a.q,
+            &a.k,
+            &a.v,
+            &a.o,
+            &self.mlp.gate,
+            &self.mlp.up,
+            &self.mlp.down,
+        ];
+        norms
+            .iter()
+            .flatten()
+            .map(|n| n.resident_bytes())
+            .sum::<usize>()
+            + linears.iter().map(|l| l.resident_bytes()).sum::<usize>()
+    }
+
     /// Pre-RoPE keys `(rows, kv_heads, head_dim)` of hidden states entering this block.
     pub(crate) fn keys(&self, x: &Tensor) -> Result<Tensor> {
         let a = &self.attn;

@@ -1,52 +1,151 @@
-//! A projection `y = x W^T (+ b)` over quantized or dense weights.
+//! A projection `y = x W^T (+ b)` over quantized weights, dense weights, or both.
+//!
+//! With both, the number of rows picks the copy: a few rows (a decode step)
+//! are a matrix-vector product bound by reading the weights, so the smaller
+//! quantized copy wins; many rows (prefill, a recompute) are a GEMM bound by
+//! arithmetic, where the f32 copy runs at the GEMM's speed.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 
+use crate::kernels::{self, QuantGemv};
 use crate::Result;
 
-/// Weights of one projection, in the representation the weight path chose.
+/// From this many rows on, a projection with a dense copy uses it.
+///
+/// Below it the quantized kernels, which read each weight once for all rows,
+/// beat the f32 GEMM on every format of the default model (timed on a 2-core
+/// AVX-512 machine: Q5_0 2048×640 at 16 rows 0.98 ms vs 1.03 ms, Q4_K and
+/// Q6_K still 4× faster); our Q5_0/Q8_0 kernels take at most this many rows.
+pub(crate) const GEMM_MIN_ROWS: usize = kernels::MAX_ROWS + 1;
+
+/// Block-quantized weights, multiplied as stored: by our matrix-vector
+/// kernels where they handle the format, else by candle's.
 #[derive(Debug, Clone)]
-pub(crate) enum Linear {
-    /// GGUF block-quantized weights, multiplied as stored.
-    Quantized {
-        /// The quantized `(out, in)` matrix.
-        weight: QMatMul,
-        /// Optional bias of length `out`.
-        bias: Option<Tensor>,
-    },
-    /// Dense f32 `(out, in)` weights.
-    Dense {
-        /// The `(out, in)` matrix.
-        weight: Tensor,
-        /// Optional bias of length `out`.
-        bias: Option<Tensor>,
-    },
+struct Quantized {
+    matmul: QMatMul,
+    gemv: Option<QuantGemv>,
+}
+
+impl Quantized {
+    fn new(matmul: QMatMul) -> Self {
+        let gemv = match &matmul {
+            QMatMul::QTensor(q) => QuantGemv::new(q.clone()),
+            QMatMul::Tensor(_) | QMatMul::TensorF16(_) => None,
+        };
+        Self { matmul, gemv }
+    }
+
+    fn forward(&self, x: &Tensor, rows: usize) -> Result<Tensor> {
+        match &self.gemv {
+            Some(gemv) if rows <= kernels::MAX_ROWS && x.rank() == 2 => gemv.forward(x),
+            _ => Ok(self.matmul.forward(x)?),
+        }
+    }
+
+    fn resident_bytes(&self) -> usize {
+        match &self.matmul {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor_bytes(t),
+        }
+    }
+}
+
+/// The copies of a projection's `(out, in)` weights that the weight path keeps.
+#[derive(Debug, Clone)]
+enum Copies {
+    /// Block-quantized, multiplied as stored.
+    Quantized(Quantized),
+    /// Dense f32.
+    Dense(Tensor),
+    /// Both, chosen per call by the number of rows.
+    Both { quantized: Quantized, dense: Tensor },
+}
+
+/// Weights of one projection plus its optional bias.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weights: Copies,
+    /// Optional bias of length `out`.
+    bias: Option<Tensor>,
 }
 
 impl Linear {
+    /// A projection over quantized weights only.
+    pub(crate) fn quantized(weight: QMatMul) -> Self {
+        Self {
+            weights: Copies::Quantized(Quantized::new(weight)),
+            bias: None,
+        }
+    }
+
+    /// A projection over dense f32 weights only.
+    pub(crate) fn dense(weight: Tensor) -> Self {
+        Self {
+            weights: Copies::Dense(weight),
+            bias: None,
+        }
+    }
+
+    /// A projection that keeps both copies of the same weights.
+    pub(crate) fn both(quantized: QMatMul, dense: Tensor) -> Self {
+        Self {
+            weights: Copies::Both {
+                quantized: Quantized::new(quantized),
+                dense,
+            },
+            bias: None,
+        }
+    }
+
+    /// The same projection with a bias added to its output.
+    pub(crate) fn with_bias(self, bias: Option<Tensor>) -> Self {
+        Self { bias, ..self }
+    }
+
     /// Applies the projection to `(rows, in)`, giving `(rows, out)`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (y, bias) = match self {
-            Linear::Quantized { weight, bias } => (weight.forward(x)?, bias),
-            Linear::Dense { weight, bias } => (x.matmul(&weight.t()?)?, bias),
+        let rows = x.dims().iter().rev().skip(1).product::<usize>();
+        let y = match &self.weights {
+            Copies::Both { quantized, dense } => {
+                if rows < GEMM_MIN_ROWS {
+                    quantized.forward(x, rows)?
+                } else {
+                    x.matmul(&dense.t()?)?
+                }
+            }
+            Copies::Quantized(q) => q.forward(x, rows)?,
+            Copies::Dense(d) => x.matmul(&d.t()?)?,
         };
-        Ok(match bias {
+        Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
-}
 
-impl Linear {
     /// `(out, in)` of the weight matrix.
     pub(crate) fn dims(&self) -> Vec<usize> {
-        match self {
-            Linear::Quantized { weight, .. } => match weight {
+        match &self.weights {
+            Copies::Dense(d) | Copies::Both { dense: d, .. } => d.dims().to_vec(),
+            Copies::Quantized(q) => match &q.matmul {
                 QMatMul::QTensor(q) => q.shape().dims().to_vec(),
                 QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
             },
-            Linear::Dense { weight, .. } => weight.dims().to_vec(),
         }
     }
+
+    /// Bytes the weights (every copy) and the bias occupy.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        let weights = match &self.weights {
+            Copies::Quantized(q) => q.resident_bytes(),
+            Copies::Dense(d) => tensor_bytes(d),
+            Copies::Both { quantized, dense } => quantized.resident_bytes() + tensor_bytes(dense),
+        };
+        weights + self.bias.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+/// Bytes of a tensor's elements.
+pub(crate) fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }

@@ -6,6 +6,7 @@
 pub(crate) mod activation;
 pub(crate) mod attention;
 pub(crate) mod block;
+pub(crate) mod embedding;
 pub(crate) mod linear;
 pub(crate) mod mlp;
 pub(crate) mod norm;

@@ -24,4 +24,8 @@ impl RmsNorm {
         let x = x.contiguous()?;
         Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps)?)
     }
+
+    pub(crate) fn resident_bytes(&self) -> usize {
+        super::linear::tensor_bytes(&self.weight)
+    }
 }

@@ -1,11 +1,15 @@
 //! Assembles a [`Model`] from a [`WeightSource`] and a [`ModelConfig`].
 
-use candle_core::Tensor;
+use std::sync::Arc;
 
-use super::source::{WeightSource, W};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::source::{Stored, WeightSource, W};
 use super::LoadOptions;
 use crate::config::{Family, ModelConfig};
 use crate::layers::block::{Attention, Block};
+use crate::layers::embedding::Embedding;
 use crate::layers::linear::Linear;
 use crate::layers::mlp::Mlp;
 use crate::layers::norm::RmsNorm;
@@ -23,29 +27,28 @@ pub(crate) fn build_model(
     let names = source.names().clone();
     let c = &config;
 
-    let embed = source.dense(&names.name(W::Embed, 0))?;
-    expect_shape(
-        &embed,
-        &[c.vocab_size, c.hidden_size],
-        &names.name(W::Embed, 0),
-    )?;
+    let embed_name = names.name(W::Embed, 0);
+    let embed = embedding_for(source.stored(&embed_name)?, options)?;
+    expect_dims(&embed.dims(), &[c.vocab_size, c.hidden_size], &embed_name)?;
     let output_name = names.name(W::Output, 0);
-    let lm_head = if source.has(&output_name) {
-        checked_linear(
-            source,
-            &output_name,
-            options.weight_path,
-            [c.vocab_size, c.hidden_size],
-        )?
-    } else if options.weight_path == crate::model::WeightPath::F32 {
-        // Tied: share the f32 table with the embedding lookup.
-        Linear::Dense {
-            weight: embed.clone(),
-            bias: None,
-        }
+    let tied = !source.has(&output_name);
+    let (lm_head, lm_head_tied) = if !tied {
+        let head = head_for(source.stored(&output_name)?, options)?;
+        expect_dims(&head.dims(), &[c.vocab_size, c.hidden_size], &output_name)?;
+        (head, false)
     } else {
-        // Tied: the quantized path multiplies the stored (quantized) table.
-        source.linear(&names.name(W::Embed, 0), options.weight_path)?
+        // Tied: the output projection multiplies the embedding table as kept,
+        // except that the mixed path gives an f32 table its own Q8_0 copy.
+        match &embed {
+            Embedding::Quantized(q) => (Linear::quantized(QMatMul::from_arc(q.clone())?), true),
+            Embedding::Dense(t) if options.weight_path == WeightPath::Mixed => {
+                match quantize_q8(t)? {
+                    Some(q) => (Linear::quantized(QMatMul::from_qtensor(q)?), false),
+                    None => (Linear::dense(t.clone()), true),
+                }
+            }
+            Embedding::Dense(t) => (Linear::dense(t.clone()), true),
+        }
     };
 
     // Layer kinds: distinct (window, rope) pairs, shared by the layers that have them.
@@ -86,6 +89,7 @@ pub(crate) fn build_model(
         blocks,
         final_norm,
         lm_head,
+        lm_head_tied,
         ropes,
         kind_windows,
         layer_kinds,
@@ -114,10 +118,10 @@ fn build_block(
     };
     Ok(Block {
         attn_norm: norm(source, c, &n(W::AttnNorm), c.hidden_size)?,
-        attn: build_attention(source, c, &n, options.weight_path)?,
+        attn: build_attention(source, c, &n, options)?,
         post_attn_norm,
         mlp_norm: norm(source, c, &n(W::MlpNorm), c.hidden_size)?,
-        mlp: build_mlp(source, c, &n, options.weight_path)?,
+        mlp: build_mlp(source, c, &n, options)?,
         post_mlp_norm,
         kind,
     })
@@ -129,12 +133,12 @@ fn build_attention(
     source: &mut dyn WeightSource,
     c: &ModelConfig,
     n: &dyn Fn(W) -> String,
-    path: WeightPath,
+    options: &LoadOptions,
 ) -> Result<Attention> {
     let q_out = c.num_heads * c.head_dim;
     let kv_out = c.num_kv_heads * c.head_dim;
     let mut proj = |w: W, bias: W, out: usize| -> Result<Linear> {
-        let linear = checked_linear(source, &n(w), path, [out, c.hidden_size])?;
+        let linear = checked_linear(source, &n(w), options, [out, c.hidden_size])?;
         let bias = if c.qkv_bias {
             let b = source.dense(&n(bias))?;
             expect_shape(&b, &[out], &n(bias))?;
@@ -142,15 +146,12 @@ fn build_attention(
         } else {
             None
         };
-        Ok(match linear {
-            Linear::Quantized { weight, .. } => Linear::Quantized { weight, bias },
-            Linear::Dense { weight, .. } => Linear::Dense { weight, bias },
-        })
+        Ok(linear.with_bias(bias))
     };
     let q = proj(W::Q, W::QBias, q_out)?;
     let k = proj(W::K, W::KBias, kv_out)?;
     let v = proj(W::V, W::VBias, kv_out)?;
-    let o = checked_linear(source, &n(W::O), path, [c.hidden_size, q_out])?;
+    let o = checked_linear(source, &n(W::O), options, [c.hidden_size, q_out])?;
     let (q_norm, k_norm) = if c.qk_norm {
         (
             Some(norm(source, c, &n(W::QNorm), c.head_dim)?),
@@ -178,13 +179,13 @@ fn build_mlp(
     source: &mut dyn WeightSource,
     c: &ModelConfig,
     n: &dyn Fn(W) -> String,
-    path: WeightPath,
+    options: &LoadOptions,
 ) -> Result<Mlp> {
     let (inner, hidden) = (c.intermediate_size, c.hidden_size);
     Ok(Mlp {
-        gate: checked_linear(source, &n(W::Gate), path, [inner, hidden])?,
-        up: checked_linear(source, &n(W::Up), path, [inner, hidden])?,
-        down: checked_linear(source, &n(W::Down), path, [hidden, inner])?,
+        gate: checked_linear(source, &n(W::Gate), options, [inner, hidden])?,
+        up: checked_linear(source, &n(W::Up), options, [inner, hidden])?,
+        down: checked_linear(source, &n(W::Down), options, [hidden, inner])?,
         activation: c.activation,
     })
 }
@@ -209,25 +210,86 @@ fn norm(
 fn checked_linear(
     source: &mut dyn WeightSource,
     name: &str,
-    path: crate::model::WeightPath,
+    options: &LoadOptions,
     dims: [usize; 2],
 ) -> Result<Linear> {
-    let linear = source.linear(name, path)?;
-    if linear.dims() != dims {
-        return Err(ModelError::weight(
-            name,
-            format!("expected shape {dims:?}, found {:?}", linear.dims()),
-        ));
-    }
+    let linear = linear_for(source.stored(name)?, options)?;
+    expect_dims(&linear.dims(), &dims, name)?;
     Ok(linear)
 }
 
-pub(crate) fn expect_shape(t: &Tensor, dims: &[usize], name: &str) -> Result<()> {
-    if t.dims() != dims {
+/// A block's projection in the copies the weight path keeps: the stored
+/// matrix for matrix-vector steps and, on the mixed path, its f32 form for
+/// GEMMs (float weights get a Q8_0 copy for the former).
+fn linear_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
+    Ok(match (options.weight_path, stored) {
+        (WeightPath::F32, stored) => Linear::dense(into_f32(stored, &options.device)?),
+        (WeightPath::Quantized, Stored::Quantized(q)) => {
+            Linear::quantized(QMatMul::from_qtensor(q)?)
+        }
+        (WeightPath::Quantized, Stored::Float(t)) => Linear::dense(t),
+        (WeightPath::Mixed, Stored::Quantized(q)) => {
+            let dense = q.dequantize(&options.device)?.to_dtype(DType::F32)?;
+            Linear::both(QMatMul::from_qtensor(q)?, dense)
+        }
+        (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
+            Some(q) => Linear::both(QMatMul::from_qtensor(q)?, t),
+            None => Linear::dense(t),
+        },
+    })
+}
+
+/// The output projection: one row per step, so never an f32 copy where a
+/// quantized one exists (it is the largest matrix of a large-vocabulary model).
+fn head_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
+    Ok(match (options.weight_path, stored) {
+        (WeightPath::F32, stored) => Linear::dense(into_f32(stored, &options.device)?),
+        (_, Stored::Quantized(q)) => Linear::quantized(QMatMul::from_qtensor(q)?),
+        (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
+            Some(q) => Linear::quantized(QMatMul::from_qtensor(q)?),
+            None => Linear::dense(t),
+        },
+        (WeightPath::Quantized, Stored::Float(t)) => Linear::dense(t),
+    })
+}
+
+/// The embedding table: a quantized file's table stays quantized on the CPU
+/// (rows are dequantized on lookup, to the same values the f32 path holds);
+/// float tables stay f32, so that prefill matches the f32 path exactly.
+fn embedding_for(stored: Stored, options: &LoadOptions) -> Result<Embedding> {
+    Ok(match (options.weight_path, stored) {
+        (WeightPath::F32, stored) => Embedding::Dense(into_f32(stored, &options.device)?),
+        (_, Stored::Quantized(q)) if options.device.is_cpu() => Embedding::Quantized(Arc::new(q)),
+        (_, stored) => Embedding::Dense(into_f32(stored, &options.device)?),
+    })
+}
+
+fn into_f32(stored: Stored, device: &Device) -> Result<Tensor> {
+    Ok(match stored {
+        Stored::Quantized(q) => q.dequantize(device)?.to_dtype(DType::F32)?,
+        Stored::Float(t) => t,
+    })
+}
+
+/// A Q8_0 copy of a CPU float matrix whose rows split into 32-value blocks.
+fn quantize_q8(t: &Tensor) -> Result<Option<QTensor>> {
+    let cols = t.dims().last().copied().unwrap_or(0);
+    if !t.device().is_cpu() || cols == 0 || cols % GgmlDType::Q8_0.block_size() != 0 {
+        return Ok(None);
+    }
+    Ok(Some(QTensor::quantize(t, GgmlDType::Q8_0)?))
+}
+
+fn expect_dims(found: &[usize], dims: &[usize], name: &str) -> Result<()> {
+    if found != dims {
         return Err(ModelError::weight(
             name,
-            format!("expected shape {dims:?}, found {:?}", t.dims()),
+            format!("expected shape {dims:?}, found {found:?}"),
         ));
     }
     Ok(())
+}
+
+pub(crate) fn expect_shape(t: &Tensor, dims: &[usize], name: &str) -> Result<()> {
+    expect_dims(t.dims(), dims, name)
 }

@@ -5,16 +5,14 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use super::source::{WeightNames, WeightSource};
+use super::source::{Stored, WeightNames, WeightSource};
 use crate::config::{
     gemma3_layers, Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling,
     RopeStyle, GEMMA3_LOCAL_ROPE_BASE, GEMMA3_SLIDING_PATTERN,
 };
-use crate::layers::linear::Linear;
-use crate::model::WeightPath;
 use crate::{ModelError, Result};
 
 /// Typed access to GGUF metadata; errors name the key.
@@ -322,19 +320,13 @@ impl WeightSource for GgufSource {
             .to_dtype(DType::F32)?)
     }
 
-    fn linear(&mut self, name: &str, path: WeightPath) -> Result<Linear> {
+    fn stored(&mut self, name: &str) -> Result<Stored> {
         let q = self.qtensor(name)?;
-        let is_float = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
-        Ok(if path == WeightPath::Quantized && !is_float {
-            Linear::Quantized {
-                weight: QMatMul::from_qtensor(q)?,
-                bias: None,
+        Ok(match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                Stored::Float(q.dequantize(&self.device)?.to_dtype(DType::F32)?)
             }
-        } else {
-            Linear::Dense {
-                weight: q.dequantize(&self.device)?.to_dtype(DType::F32)?,
-                bias: None,
-            }
+            _ => Stored::Quantized(q),
         })
     }
 

@@ -6,13 +6,11 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use super::source::{WeightNames, WeightSource};
+use super::source::{Stored, WeightNames, WeightSource};
 use crate::config::{
     gemma3_layers, Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling,
     RopeStyle, GEMMA3_LOCAL_ROPE_BASE, GEMMA3_SLIDING_PATTERN,
 };
-use crate::layers::linear::Linear;
-use crate::model::WeightPath;
 use crate::{ModelError, Result};
 
 /// Reads `config.json` in `dir` into a [`ModelConfig`].
@@ -288,11 +286,8 @@ impl WeightSource for SafetensorsSource {
         Ok(t.to_dtype(DType::F32)?)
     }
 
-    fn linear(&mut self, name: &str, _path: WeightPath) -> Result<Linear> {
-        Ok(Linear::Dense {
-            weight: self.dense(name)?,
-            bias: None,
-        })
+    fn stored(&mut self, name: &str) -> Result<Stored> {
+        Ok(Stored::Float(self.dense(name)?))
     }
 
     fn names(&self) -> &WeightNames {

@@ -16,7 +16,7 @@ use crate::{ModelError, Result};
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Quantized matmuls (GGUF as stored) or everything dequantized to f32.
+    /// Which copies of the weights to keep and multiply (see [`WeightPath`]).
     pub weight_path: WeightPath,
     /// Where the weights and every activation live.
     pub device: Device,
@@ -25,7 +25,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
-            weight_path: WeightPath::Quantized,
+            weight_path: WeightPath::Mixed,
             device: Device::Cpu,
         }
     }

@@ -1,11 +1,18 @@
 //! Where weights come from, behind one small trait, and what each is called.
 
+use candle_core::quantized::QTensor;
 use candle_core::Tensor;
 
 use crate::config::Family;
-use crate::layers::linear::Linear;
-use crate::model::WeightPath;
 use crate::Result;
+
+/// A weight as the file stores it.
+pub(crate) enum Stored {
+    /// Block-quantized (GGUF's Q4_K, Q8_0, ...).
+    Quantized(QTensor),
+    /// A float type, converted to f32.
+    Float(Tensor),
+}
 
 /// A file format's tensors, by name.
 pub(crate) trait WeightSource {
@@ -13,8 +20,8 @@ pub(crate) trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// The tensor as dense f32.
     fn dense(&mut self, name: &str) -> Result<Tensor>;
-    /// A projection weight, quantized where the path and the file allow.
-    fn linear(&mut self, name: &str, path: WeightPath) -> Result<Linear>;
+    /// A matrix as stored: block-quantized, or float as f32.
+    fn stored(&mut self, name: &str) -> Result<Stored>;
     /// The naming scheme of this format.
     fn names(&self) -> &WeightNames;
 }

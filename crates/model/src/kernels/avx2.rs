@@ -1,0 +1,173 @@
+//! AVX2 kernels (x86-64-v3): 32 weights of a block in one register, the byte
+//! products summed with `maddubs`/`madd`.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::formats::{BlockFormat, QuantizedRows, BLOCK};
+pub(super) use super::gemv::MAX_ROWS;
+
+/// `out[r * m + i] = dot(weight row r, activation row i)` for the weight rows
+/// in `weights` (whole rows of `format`) and the `m` rows of `acts`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `acts.rows() <= MAX_ROWS`;
+/// `weights` holds whole rows of `acts.cols` values; `out` has room for them.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemv(
+    format: BlockFormat,
+    weights: &[u8],
+    acts: &QuantizedRows,
+    out: &mut [f32],
+) {
+    match format {
+        BlockFormat::Q8_0 => row_loop!(weights, acts, out, false, dot_i32),
+        BlockFormat::Q5_0 => row_loop!(weights, acts, out, true, dot_i32),
+    }
+}
+
+/// The row loop, instantiated per instruction set (so that its byte dot
+/// product inlines). One activation row: weight rows go four at a time, each
+/// with its own accumulator, so that four independent chains hide the FMA
+/// latency. Several: each weight block is decoded once and multiplied with
+/// every row's block. `$dot` sums 32 byte products into 8 i32 lanes.
+macro_rules! row_loop {
+    ($weights:expr, $acts:expr, $out:expr, $q5:expr, $dot:ident) => {{
+        let (weights, acts, out): (&[u8], &QuantizedRows, &mut [f32]) = ($weights, $acts, $out);
+        let block_bytes: usize = if $q5 { 22 } else { 34 };
+        let m = acts.rows();
+        let blocks = acts.cols / BLOCK;
+        let row_bytes = blocks * block_bytes;
+        let n = weights.len() / row_bytes;
+        // `$group` weight rows from `$r` against activation row `$i`.
+        macro_rules! rows_times_act {
+            ($r:expr, $i:expr, $group:literal) => {{
+                let first = weights.as_ptr().add($r * row_bytes);
+                let x_values = acts.values.as_ptr().add($i * acts.cols);
+                let x_scales = acts.scales.as_ptr().add($i * blocks);
+                let mut acc = [_mm256_setzero_ps(); $group];
+                for b in 0..blocks {
+                    let x = _mm256_loadu_si256(x_values.add(b * BLOCK).cast());
+                    let dx = *x_scales.add(b);
+                    for (g, a) in acc.iter_mut().enumerate() {
+                        let block = first.add(g * row_bytes + b * block_bytes);
+                        let w = if $q5 {
+                            decode_q5_0(block)
+                        } else {
+                            decode_q8_0(block)
+                        };
+                        let products = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+                        let d = _mm256_set1_ps(scale(block) * dx);
+                        *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products), *a);
+                    }
+                }
+                for (g, a) in acc.iter().enumerate() {
+                    *out.get_unchecked_mut(($r + g) * m + $i) = hsum(*a);
+                }
+            }};
+        }
+        if m == 1 {
+            let mut r = 0;
+            while r + 4 <= n {
+                rows_times_act!(r, 0, 4);
+                r += 4;
+            }
+            while r < n {
+                rows_times_act!(r, 0, 1);
+                r += 1;
+            }
+        } else {
+            // Several activation rows: decode each weight block once for all
+            // of them, one accumulator per activation row.
+            for r in 0..n {
+                let row = weights.as_ptr().add(r * row_bytes);
+                let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
+                for b in 0..blocks {
+                    let block = row.add(b * block_bytes);
+                    let w = if $q5 {
+                        decode_q5_0(block)
+                    } else {
+                        decode_q8_0(block)
+                    };
+                    let w_abs = _mm256_sign_epi8(w, w);
+                    let dw = scale(block);
+                    for (i, a) in acc.iter_mut().enumerate().take(m) {
+                        let x = _mm256_loadu_si256(
+                            acts.values.as_ptr().add(i * acts.cols + b * BLOCK).cast(),
+                        );
+                        let products = $dot(w_abs, _mm256_sign_epi8(x, w));
+                        let d = _mm256_set1_ps(dw * *acts.scales.get_unchecked(i * blocks + b));
+                        *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products), *a);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate().take(m) {
+                    *out.get_unchecked_mut(r * m + i) = hsum(*a);
+                }
+            }
+        }
+    }};
+}
+pub(super) use row_loop;
+
+/// Sums the products of unsigned bytes `a` and signed bytes `b` into 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i32(a: __m256i, b: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+}
+
+/// The block's f16 scale as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn scale(block: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*block, *block.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// A Q8_0 block's 32 signed values.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn decode_q8_0(block: *const u8) -> __m256i {
+    _mm256_loadu_si256(block.add(2).cast())
+}
+
+/// A Q5_0 block's 32 values minus 16, as signed bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn decode_q5_0(block: *const u8) -> __m256i {
+    let packed = _mm_loadu_si128(block.add(6).cast());
+    let low_mask = _mm_set1_epi8(0x0F);
+    let low = _mm_and_si128(packed, low_mask);
+    let high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+    let nibbles = _mm256_set_m128i(high, low);
+    // Byte i gets bit i of the u32: spread byte i/8 over 8 lanes, test bit i%8.
+    let high_bits = std::ptr::read_unaligned(block.add(2).cast::<u32>());
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(high_bits as i32),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    // nibble + 16 * high - 16: where the high bit is clear, set the top four
+    // bits (two's complement of nibble - 16).
+    _mm256_or_si256(
+        nibbles,
+        _mm256_andnot_si256(set, _mm256_set1_epi8(0xF0_u8 as i8)),
+    )
+}
+
+/// Horizontal sum of 8 f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}

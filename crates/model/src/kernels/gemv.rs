@@ -1,0 +1,203 @@
+//! A few activation rows times a block-quantized matrix, on every core.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use super::formats::{BlockFormat, QuantizedRows, BLOCK};
+use super::isa::Isa;
+use super::scalar;
+use crate::Result;
+
+/// The most activation rows one product takes (the SIMD kernels keep one
+/// accumulator per row in registers and on the stack); more rows are a GEMM's work.
+pub(crate) const MAX_ROWS: usize = 16;
+
+/// Weight rows per parallel task: enough to amortise the task, small enough
+/// that both cores finish together on the smallest projections.
+const ROWS_PER_TASK: usize = 64;
+
+/// A block-quantized `(out, in)` matrix in a format these kernels handle.
+#[derive(Debug, Clone)]
+pub(crate) struct QuantGemv {
+    weights: Arc<QTensor>,
+    format: BlockFormat,
+    out: usize,
+    cols: usize,
+}
+
+impl QuantGemv {
+    /// The matrix, if it is on the CPU in a handled format with whole blocks per row.
+    pub(crate) fn new(weights: Arc<QTensor>) -> Option<Self> {
+        let format = BlockFormat::of(weights.dtype())?;
+        let (out, cols) = weights.shape().dims2().ok()?;
+        let on_cpu = matches!(weights.device(), Device::Cpu);
+        (on_cpu && cols % BLOCK == 0).then_some(Self {
+            weights,
+            format,
+            out,
+            cols,
+        })
+    }
+
+    /// `x W^T` for `x` of shape `(rows, in)` with `rows <= MAX_ROWS`; `(rows, out)`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        let acts = QuantizedRows::quantize(&x.flatten_all()?.to_vec1::<f32>()?, self.cols);
+        let mut by_weight_row = vec![0f32; self.out * rows];
+        self.multiply(&acts, &mut by_weight_row, Isa::detect())?;
+        let y = Tensor::from_vec(by_weight_row, (self.out, rows), x.device())?;
+        Ok(if rows == 1 {
+            y.reshape((1, self.out))?
+        } else {
+            y.t()?.contiguous()?
+        })
+    }
+
+    /// `out[r * m + i]` = weight row `r` · activation row `i`, with kernels of `isa`.
+    fn multiply(&self, acts: &QuantizedRows, out: &mut [f32], isa: Isa) -> Result<()> {
+        let m = acts.rows();
+        if m == 0 || m > MAX_ROWS || acts.cols != self.cols || out.len() != self.out * m {
+            return Err(crate::ModelError::input(format!(
+                "quantized product of {m} rows of {} values with a ({}, {}) matrix into {} outputs",
+                acts.cols,
+                self.out,
+                self.cols,
+                out.len()
+            )));
+        }
+        let data = self.weights.data()?;
+        let row_bytes = self.cols / BLOCK * self.format.block_bytes();
+        let format = self.format;
+        let tasks = self.out.div_ceil(ROWS_PER_TASK);
+        let out_addr = out.as_mut_ptr() as usize;
+        // candle's spinning pool, the one its own quantized kernels use: one
+        // set of worker threads for every matrix-vector product of a step.
+        candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+            let rows = range.start * ROWS_PER_TASK..(range.end * ROWS_PER_TASK).min(self.out);
+            let weights = &data[rows.start * row_bytes..rows.end * row_bytes];
+            // SAFETY: `out` holds `self.out * m` values (checked above) and every
+            // task writes only its own rows' values.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (out_addr as *mut f32).add(rows.start * m),
+                    rows.len() * m,
+                )
+            };
+            gemv(isa, format, weights, acts, out);
+        });
+        Ok(())
+    }
+}
+
+/// One task's rows with the kernels of `isa` (never above [`Isa::detect`]).
+fn gemv(isa: Isa, format: BlockFormat, weights: &[u8], acts: &QuantizedRows, out: &mut [f32]) {
+    match isa {
+        // SAFETY: `isa` is at most what `Isa::detect` found this CPU and OS to
+        // support; `multiply` checked the row count and that `weights` holds
+        // whole rows of `acts.cols` values with room for each in `out`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { super::avx512::gemv(format, weights, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { super::avx2::gemv(format, weights, acts, out) },
+        _ => {
+            let m = acts.rows();
+            let row_bytes = acts.cols / BLOCK * format.block_bytes();
+            for (r, row) in weights.chunks_exact(row_bytes).enumerate() {
+                for i in 0..m {
+                    out[r * m + i] =
+                        scalar::dot(format, row, acts.row_values(i), acts.row_scales(i));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::GgmlDType;
+    use rand::{Rng, SeedableRng};
+
+    /// A random `(out, cols)` matrix quantized to `dtype`, and `rows` random activation rows.
+    fn case(
+        dtype: GgmlDType,
+        out: usize,
+        cols: usize,
+        rows: usize,
+        seed: u64,
+    ) -> (QuantGemv, Vec<f32>) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let w: Vec<f32> = (0..out * cols)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let w = Tensor::from_vec(w, (out, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let x = (0..rows * cols)
+            .map(|_| rng.random_range(-3.0..3.0))
+            .collect();
+        (QuantGemv::new(Arc::new(q)).unwrap(), x)
+    }
+
+    #[test]
+    fn every_supported_isa_matches_the_scalar_kernel_on_both_formats() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            for (rows, out, seed) in [(1, 300, 1), (3, 129, 2), (MAX_ROWS, 70, 3)] {
+                let (gemv, x) = case(dtype, out, 640, rows, seed);
+                let acts = QuantizedRows::quantize(&x, 640);
+                let mut reference = vec![0f32; out * rows];
+                gemv.multiply(&acts, &mut reference, Isa::Scalar).unwrap();
+                for isa in Isa::supported() {
+                    let mut got = vec![0f32; out * rows];
+                    gemv.multiply(&acts, &mut got, isa).unwrap();
+                    for (g, r) in got.iter().zip(&reference) {
+                        assert!(
+                            (g - r).abs() <= 1e-4 * r.abs().max(1.0),
+                            "{dtype:?} {isa:?}: {g} vs {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_scalar_kernel_matches_candles_dequantized_product() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+            let (gemv, x) = case(dtype, 96, 256, 2, 7);
+            let dense = gemv.weights.dequantize(&Device::Cpu).unwrap();
+            let xt = Tensor::from_vec(x.clone(), (2, 256), &Device::Cpu).unwrap();
+            let want: Vec<f32> = xt
+                .matmul(&dense.t().unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got: Vec<f32> = gemv
+                .forward(&xt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            // The activations are rounded to 8 bits: ~0.4% of each block's largest value.
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 0.02 * scale, "{dtype:?}: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_rows_or_wrong_width_is_an_error_not_a_panic() {
+        let (gemv, _) = case(GgmlDType::Q8_0, 8, 64, 1, 9);
+        let acts = QuantizedRows::quantize(&vec![0.5; (MAX_ROWS + 1) * 64], 64);
+        assert!(gemv
+            .multiply(&acts, &mut vec![0.0; 8 * (MAX_ROWS + 1)], Isa::Scalar)
+            .is_err());
+        let acts = QuantizedRows::quantize(&[0.5; 32], 32);
+        assert!(gemv.multiply(&acts, &mut [0.0; 8], Isa::Scalar).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! CPU kernels for the decode step's matrix-vector products, chosen at run time.
+//!
+//! A decode step reads every weight once per token, so its speed is the speed
+//! at which the quantized weights stream through the cores. candle's kernels
+//! cover Q4_K and Q6_K well, but Q5_0 has no SIMD path there and Q8_0 rows
+//! whose length is not a multiple of 256 (every projection of a 640-wide
+//! model, the output projection included) miss its fast path. These kernels
+//! fill that gap: one dot product per block format and instruction set,
+//! behind [`Isa::detect`], which asks the CPU *and* the OS (a binary built for
+//! a portable baseline runs its AVX-512 code only where the kernel enabled
+//! the AVX-512 state).
+//!
+//! Every SIMD kernel is tested against the scalar one on random blocks.
+
+mod avx2;
+mod avx512;
+mod formats;
+mod gemv;
+mod isa;
+mod scalar;
+
+pub(crate) use gemv::{QuantGemv, MAX_ROWS};
+pub use isa::Isa;
