@@ -49,9 +49,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-## Prefill/decode throughput of both weight paths next to candle's stock Gemma 3 (docs/RESULTS.md).
+## Prefill/decode throughput of our weight paths next to llama.cpp's llama-bench (built from
+## source into target/llama.cpp by scripts/llama-bench.sh), same file, same threads (docs/RESULTS.md).
 bench-runtime: model
-	$(CARGO) run --release -p prophetkv-model --example runtime_bench -- --model $(MODEL) --runs 3
+	@llama=$$(scripts/llama-bench.sh) && \
+	$(CARGO) run --release -p prophetkv-model --example runtime_bench -- --model $(MODEL) --runs 3 \
+	    --llama-bench $$llama --threads $$(nproc)
 
 ## Load time per tier vs computing, bytes per token (docs/RESULTS.md); starts a throwaway Redis.
 bench-store: model deps

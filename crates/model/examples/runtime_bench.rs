@@ -1,12 +1,19 @@
-//! Prefill and decode throughput of our two weight paths next to
-//! candle-transformers' stock `quantized_gemma3`, on the same GGUF file, in one run.
+//! Prefill and decode throughput of our weight paths next to llama.cpp's
+//! `llama-bench` (and, on request, candle-transformers' stock
+//! `quantized_gemma3`), on the same GGUF file with the same threads, in one run.
 //!
 //! ```text
 //! cargo run --release -p prophetkv-model --example runtime_bench -- \
-//!     [--model models/gemma-3-270m-q4_k_m.gguf] [--runs 3] [--prefill 512,2048] [--decode-after 1024] [--decode-tokens 32]
+//!     [--model models/gemma-3-270m-q4_k_m.gguf] [--runs 3] [--prefill 512,2048] \
+//!     [--decode-after 1024] [--decode-tokens 32] [--paths mixed,q,f32,stock] \
+//!     [--llama-bench target/llama.cpp/build/bin/llama-bench] [--threads 2]
 //! ```
+//!
+//! Threads: candle uses every core unless `RAYON_NUM_THREADS` says otherwise;
+//! llama-bench gets `--threads` (default: the number of cores).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
@@ -20,6 +27,9 @@ struct Args {
     prefill: Vec<usize>,
     decode_after: usize,
     decode_tokens: usize,
+    paths: Vec<String>,
+    llama_bench: Option<PathBuf>,
+    threads: usize,
 }
 
 fn parse_args() -> Args {
@@ -29,6 +39,9 @@ fn parse_args() -> Args {
         prefill: vec![512, 2048],
         decode_after: 1024,
         decode_tokens: 32,
+        paths: vec!["mixed".into(), "q".into(), "f32".into()],
+        llama_bench: None,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +57,9 @@ fn parse_args() -> Args {
             }
             "--decode-after" => args.decode_after = value.parse().expect("--decode-after"),
             "--decode-tokens" => args.decode_tokens = value.parse().expect("--decode-tokens"),
+            "--paths" => args.paths = value.split(',').map(String::from).collect(),
+            "--llama-bench" => args.llama_bench = Some(value.into()),
+            "--threads" => args.threads = value.parse().expect("--threads"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -71,6 +87,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 trait Runner {
     fn name(&self) -> &'static str;
+    /// Megabytes the weights occupy, where the runner knows.
+    fn resident_mb(&self) -> Option<f64> {
+        None
+    }
     /// Seconds to prefill `ids` and produce last-position logits.
     fn prefill(&mut self, ids: &[u32]) -> f64;
     /// Seconds per token decoding `steps` tokens after prefilling `ids`.
@@ -82,6 +102,9 @@ struct Ours(Model, &'static str);
 impl Runner for Ours {
     fn name(&self) -> &'static str {
         self.1
+    }
+    fn resident_mb(&self) -> Option<f64> {
+        Some(self.0.resident_bytes() as f64 / 1e6)
     }
     fn prefill(&mut self, ids: &[u32]) -> f64 {
         let positions: Vec<u32> = (0..ids.len() as u32).collect();
@@ -148,6 +171,133 @@ impl Runner for Stock {
     }
 }
 
+/// llama-bench's tokens/s for one test, from its JSON output.
+fn llama_bench(bin: &Path, model: &Path, threads: usize, runs: usize, test: &[&str]) -> f64 {
+    let out = Command::new(bin)
+        .args([
+            "-m",
+            &model.display().to_string(),
+            "-t",
+            &threads.to_string(),
+        ])
+        .args(["-fa", "1", "-r", &runs.to_string(), "-o", "json"])
+        .args(test)
+        .output()
+        .expect("run llama-bench");
+    assert!(
+        out.status.success(),
+        "llama-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("llama-bench json");
+    rows[0]["avg_ts"].as_f64().expect("avg_ts")
+}
+
+/// One row of the table: tokens/s per prefill length, then decode tokens/s.
+struct Row {
+    name: String,
+    prefill: Vec<f64>,
+    decode: f64,
+    resident_mb: Option<f64>,
+}
+
+fn measure(runner: &mut dyn Runner, args: &Args, tokenizer: &TextTokenizer) -> Row {
+    let mut prefill = Vec::new();
+    for &n in &args.prefill {
+        let ids = prompt(tokenizer, n);
+        runner.prefill(&ids[..n.min(64)]); // warm-up
+        let secs: Vec<f64> = (0..args.runs).map(|_| runner.prefill(&ids)).collect();
+        let tps = n as f64 / median(secs);
+        eprintln!("{}: prefill {n}: {tps:.1} tok/s", runner.name());
+        prefill.push(tps);
+    }
+    let decode_prompt = prompt(tokenizer, args.decode_after);
+    let secs: Vec<f64> = (0..args.runs.min(2))
+        .map(|_| runner.decode(&decode_prompt, args.decode_tokens))
+        .collect();
+    let decode = 1.0 / median(secs);
+    eprintln!("{}: decode: {decode:.1} tok/s", runner.name());
+    Row {
+        name: runner.name().into(),
+        prefill,
+        decode,
+        resident_mb: runner.resident_mb(),
+    }
+}
+
+fn measure_llama(bin: &Path, args: &Args) -> Row {
+    let prefill = args
+        .prefill
+        .iter()
+        .map(|n| {
+            let tps = llama_bench(
+                bin,
+                &args.model,
+                args.threads,
+                args.runs,
+                &["-p", &n.to_string(), "-n", "0"],
+            );
+            eprintln!("llama.cpp: prefill {n}: {tps:.1} tok/s");
+            tps
+        })
+        .collect();
+    let (depth, gen) = (
+        args.decode_after.to_string(),
+        args.decode_tokens.to_string(),
+    );
+    let decode = llama_bench(
+        bin,
+        &args.model,
+        args.threads,
+        args.runs,
+        &["-p", "0", "-n", &gen, "-d", &depth],
+    );
+    eprintln!("llama.cpp: decode: {decode:.1} tok/s");
+    Row {
+        name: "llama.cpp llama-bench".into(),
+        prefill,
+        decode,
+        resident_mb: None,
+    }
+}
+
+fn print_table(args: &Args, rows: &[Row]) {
+    let mut header = String::from("| path | weights (MB) |");
+    let mut rule = String::from("|---|---:|");
+    for n in &args.prefill {
+        header += &format!(" prefill {n} (tok/s) |");
+        rule += "---:|";
+    }
+    header += &format!(" decode after {} (tok/s) |", args.decode_after);
+    rule += "---:|";
+    println!("{header}\n{rule}");
+    for r in rows {
+        let mb = r.resident_mb.map_or("–".into(), |mb| format!("{mb:.0}"));
+        let cells: Vec<String> = r
+            .prefill
+            .iter()
+            .chain([&r.decode])
+            .map(|t| format!("{t:.1}"))
+            .collect();
+        println!("| {} | {mb} | {} |", r.name, cells.join(" | "));
+    }
+    let Some(llama) = rows.iter().find(|r| r.name.starts_with("llama.cpp")) else {
+        return;
+    };
+    println!("\nRatio to llama.cpp (same run, same threads):\n\n{header}\n{rule}");
+    for r in rows.iter().filter(|r| !r.name.starts_with("llama.cpp")) {
+        let ratios: Vec<String> = r
+            .prefill
+            .iter()
+            .zip(&llama.prefill)
+            .chain([(&r.decode, &llama.decode)])
+            .map(|(ours, theirs)| format!("{:.2}×", ours / theirs))
+            .collect();
+        println!("| {} | | {} |", r.name, ratios.join(" | "));
+    }
+}
+
 fn main() {
     let args = parse_args();
     let tokenizer = TextTokenizer::from_path(&args.model).expect("tokenizer");
@@ -158,41 +308,19 @@ fn main() {
         };
         load_model(&args.model, &options).expect("model")
     };
-    let mut runners: Vec<Box<dyn Runner>> = vec![
-        Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
-        Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
-        Box::new(Stock(args.model.clone())),
-    ];
-    let decode_prompt = prompt(&tokenizer, args.decode_after);
-    let mut header = String::from("| path |");
-    let mut rule = String::from("|---|");
-    for n in &args.prefill {
-        header += &format!(" prefill {n} (tok/s) |");
-        rule += "---:|";
-    }
-    header += &format!(" decode after {} (tok/s) |", args.decode_after);
-    rule += "---:|";
     let mut rows = Vec::new();
-    for runner in runners.iter_mut() {
-        let mut row = format!("| {} |", runner.name());
-        for &n in &args.prefill {
-            let ids = prompt(&tokenizer, n);
-            runner.prefill(&ids[..n.min(64)]); // warm-up
-            let secs: Vec<f64> = (0..args.runs).map(|_| runner.prefill(&ids)).collect();
-            let tps = n as f64 / median(secs);
-            eprintln!("{}: prefill {n}: {tps:.1} tok/s", runner.name());
-            row += &format!(" {tps:.1} |");
-        }
-        let secs: Vec<f64> = (0..args.runs.min(2))
-            .map(|_| runner.decode(&decode_prompt, args.decode_tokens))
-            .collect();
-        let tps = 1.0 / median(secs);
-        eprintln!("{}: decode: {tps:.1} tok/s", runner.name());
-        row += &format!(" {tps:.1} |");
-        rows.push(row);
+    if let Some(bin) = &args.llama_bench {
+        rows.push(measure_llama(bin, &args));
     }
-    println!("{header}\n{rule}");
-    for r in rows {
-        println!("{r}");
+    for path in &args.paths {
+        let mut runner: Box<dyn Runner> = match path.as_str() {
+            "mixed" => Box::new(Ours(load(WeightPath::Mixed), "prophetkv mixed (default)")),
+            "q" => Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
+            "f32" => Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
+            "stock" => Box::new(Stock(args.model.clone())),
+            other => panic!("unknown path {other} (mixed, q, f32, stock)"),
+        };
+        rows.push(measure(runner.as_mut(), &args, &tokenizer));
     }
+    print_table(&args, &rows);
 }
