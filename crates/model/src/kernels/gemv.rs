@@ -193,9 +193,9 @@ mod tests {
     #[test]
     fn too_many_rows_or_wrong_width_is_an_error_not_a_panic() {
         let (gemv, _) = case(GgmlDType::Q8_0, 8, 64, 1, 9);
-        let acts = QuantizedRows::quantize(&vec![0.5; (MAX_ROWS + 1) * 64], 64);
+        let acts = QuantizedRows::quantize(&[0.5; (MAX_ROWS + 1) * 64], 64);
         assert!(gemv
-            .multiply(&acts, &mut vec![0.0; 8 * (MAX_ROWS + 1)], Isa::Scalar)
+            .multiply(&acts, &mut [0.0; 8 * (MAX_ROWS + 1)], Isa::Scalar)
             .is_err());
         let acts = QuantizedRows::quantize(&[0.5; 32], 32);
         assert!(gemv.multiply(&acts, &mut [0.0; 8], Isa::Scalar).is_err());
