@@ -54,7 +54,7 @@ lint:
 bench-runtime: model
 	@llama=$$(scripts/llama-bench.sh) && \
 	$(CARGO) run --release -p prophetkv-model --example runtime_bench -- --model $(MODEL) --runs 3 \
-	    --llama-bench $$llama --threads $$(nproc)
+	    --rounds 3 --llama-bench $$llama --threads $$(nproc)
 
 ## Load time per tier vs computing, bytes per token (docs/RESULTS.md); starts a throwaway Redis.
 bench-store: model deps

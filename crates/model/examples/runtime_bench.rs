@@ -6,8 +6,11 @@
 //! cargo run --release -p prophetkv-model --example runtime_bench -- \
 //!     [--model models/gemma-3-270m-q4_k_m.gguf] [--runs 3] [--prefill 512,2048] \
 //!     [--decode-after 1024] [--decode-tokens 32] [--paths mixed,q,f32,stock] \
-//!     [--llama-bench target/llama.cpp/build/bin/llama-bench] [--threads 2]
+//!     [--llama-bench target/llama.cpp/build/bin/llama-bench] [--threads 2] [--rounds 1]
 //! ```
+//!
+//! With `--rounds N`, every path (llama.cpp first) is measured in each of N
+//! rounds and the table shows each cell's median over the rounds.
 //!
 //! Threads: candle uses every core unless `RAYON_NUM_THREADS` says otherwise;
 //! llama-bench gets `--threads` (default: the number of cores).
@@ -30,6 +33,7 @@ struct Args {
     paths: Vec<String>,
     llama_bench: Option<PathBuf>,
     threads: usize,
+    rounds: usize,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +46,7 @@ fn parse_args() -> Args {
         paths: vec!["mixed".into(), "q".into(), "f32".into()],
         llama_bench: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +65,7 @@ fn parse_args() -> Args {
             "--paths" => args.paths = value.split(',').map(String::from).collect(),
             "--llama-bench" => args.llama_bench = Some(value.into()),
             "--threads" => args.threads = value.parse().expect("--threads"),
+            "--rounds" => args.rounds = value.parse().expect("--rounds"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -298,6 +304,40 @@ fn print_table(args: &Args, rows: &[Row]) {
     }
 }
 
+/// Per row and column, the median over the rounds.
+fn median_rows(rounds: Vec<Vec<Row>>) -> Vec<Row> {
+    let mut rounds = rounds.into_iter();
+    let Some(first) = rounds.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<Vec<Row>> = rounds.collect();
+    first
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let prefill = (0..row.prefill.len())
+                .map(|c| {
+                    median(
+                        std::iter::once(row.prefill[c])
+                            .chain(rest.iter().map(|r| r[i].prefill[c]))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let decode = median(
+                std::iter::once(row.decode)
+                    .chain(rest.iter().map(|r| r[i].decode))
+                    .collect(),
+            );
+            Row {
+                prefill,
+                decode,
+                ..row
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let args = parse_args();
     let tokenizer = TextTokenizer::from_path(&args.model).expect("tokenizer");
@@ -308,19 +348,33 @@ fn main() {
         };
         load_model(&args.model, &options).expect("model")
     };
-    let mut rows = Vec::new();
-    if let Some(bin) = &args.llama_bench {
-        rows.push(measure_llama(bin, &args));
+    // Load every path once, then measure all of them (llama.cpp first) in
+    // each round: load on a shared machine drifts, and rounds interleave it.
+    let mut runners: Vec<Box<dyn Runner>> = args
+        .paths
+        .iter()
+        .map(|path| -> Box<dyn Runner> {
+            match path.as_str() {
+                "mixed" => Box::new(Ours(load(WeightPath::Mixed), "prophetkv mixed (default)")),
+                "q" => Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
+                "f32" => Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
+                "stock" => Box::new(Stock(args.model.clone())),
+                other => panic!("unknown path {other} (mixed, q, f32, stock)"),
+            }
+        })
+        .collect();
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        eprintln!("round {}/{}", round + 1, args.rounds);
+        let mut rows = Vec::new();
+        if let Some(bin) = &args.llama_bench {
+            rows.push(measure_llama(bin, &args));
+        }
+        for runner in runners.iter_mut() {
+            rows.push(measure(runner.as_mut(), &args, &tokenizer));
+        }
+        rounds.push(rows);
     }
-    for path in &args.paths {
-        let mut runner: Box<dyn Runner> = match path.as_str() {
-            "mixed" => Box::new(Ours(load(WeightPath::Mixed), "prophetkv mixed (default)")),
-            "q" => Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
-            "f32" => Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
-            "stock" => Box::new(Stock(args.model.clone())),
-            other => panic!("unknown path {other} (mixed, q, f32, stock)"),
-        };
-        rows.push(measure(runner.as_mut(), &args, &tokenizer));
-    }
+    let rows = median_rows(rounds);
     print_table(&args, &rows);
 }

@@ -10,8 +10,11 @@
 //! a portable baseline runs its AVX-512 code only where the kernel enabled
 //! the AVX-512 state).
 //!
-//! Every SIMD kernel is tested against the scalar one on random blocks.
+//! The MLP's gated GELU gets the same treatment (libm's `tanhf` is scalar).
+//!
+//! Every SIMD kernel is tested against the scalar one on random inputs.
 
+mod activation;
 mod avx2;
 mod avx512;
 mod formats;
@@ -19,5 +22,6 @@ mod gemv;
 mod isa;
 mod scalar;
 
+pub(crate) use activation::gelu_tanh_mul;
 pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;

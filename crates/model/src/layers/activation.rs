@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::config::Activation;
+use crate::kernels;
 use crate::Result;
 
 const CHUNK: usize = 8192;
@@ -26,11 +27,6 @@ pub(crate) fn gated(gate: &Tensor, up: &Tensor, activation: Activation) -> Resul
 }
 
 struct GatedActivation(Activation);
-
-fn gelu_tanh(v: f32) -> f32 {
-    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
-    0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044715 * v * v)).tanh())
-}
 
 fn silu(v: f32) -> f32 {
     v / (1.0 + (-v).exp())
@@ -63,16 +59,16 @@ impl CustomOp2 for GatedActivation {
             candle_core::bail!("gated-activation: inputs must be contiguous");
         };
         let (g, u) = (&g[g0..g1], &u[u0..u1]);
-        let act: fn(f32) -> f32 = match self.0 {
-            Activation::GeluTanh => gelu_tanh,
-            Activation::Silu => silu,
-        };
+        let activation = self.0;
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| {
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = act(g) * u;
+            .for_each(|(o, (g, u))| match activation {
+                Activation::GeluTanh => kernels::gelu_tanh_mul(g, u, o),
+                Activation::Silu => {
+                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                        *o = silu(g) * u;
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

@@ -14,6 +14,7 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
+use super::attention_row::attend_one_row;
 use crate::Result;
 
 /// Query rows per chunk. Large enough for efficient GEMMs, small enough that a
@@ -181,9 +182,19 @@ pub(crate) fn attend(
     let group = heads / kv_heads;
     let mut outs = Vec::with_capacity(plan.chunks.len());
     let mut observed = None;
+    let observing_attention = matches!(observe.what, Observe::Attention(_));
     for chunk in &plan.chunks {
         let n = chunk.rows.len();
         let r = chunk.keys.len();
+        if n == 1 && chunk.mask.is_none() && !observing_attention {
+            let q_row = q
+                .narrow(0, chunk.rows.start, 1)?
+                .reshape((heads, head_dim))?;
+            if let Some(out) = attend_one_row(&q_row, k, v, chunk.keys.clone())? {
+                outs.push(out);
+                continue;
+            }
+        }
         // (n, heads, d) -> (kv_heads, group * n, d): the query heads sharing a
         // KV head become rows of one GEMM against that head's keys.
         let qc = q

@@ -5,6 +5,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod attention;
+mod attention_row;
 pub(crate) mod block;
 pub(crate) mod embedding;
 pub(crate) mod linear;
