@@ -153,7 +153,7 @@ impl ModelConfig {
                 return Err(ModelError::config(field, "must be positive, got 0"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(ModelError::config(
                 "num_key_value_heads",
                 format!(
@@ -162,7 +162,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(ModelError::config(
                 "head_dim",
                 format!("must be even for RoPE, got {}", self.head_dim),

@@ -54,7 +54,7 @@ pub(crate) struct QuantizedRows {
 impl QuantizedRows {
     /// Quantizes `x` (`rows * cols` f32, row-major); `cols` must be a multiple of 32.
     pub(crate) fn quantize(x: &[f32], cols: usize) -> Self {
-        debug_assert!(cols % BLOCK == 0 && x.len() % cols == 0);
+        debug_assert!(cols.is_multiple_of(BLOCK) && x.len().is_multiple_of(cols));
         let mut values = vec![0i8; x.len()];
         let mut scales = Vec::with_capacity(x.len() / BLOCK);
         for (block, out) in x.chunks_exact(BLOCK).zip(values.chunks_exact_mut(BLOCK)) {

@@ -177,7 +177,7 @@ fn gemma3_config(f: &Fields<'_>, text: &Value, common: ModelConfig) -> Result<Mo
         .max(1);
     let is_sliding = |i: usize| match &layer_types {
         Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-        None => (i + 1) % pattern != 0,
+        None => !(i + 1).is_multiple_of(pattern),
     };
     let global = RopeConfig {
         base: f.rope_theta("full_attention", 1_000_000.0)?,
