@@ -113,21 +113,17 @@ mod tests {
         let keys = 5..42;
         let got = attend_one_row(&q, &k, &v, keys.clone()).unwrap().unwrap();
         let got = got.reshape((heads, d)).unwrap();
+        // The `(keys, head_dim)` rows of KV head `kv_head` in the attended slots.
+        let head_rows = |t: &Tensor, kv_head: usize| {
+            t.narrow(0, keys.start, keys.len())
+                .unwrap()
+                .narrow(1, kv_head, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+        };
         for h in 0..heads {
-            let kh = k
-                .narrow(0, keys.start, keys.len())
-                .unwrap()
-                .narrow(1, h / 2, 1)
-                .unwrap()
-                .squeeze(1)
-                .unwrap();
-            let vh = v
-                .narrow(0, keys.start, keys.len())
-                .unwrap()
-                .narrow(1, h / 2, 1)
-                .unwrap()
-                .squeeze(1)
-                .unwrap();
+            let (kh, vh) = (head_rows(&k, h / 2), head_rows(&v, h / 2));
             let qh = q.narrow(0, h, 1).unwrap();
             let p =
                 candle_nn::ops::softmax_last_dim(&qh.matmul(&kh.t().unwrap()).unwrap()).unwrap();
