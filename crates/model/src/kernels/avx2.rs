@@ -28,10 +28,12 @@ pub(crate) unsafe fn gemv(
 }
 
 /// The row loop, instantiated per instruction set (so that its byte dot
-/// product inlines). One activation row: weight rows go four at a time, each
-/// with its own accumulator, so that four independent chains hide the FMA
-/// latency. Several: each weight block is decoded once and multiplied with
-/// every row's block. `$dot` sums 32 byte products into 8 i32 lanes.
+/// product inlines). Weight rows go one at a time, in memory order: one
+/// sequential stream is what the hardware prefetchers follow (four rows
+/// interleaved, each with its own accumulator to hide the FMA latency, read
+/// the output projection at a quarter of the speed on a Zen 4 core). With
+/// several activation rows, each weight block is decoded once and multiplied
+/// with every row's block. `$dot` sums 32 byte products into 8 i32 lanes.
 macro_rules! row_loop {
     ($weights:expr, $acts:expr, $out:expr, $q5:expr, $dot:ident) => {{
         let (weights, acts, out): (&[u8], &QuantizedRows, &mut [f32]) = ($weights, $acts, $out);
@@ -40,42 +42,25 @@ macro_rules! row_loop {
         let blocks = acts.cols / BLOCK;
         let row_bytes = blocks * block_bytes;
         let n = weights.len() / row_bytes;
-        // `$group` weight rows from `$r` against activation row `$i`.
-        macro_rules! rows_times_act {
-            ($r:expr, $i:expr, $group:literal) => {{
-                let first = weights.as_ptr().add($r * row_bytes);
-                let x_values = acts.values.as_ptr().add($i * acts.cols);
-                let x_scales = acts.scales.as_ptr().add($i * blocks);
-                let mut acc = [_mm256_setzero_ps(); $group];
+        if m == 1 {
+            let x_values = acts.values.as_ptr();
+            let x_scales = acts.scales.as_ptr();
+            for r in 0..n {
+                let row = weights.as_ptr().add(r * row_bytes);
+                let mut acc = _mm256_setzero_ps();
                 for b in 0..blocks {
                     let x = _mm256_loadu_si256(x_values.add(b * BLOCK).cast());
-                    let dx = *x_scales.add(b);
-                    for (g, a) in acc.iter_mut().enumerate() {
-                        let block = first.add(g * row_bytes + b * block_bytes);
-                        let w = if $q5 {
-                            decode_q5_0(block)
-                        } else {
-                            decode_q8_0(block)
-                        };
-                        let products = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-                        let d = _mm256_set1_ps(scale(block) * dx);
-                        *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products), *a);
-                    }
+                    let block = row.add(b * block_bytes);
+                    let w = if $q5 {
+                        decode_q5_0(block)
+                    } else {
+                        decode_q8_0(block)
+                    };
+                    let products = $dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+                    let d = _mm256_set1_ps(scale(block) * *x_scales.add(b));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products), acc);
                 }
-                for (g, a) in acc.iter().enumerate() {
-                    *out.get_unchecked_mut(($r + g) * m + $i) = hsum(*a);
-                }
-            }};
-        }
-        if m == 1 {
-            let mut r = 0;
-            while r + 4 <= n {
-                rows_times_act!(r, 0, 4);
-                r += 4;
-            }
-            while r < n {
-                rows_times_act!(r, 0, 1);
-                r += 1;
+                *out.get_unchecked_mut(r) = hsum(acc);
             }
         } else {
             // Several activation rows: decode each weight block once for all

@@ -190,6 +190,48 @@ mod tests {
         }
     }
 
+    /// A measurement, not a check: one thread of each kernel over a Q8_0
+    /// matrix larger than the caches, next to a plain read of the same bytes
+    /// (the memory's limit), then every core (docs/RESULTS.md).
+    /// `cargo test --release -p prophetkv-model kernel_bandwidth -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a timing, run by hand"]
+    fn kernel_bandwidth_against_a_plain_read() {
+        let (out, cols) = (131_072, 640);
+        let (matrix, x) = case(GgmlDType::Q8_0, out, cols, 1, 11);
+        let acts = QuantizedRows::quantize(&x, cols);
+        let data = matrix.weights.data().unwrap();
+        let mut y = vec![0f32; out];
+        let best_secs = |run: &mut dyn FnMut()| {
+            (0..7)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    run();
+                    start.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let report = |what: &str, secs: f64| {
+            let gbps = data.len() as f64 / secs / 1e9;
+            println!("{what:>28}: {:6.2} ms {gbps:5.1} GB/s", secs * 1e3);
+        };
+        let read = best_secs(&mut || {
+            let first_words = data.chunks(64).map(|line| line[0] as u64);
+            std::hint::black_box(first_words.fold(0, |a, b| a ^ b));
+        });
+        println!(
+            "{} MB of Q8_0 weights ({out} x {cols})",
+            data.len() / 1_000_000
+        );
+        report("plain read, one thread", read);
+        for isa in Isa::supported() {
+            let secs = best_secs(&mut || gemv(isa, BlockFormat::Q8_0, &data, &acts, &mut y));
+            report(&format!("{isa:?}, one thread"), secs);
+        }
+        let secs = best_secs(&mut || matrix.multiply(&acts, &mut y, Isa::detect()).unwrap());
+        report("detected, every core", secs);
+    }
+
     #[test]
     fn too_many_rows_or_wrong_width_is_an_error_not_a_panic() {
         let (gemv, _) = case(GgmlDType::Q8_0, 8, 64, 1, 9);
