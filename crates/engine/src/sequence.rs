@@ -47,7 +47,7 @@ impl Sequence {
     /// Samples from `logits`, emits the text it adds, and says whether the
     /// sequence goes on. Costs the same at every length of the answer.
     pub(crate) fn accept(&mut self, cx: &Context<'_>, logits: &[f32]) -> Step {
-        let (token, _) = self.sampler.sample(logits);
+        let token = self.sampler.sample(logits);
         cx.metrics.tokens.fetch_add(1, Ordering::Relaxed);
         if cx.tokenizer.eos().contains(&token) {
             return Step::Done(FinishReason::Stop);
