@@ -41,18 +41,41 @@ impl QuantGemv {
         })
     }
 
-    /// `x W^T` for `x` of shape `(rows, in)` with `rows <= MAX_ROWS`; `(rows, out)`.
+    /// `x W^T` for `x` of shape `(rows, in)`; `(rows, out)`. More than
+    /// [`MAX_ROWS`] rows go through the kernels that many at a time (each
+    /// row's result is the same whatever the rows beside it).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let acts = QuantizedRows::quantize(&x.flatten_all()?.to_vec1::<f32>()?, self.cols);
-        let mut by_weight_row = vec![0f32; self.out * rows];
-        self.multiply(&acts, &mut by_weight_row, Isa::detect())?;
-        let y = Tensor::from_vec(by_weight_row, (self.out, rows), x.device())?;
-        Ok(if rows == 1 {
-            y.reshape((1, self.out))?
-        } else {
-            y.t()?.contiguous()?
-        })
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let isa = Isa::detect();
+        if rows <= MAX_ROWS {
+            let y = Tensor::from_vec(self.product(&values, isa)?, (self.out, rows), x.device())?;
+            return Ok(if rows == 1 {
+                y.reshape((1, self.out))?
+            } else {
+                y.t()?.contiguous()?
+            });
+        }
+        let mut y = vec![0f32; rows * self.out];
+        for (c, chunk) in values.chunks(MAX_ROWS * self.cols).enumerate() {
+            let m = chunk.len() / self.cols;
+            let by_weight_row = self.product(chunk, isa)?;
+            for (r, per_row) in by_weight_row.chunks_exact(m).enumerate() {
+                for (i, &v) in per_row.iter().enumerate() {
+                    y[(c * MAX_ROWS + i) * self.out + r] = v;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(y, (rows, self.out), x.device())?)
+    }
+
+    /// The products of at most [`MAX_ROWS`] activation rows (`values`,
+    /// row-major), by weight row: `[r * rows + i]`.
+    fn product(&self, values: &[f32], isa: Isa) -> Result<Vec<f32>> {
+        let acts = QuantizedRows::quantize(values, self.cols);
+        let mut by_weight_row = vec![0f32; self.out * acts.rows()];
+        self.multiply(&acts, &mut by_weight_row, isa)?;
+        Ok(by_weight_row)
     }
 
     /// `out[r * m + i]` = weight row `r` · activation row `i`, with kernels of `isa`.
@@ -187,6 +210,18 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 0.02 * scale, "{dtype:?}: {g} vs {w}");
             }
+        }
+    }
+
+    #[test]
+    fn many_rows_give_each_row_what_it_gets_alone() {
+        let rows = 2 * MAX_ROWS + 5;
+        let (gemv, x) = case(GgmlDType::Q5_0, 70, 64, rows, 13);
+        let xt = Tensor::from_vec(x, (rows, 64), &Device::Cpu).unwrap();
+        let all: Vec<Vec<f32>> = gemv.forward(&xt).unwrap().to_vec2().unwrap();
+        for (i, got) in all.iter().enumerate() {
+            let alone = gemv.forward(&xt.narrow(0, i, 1).unwrap()).unwrap();
+            assert_eq!(got, &alone.to_vec2::<f32>().unwrap()[0], "row {i}");
         }
     }
 

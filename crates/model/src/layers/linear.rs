@@ -16,13 +16,13 @@ use crate::Result;
 /// Below it the quantized kernels, which read each weight once for all rows,
 /// beat the f32 GEMM on every format of the default model (timed on a 2-core
 /// AVX-512 machine: Q5_0 2048×640 at 16 rows 0.98 ms vs 1.03 ms, Q4_K and
-/// Q6_K still 4× faster); our Q5_0/Q8_0 kernels take at most this many rows.
+/// Q6_K still 4× faster), and one pass of our Q5_0/Q8_0 kernels over the
+/// weights takes up to [`kernels::MAX_ROWS`] rows.
 pub(crate) const GEMM_MIN_ROWS: usize = kernels::MAX_ROWS + 1;
 
 /// Block-quantized weights, multiplied as stored: by our kernels where they
-/// handle the format (more rows than one call takes go through them
-/// [`kernels::MAX_ROWS`] at a time: 2.6× candle's Q5_0 product at 512 rows),
-/// else by candle's.
+/// handle the format (at any number of rows: 2.6× candle's Q5_0 product at
+/// 512), else by candle's.
 #[derive(Debug, Clone)]
 struct Quantized {
     matmul: QMatMul,
@@ -38,20 +38,9 @@ impl Quantized {
         Self { matmul, gemv }
     }
 
-    fn forward(&self, x: &Tensor, rows: usize) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.gemv {
-            Some(gemv) if x.rank() == 2 => {
-                if rows <= kernels::MAX_ROWS {
-                    return gemv.forward(x);
-                }
-                let parts = (0..rows)
-                    .step_by(kernels::MAX_ROWS)
-                    .map(|start| {
-                        gemv.forward(&x.narrow(0, start, kernels::MAX_ROWS.min(rows - start))?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&parts, 0)?)
-            }
+            Some(gemv) if x.rank() == 2 => gemv.forward(x),
             _ => Ok(self.matmul.forward(x)?),
         }
     }
@@ -122,12 +111,12 @@ impl Linear {
         let y = match &self.weights {
             Copies::Both { quantized, dense } => {
                 if rows < GEMM_MIN_ROWS {
-                    quantized.forward(x, rows)?
+                    quantized.forward(x)?
                 } else {
                     x.matmul(&dense.t()?)?
                 }
             }
-            Copies::Quantized(q) => q.forward(x, rows)?,
+            Copies::Quantized(q) => q.forward(x)?,
             Copies::Dense(d) => x.matmul(&d.t()?)?,
         };
         Ok(match &self.bias {
