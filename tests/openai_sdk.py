@@ -10,6 +10,7 @@ Exits non-zero on the first failed check.
 
 import argparse
 import json
+import math
 import sys
 import urllib.request
 
@@ -127,18 +128,120 @@ def main():
     check(usage is not None and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens,
           "the last chunk carries usage")
 
+    sampling_parameters(client, model, question, by_id, reuse)
+
     # Errors surface as the SDK's typed exceptions.
     try:
         client.completions.create(model=model, prompt="x", extra_body={"kv_reuse": {"recompute_ratio": 2}})
         check(False, "a ratio of 2 is refused")
-    except openai.UnprocessableEntityError as e:
+    except openai.BadRequestError as e:
         check("recompute_ratio" in e.message, f"a ratio of 2 is refused: {e.message}")
+    try:
+        client.completions.create(model=model, prompt="x " * 40000, max_tokens=1)
+        check(False, "a prompt beyond the context is refused")
+    except openai.BadRequestError as e:
+        check(e.code == "context_length_exceeded", f"a prompt beyond the context: {e.code}")
+    for name, kwargs in [
+        ("n", {"n": 2}),
+        ("response_format", {"response_format": {"type": "json_object"}}),
+        ("frequency_penalty", {"frequency_penalty": 5}),
+        ("top_logprobs", {"top_logprobs": 3}),
+    ]:
+        try:
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2, **kwargs)
+            check(False, f"{name} is refused")
+        except openai.BadRequestError as e:
+            check(e.param == name, f"{name} is refused naming it: {e.message}")
     try:
         client.completions.create(model=model, prompt="x", extra_body={"documents": [{"id": "nope"}]})
         check(False, "an unknown document is refused")
     except openai.NotFoundError as e:
         check("nope" in e.message, f"an unknown document is refused: {e.message}")
     print("all checks passed")
+
+
+def sampling_parameters(client, model, question, documents, reuse):
+    """Log-probabilities, penalties, logit_bias and assistant prefill, each
+    checked on the log-probabilities the server reports (the model's own,
+    before sampling options), not on luck."""
+    extra = {"documents": documents, "kv_reuse": reuse}
+    messages = [{"role": "user", "content": question}]
+
+    def ask(max_tokens=12, **kwargs):
+        return client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, temperature=0,
+            logprobs=True, top_logprobs=20, extra_body=extra, **kwargs)
+
+    plain = ask()
+    steps = plain.choices[0].logprobs.content
+    check(len(steps) == plain.usage.completion_tokens,
+          f"one log-probability per token ({len(steps)})")
+    check(all(s.top_logprobs[0].logprob == s.logprob and s.logprob <= 0 for s in steps),
+          "a greedy token is the most likely one")
+    check(all(sum(math.exp(t.logprob) for t in s.top_logprobs) <= 1 + 1e-4 for s in steps),
+          "the alternatives' probabilities sum to at most 1")
+    spelled = "".join(s.token for s in steps)
+    check(spelled.strip().startswith(plain.choices[0].message.content.strip()),
+          f"the tokens spell the answer (and the stop after it): {spelled!r}")
+
+    # Streamed: the same entries, spread over the chunks.
+    chunks = list(client.chat.completions.create(
+        model=model, messages=messages, max_tokens=12, temperature=0, logprobs=True,
+        top_logprobs=20, stream=True, extra_body=extra))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs
+                for t in c.choices[0].logprobs.content]
+    check([t.token for t in streamed] == [t.token for t in steps], "streamed logprobs match")
+
+    # Completions' shape.
+    r = client.completions.create(model=model, prompt=question, max_tokens=4, temperature=0,
+                                  logprobs=3, extra_body=extra)
+    lp = r.choices[0].logprobs
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+          == r.usage.completion_tokens, "completions logprobs: parallel lists, one entry per token")
+
+    # Penalties: each chosen token has the best penalised score among the
+    # top 20 alternatives at its step.
+    presence, frequency = 1.0, 1.5
+    penalised = ask(max_tokens=16, presence_penalty=presence, frequency_penalty=frequency)
+    counts = {}
+    ok = True
+    for s in penalised.choices[0].logprobs.content:
+        def score(token, logprob):
+            c = counts.get(token, 0)
+            return logprob - c * frequency - (presence if c else 0)
+        mine = score(s.token, s.logprob)
+        ok &= all(mine >= score(t.token, t.logprob) - 1e-4 for t in s.top_logprobs)
+        counts[s.token] = counts.get(s.token, 0) + 1
+    check(ok, f"penalties choose by their definition ({penalised.choices[0].message.content!r})")
+
+    # logit_bias: -100 on the first greedy token hands the step to the runner-up.
+    first = steps[0]
+    ids = tokenize(client.base_url, first.token)
+    check(len(ids) == 1, f"/tokenize gives the id of {first.token!r}: {ids}")
+    biased = ask(max_tokens=1, logit_bias={str(ids[0]): -100})
+    check(biased.choices[0].logprobs.content[0].token == first.top_logprobs[1].token,
+          f"logit_bias -100 on {first.token!r} gives the runner-up {first.top_logprobs[1].token!r}")
+
+    # Assistant prefill: continuing the answer's first tokens gives the rest.
+    head = "".join(t.token for t in steps[:3])
+    continued = client.chat.completions.create(
+        model=model, messages=messages + [{"role": "assistant", "content": head}],
+        max_tokens=4, temperature=0, extra_body=extra)
+    rest = "".join(t.token for t in steps[3:])
+    check(rest.startswith(continued.choices[0].message.content),
+          f"a prefilled assistant message is continued: {head!r} + "
+          f"{continued.choices[0].message.content!r}")
+
+
+def tokenize(base_url, text):
+    """Token ids of `text` from the server's /tokenize (vLLM's route)."""
+    root = str(base_url).rstrip("/").removesuffix("/v1")
+    request = urllib.request.Request(
+        f"{root}/tokenize", data=json.dumps({"prompt": text}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())["tokens"]
 
 
 if __name__ == "__main__":

@@ -266,13 +266,17 @@ fn malformed_requests_over_http_get_the_right_status_and_a_clear_message() {
         ("unknown model", "/v1/completions", key, r#"{"prompt": "t3", "model": "gpt-4o"}"#.into(), 404),
         ("unknown route", "/v1/embeddings", key, r#"{"input": "t3"}"#.into(), 404),
         ("10 MB body", "/v1/completions", key, big, 413),
-        ("context too long", "/v1/completions", key, json!({"prompt": long}).to_string(), 422),
-        ("recompute_ratio 2", "/v1/completions", key, json!({"prompt": "t3", "documents": [{"text": doc}], "kv_reuse": {"recompute_ratio": 2}}).to_string(), 422),
-        ("unknown strategy", "/v1/completions", key, json!({"prompt": "t3", "kv_reuse": {"strategy": "magic"}}).to_string(), 422),
-        ("empty message list", "/v1/chat/completions", key, r#"{"messages": []}"#.into(), 422),
-        ("last message not from the user", "/v1/chat/completions", key, r#"{"messages": [{"role": "assistant", "content": "t3"}]}"#.into(), 422),
+        ("context too long", "/v1/completions", key, json!({"prompt": long}).to_string(), 400),
+        ("recompute_ratio 2", "/v1/completions", key, json!({"prompt": "t3", "documents": [{"text": doc}], "kv_reuse": {"recompute_ratio": 2}}).to_string(), 400),
+        ("unknown strategy", "/v1/completions", key, json!({"prompt": "t3", "kv_reuse": {"strategy": "magic"}}).to_string(), 400),
+        ("empty message list", "/v1/chat/completions", key, r#"{"messages": []}"#.into(), 400),
+        ("last message not from the user", "/v1/chat/completions", key, r#"{"messages": [{"role": "assistant", "content": "t3"}]}"#.into(), 400),
         ("document with id and text", "/v1/completions", key, r#"{"prompt": "t3", "documents": [{"id": "a", "text": "t4"}]}"#.into(), 400),
-        ("empty document list to register", "/v1/documents", key, r#"{"documents": []}"#.into(), 422),
+        ("empty document list to register", "/v1/documents", key, r#"{"documents": []}"#.into(), 400),
+        ("document longer than the context", "/v1/documents", key, json!({"text": long}).to_string(), 422),
+        ("an unknown field", "/v1/completions", key, r#"{"prompt": "t3", "temprature": 0}"#.into(), 400),
+        ("two choices", "/v1/completions", key, r#"{"prompt": "t3", "n": 2}"#.into(), 400),
+        ("penalty out of range", "/v1/completions", key, r#"{"prompt": "t3", "frequency_penalty": 5}"#.into(), 400),
     ];
     println!("| request | status | message |\n|---|---:|---|");
     for (what, path, key, body, expected) in &cases {

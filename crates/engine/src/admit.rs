@@ -81,8 +81,10 @@ impl Worker {
         let seq = Sequence {
             events,
             kv: out.kv,
+            top_logprobs: request.sampling.logprobs,
+            logprobs: Vec::new(),
             sampler: Sampler::new(request.sampling),
-            stream: TextStream::new(request.stop),
+            stream: TextStream::new(request.stop).with_layout_stop(request.layout_stop),
             text: Default::default(),
             next: 0,
             max_tokens: request.max_tokens,
@@ -134,6 +136,7 @@ impl Worker {
             ids.extend(match piece {
                 TextPiece::Plain(t) => self.tokenizer.encode(t)?,
                 TextPiece::Template(t) => self.tokenizer.encode_template(t)?,
+                TextPiece::Ids(ids) => ids.clone(),
             });
         }
         Ok(ids)

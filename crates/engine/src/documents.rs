@@ -1,7 +1,8 @@
 //! [`Documents`]: a tenant's registered documents, as the API manages them.
 //!
 //! Registration tokenizes and checks each document with the same limits as
-//! inline documents in a request, stores it, and queues its cache for the
+//! inline documents in a request (and refuses one no request could hold),
+//! stores it, and queues its cache for the
 //! worker's idle time. Every call blocks on the registry (and on Redis when
 //! deleting): call from a thread that may block.
 
@@ -12,7 +13,7 @@ use prophetkv_store::{DocumentRecord, DocumentStore, NewDocument};
 
 use crate::handle::EngineHandle;
 use crate::validate::{
-    check_document_id, check_document_text, check_list_limit, no_tokens, MAX_REGISTRATIONS,
+    check_document_id, check_document_text, check_list_limit, no_tokens, Limits, MAX_REGISTRATIONS,
 };
 use crate::{EngineError, Result};
 
@@ -22,6 +23,7 @@ pub struct Documents {
     engine: EngineHandle,
     store: Arc<DocumentStore>,
     tokenizer: TextTokenizer,
+    limits: Limits,
 }
 
 impl Documents {
@@ -29,11 +31,13 @@ impl Documents {
         engine: EngineHandle,
         store: Arc<DocumentStore>,
         tokenizer: TextTokenizer,
+        limits: Limits,
     ) -> Self {
         Self {
             engine,
             store,
             tokenizer,
+            limits,
         }
     }
 
@@ -63,6 +67,7 @@ impl Documents {
             if ids.is_empty() {
                 return Err(no_tokens(index));
             }
+            self.limits.check_document_length(index, ids.len())?;
             checked.push((doc, ids));
         }
         let mut records = Vec::with_capacity(checked.len());

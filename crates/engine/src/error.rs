@@ -28,6 +28,19 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A document too long for any request: with the instruction, one token
+    /// of question and one to generate it exceeds the model's context.
+    #[error("documents[{index}] has {tokens} tokens; a request holds at most {max} document tokens (the model's context is {context} tokens)")]
+    DocumentTooLong {
+        /// Its place in the call.
+        index: usize,
+        /// Its tokens.
+        tokens: usize,
+        /// Most document tokens a request can hold.
+        max: usize,
+        /// The model's context.
+        context: usize,
+    },
     /// A document id that the tenant does not have.
     #[error("document {0:?} not found")]
     UnknownDocument(String),

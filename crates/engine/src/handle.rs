@@ -68,6 +68,9 @@ impl EngineHandle {
         let anchor = Arc::new(compute_doc_cache(&parts.model, &[], &anchor_ids)?);
         let limits = Limits {
             num_layers: parts.model.config().num_layers(),
+            vocab_size: parts.model.config().vocab_size,
+            context: parts.model.config().max_position,
+            anchor: anchor_ids.len(),
         };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = channel();
@@ -122,9 +125,47 @@ impl EngineHandle {
         Ok(rx)
     }
 
+    /// The served model's token ids of `text`, BOS first when
+    /// `add_special` and the model uses one.
+    pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        Ok(if add_special {
+            self.tokenizer.prompt_ids(text)?
+        } else {
+            self.tokenizer.encode(text)?
+        })
+    }
+
+    /// The text of `ids` (special tokens dropped); ids outside the
+    /// vocabulary are refused.
+    pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
+        if let Some(id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.limits.vocab_size)
+        {
+            return Err(EngineError::invalid(
+                "tokens",
+                format!(
+                    "token id {id} is not below the vocabulary size {}",
+                    self.limits.vocab_size
+                ),
+            ));
+        }
+        Ok(self.tokenizer.decode(ids)?)
+    }
+
+    /// The model's context, in tokens.
+    pub fn context_length(&self) -> usize {
+        self.limits.context
+    }
+
     /// The documents of every tenant: register, list, read, delete.
     pub fn documents(&self) -> Documents {
-        Documents::new(self.clone(), self.store.clone(), self.tokenizer.clone())
+        Documents::new(
+            self.clone(),
+            self.store.clone(),
+            self.tokenizer.clone(),
+            self.limits,
+        )
     }
 
     /// Asks the worker to compute a registered document's cache when it has

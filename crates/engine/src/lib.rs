@@ -29,6 +29,7 @@ pub mod detokenize;
 mod documents;
 mod error;
 mod handle;
+pub mod logprobs;
 mod metrics;
 mod queue;
 mod request;

@@ -6,6 +6,7 @@ use prophetkv_reuse::{ReuseConfig, ReuseStats};
 use prophetkv_store::Tier;
 use serde::Serialize;
 
+use crate::logprobs::StepLogprobs;
 use crate::sampling::SamplingParams;
 use crate::EngineError;
 
@@ -27,12 +28,15 @@ pub enum TextPiece {
     /// Text of the model's chat template: its special-token strings are the
     /// control tokens they name.
     Template(String),
+    /// Token ids a client sent instead of text (checked against the vocabulary).
+    Ids(Vec<u32>),
 }
 
 impl TextPiece {
-    fn text(&self) -> &str {
+    fn is_empty(&self) -> bool {
         match self {
-            TextPiece::Plain(t) | TextPiece::Template(t) => t,
+            TextPiece::Plain(t) | TextPiece::Template(t) => t.is_empty(),
+            TextPiece::Ids(ids) => ids.is_empty(),
         }
     }
 }
@@ -44,7 +48,7 @@ pub struct PromptText(pub Vec<TextPiece>);
 impl PromptText {
     /// Whether it has no text at all.
     pub fn is_empty(&self) -> bool {
-        self.0.iter().all(|p| p.text().is_empty())
+        self.0.iter().all(TextPiece::is_empty)
     }
 }
 
@@ -161,8 +165,17 @@ pub enum Event {
         /// Prompt tokens.
         prompt_tokens: usize,
     },
-    /// New text (stop strings and incomplete characters held back).
-    Text(String),
+    /// New text (stop strings and incomplete characters held back), with
+    /// the log-probabilities of the tokens it releases when the request
+    /// asked for them (a token's entry comes with the text it completes, so
+    /// text and entries may arrive apart; the last entries may come with
+    /// empty text).
+    Text {
+        /// The text.
+        text: String,
+        /// One entry per generated token, in order.
+        logprobs: Vec<StepLogprobs>,
+    },
     /// Generation ended.
     Finished(Box<Summary>),
     /// The request failed.

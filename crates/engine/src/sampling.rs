@@ -1,5 +1,9 @@
-//! Choosing the next token from logits: greedy, or temperature + top-k + top-p
-//! with a per-request seeded generator (the same seed gives the same text).
+//! Choosing the next token from logits: OpenAI's adjustments first
+//! (`logit_bias`, presence and frequency penalties over the tokens generated
+//! so far), then greedy, or temperature + top-k + top-p with a per-request
+//! seeded generator (the same seed gives the same text).
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,6 +20,19 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Seed of the generator (`None`: drawn at random).
     pub seed: Option<u64>,
+    /// Subtracted once from the logit of every token generated before.
+    #[serde(default)]
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated before.
+    #[serde(default)]
+    pub frequency_penalty: f32,
+    /// Added to the logits of these token ids at every step.
+    #[serde(default)]
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Report each generated token's log-probability with this many
+    /// alternatives (`None`: no log-probabilities).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -25,7 +42,21 @@ impl Default for SamplingParams {
             top_p: 1.0,
             top_k: 0,
             seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            logprobs: None,
         }
+    }
+}
+
+impl SamplingParams {
+    fn penalises(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+    }
+
+    fn adjusts(&self) -> bool {
+        self.penalises() || !self.logit_bias.is_empty()
     }
 }
 
@@ -43,6 +74,8 @@ const BUCKETS_PER_NAT: f32 = 16.0;
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
+    /// How often each token was generated (kept only under a penalty).
+    counts: HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -52,14 +85,56 @@ impl Sampler {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         };
-        Self { params, rng }
+        Self {
+            params,
+            rng,
+            counts: HashMap::new(),
+        }
     }
 
-    /// The next token id. Costs a pass over the logits (greedy, or every
+    /// The next token id, from the model's `logits` for this step. Without
+    /// penalties or biases the logits are used as they are (no copy).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let token = if self.params.adjusts() {
+            let mut adjusted = logits.to_vec();
+            self.adjust(&mut adjusted);
+            self.choose(&adjusted)
+        } else {
+            self.choose(logits)
+        };
+        if self.params.penalises() {
+            *self.counts.entry(token).or_default() += 1;
+        }
+        token
+    }
+
+    /// OpenAI's definition: `logit[j] + bias[j] - count[j] * frequency -
+    /// (count[j] > 0) * presence`, with `count` over the tokens generated so
+    /// far (not the prompt). Ids outside the vocabulary are skipped (the
+    /// engine refuses them before a request runs).
+    pub fn adjust(&self, logits: &mut [f32]) {
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
+        let SamplingParams {
+            presence_penalty,
+            frequency_penalty,
+            ..
+        } = self.params;
+        for (&id, &count) in &self.counts {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l -= count as f32 * frequency_penalty + presence_penalty;
+            }
+        }
+    }
+
+    /// The next token id from adjusted logits. Costs a pass over the logits (greedy, or every
     /// token a candidate), a partial ranking (top-k) or a sort of the
     /// nucleus alone (top-p), never a sort of the whole vocabulary unless the
     /// nucleus spans it.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    fn choose(&mut self, logits: &[f32]) -> u32 {
         let SamplingParams {
             temperature: t,
             top_p,
@@ -112,7 +187,7 @@ fn by_logit(logits: &[f32]) -> impl Fn(&usize, &usize) -> std::cmp::Ordering + '
 }
 
 /// The `n` highest-ranked token ids, in rank order.
-fn top(logits: &[f32], n: usize) -> Vec<usize> {
+pub(crate) fn top(logits: &[f32], n: usize) -> Vec<usize> {
     let mut ids: Vec<usize> = (0..logits.len()).collect();
     let rank = by_logit(logits);
     if n < ids.len() {
@@ -202,6 +277,7 @@ mod tests {
             top_p,
             top_k,
             seed: Some(seed),
+            ..SamplingParams::default()
         }
     }
 
@@ -223,6 +299,43 @@ mod tests {
         let mut s = Sampler::new(params(1.5, 1.0, 1, 3));
         let best = argmax(&logits) as u32;
         assert!((0..20).all(|_| s.sample(&logits) == best));
+    }
+
+    #[test]
+    fn penalties_and_biases_follow_openais_definition() {
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 0.5,
+            frequency_penalty: 0.3,
+            logit_bias: vec![(3, -1.0)],
+            ..SamplingParams::default()
+        });
+        // Greedy: 0 (5 > 4), 0 again (5 - 0.8 > 4), then 1 (5 - 1.1 < 4).
+        let logits = [5.0f32, 4.0, 0.0, 2.0];
+        assert_eq!(s.sample(&logits), 0);
+        assert_eq!(s.sample(&logits), 0);
+        let mut adjusted = logits.to_vec();
+        s.adjust(&mut adjusted);
+        assert_eq!(adjusted, [5.0 - (2.0 * 0.3 + 0.5), 4.0, 0.0, 1.0]);
+        assert_eq!(s.sample(&logits), 1);
+        let mut adjusted = logits.to_vec();
+        s.adjust(&mut adjusted);
+        assert_eq!(
+            adjusted,
+            [5.0 - (2.0 * 0.3 + 0.5), 4.0 - (0.3 + 0.5), 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn without_adjustments_no_counts_are_kept_and_a_bias_alone_shifts_the_choice() {
+        let mut s = Sampler::new(SamplingParams::default());
+        s.sample(&[1.0, 0.0]);
+        assert!(s.counts.is_empty());
+        let mut s = Sampler::new(SamplingParams {
+            logit_bias: vec![(1, 100.0)],
+            ..SamplingParams::default()
+        });
+        assert!((0..5).all(|_| s.sample(&[50.0, 0.0]) == 1));
+        assert!(s.counts.is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use prophetkv_reuse::ReuseStats;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::detokenize::IncrementalDecoder;
+use crate::logprobs::{step_logprobs, StepLogprobs};
 use crate::metrics::Metrics;
 use crate::request::{ms_since, Event, FinishReason, Summary, TierHits, Timeline, Usage};
 use crate::sampling::Sampler;
@@ -28,6 +29,10 @@ pub(crate) struct Sequence {
     pub(crate) timeline: Timeline,
     pub(crate) reuse: ReuseStats,
     pub(crate) hits: TierHits,
+    /// Alternatives per token when the request asked for log-probabilities.
+    pub(crate) top_logprobs: Option<usize>,
+    /// Entries of tokens whose text is not emitted yet.
+    pub(crate) logprobs: Vec<StepLogprobs>,
 }
 
 /// What a token did to its sequence.
@@ -51,6 +56,10 @@ impl Sequence {
         cx.metrics.tokens.fetch_add(1, Ordering::Relaxed);
         if cx.tokenizer.eos().contains(&token) {
             return Step::Done(FinishReason::Stop);
+        }
+        if let Some(top) = self.top_logprobs {
+            self.logprobs
+                .push(step_logprobs(cx.tokenizer, logits, token, top));
         }
         self.next = token;
         let delta = match self.text.push(cx.tokenizer, token) {
@@ -77,14 +86,25 @@ impl Sequence {
         Step::Continue
     }
 
-    fn emit(&self, text: String) {
+    /// Sends `text` with the entries of the tokens it releases; nothing
+    /// while there is neither.
+    fn emit(&mut self, text: String) {
         if !text.is_empty() {
-            let _ = self.events.send(Event::Text(text));
+            let logprobs = std::mem::take(&mut self.logprobs);
+            let _ = self.events.send(Event::Text { text, logprobs });
         }
     }
 
-    /// Sends the summary: the last event of the stream.
+    /// Sends the summary: the last event of the stream, after the entries
+    /// of tokens whose text never came (held back, or stopped).
     pub(crate) fn finish(mut self, reason: FinishReason) {
+        if !self.logprobs.is_empty() {
+            let logprobs = std::mem::take(&mut self.logprobs);
+            let _ = self.events.send(Event::Text {
+                text: String::new(),
+                logprobs,
+            });
+        }
         self.timeline.finished_ms = ms_since(self.arrived);
         let summary = Summary {
             reason,

@@ -9,6 +9,8 @@
 #[derive(Debug, Clone, Default)]
 pub struct TextStream {
     stops: Vec<String>,
+    /// A stop that the prompt layout added: the start of the next turn.
+    layout_stop: Option<String>,
     pending: String,
 }
 
@@ -26,8 +28,20 @@ impl TextStream {
     pub fn new(stops: Vec<String>) -> Self {
         Self {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            layout_stop: None,
             pending: String::new(),
         }
+    }
+
+    /// Also stops at the layout's `stop` (e.g. "\nUser:"); when generation
+    /// is cut off while a beginning of it is held back, that beginning is
+    /// the next turn starting, not answer text, and is dropped.
+    pub fn with_layout_stop(mut self, stop: Option<String>) -> Self {
+        if let Some(stop) = stop.filter(|s| !s.is_empty()) {
+            self.stops.push(stop.clone());
+            self.layout_stop = Some(stop);
+        }
+        self
     }
 
     /// Appends newly decoded text; returns what can be emitted now.
@@ -60,9 +74,14 @@ impl TextStream {
         Delta::Text(self.pending.drain(..safe).collect())
     }
 
-    /// Whatever is still held back, at the end of generation.
+    /// Whatever is still held back, at the end of generation, unless it is
+    /// the beginning of the layout's stop.
     pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.pending)
+        let pending = std::mem::take(&mut self.pending);
+        match &self.layout_stop {
+            Some(stop) if stop.starts_with(&pending) => String::new(),
+            _ => pending,
+        }
     }
 }
 
@@ -91,6 +110,17 @@ mod tests {
         let mut s = TextStream::new(vec!["END".into()]);
         assert_eq!(s.push("abc E"), Delta::Text("abc ".into()));
         assert_eq!(s.finish(), "E");
+    }
+
+    #[test]
+    fn a_cut_off_beginning_of_the_layouts_stop_is_dropped_but_a_clients_is_not() {
+        let mut s = TextStream::new(vec!["###".into()]).with_layout_stop(Some("\nUser:".into()));
+        assert_eq!(s.push("Paris.\nUser"), Delta::Text("Paris.".into()));
+        assert_eq!(s.finish(), "");
+        assert_eq!(s.push("x\nUser:"), Delta::Stopped("x".into()));
+        let mut s = TextStream::new(vec!["###".into()]).with_layout_stop(Some("\nUser:".into()));
+        assert_eq!(s.push("a #"), Delta::Text("a ".into()));
+        assert_eq!(s.finish(), "#");
     }
 
     #[test]

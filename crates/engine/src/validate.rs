@@ -9,7 +9,8 @@
 
 use prophetkv_reuse::ValidReuseConfig;
 
-use crate::request::{DocumentRef, GenerateRequest, PromptText, Segment};
+use crate::logprobs::MAX_TOP_LOGPROBS;
+use crate::request::{DocumentRef, GenerateRequest, PromptText, Segment, TextPiece};
 use crate::sampling::SamplingParams;
 use crate::{EngineError, Result};
 
@@ -27,6 +28,12 @@ pub const MAX_LIST_LIMIT: usize = 100;
 pub const DEFAULT_LIST_LIMIT: usize = 20;
 /// Highest sampling temperature.
 pub const MAX_TEMPERATURE: f32 = 2.0;
+/// Presence and frequency penalties lie within ± this (OpenAI's range).
+pub const MAX_PENALTY: f32 = 2.0;
+/// Logit biases lie within ± this (OpenAI's range).
+pub const MAX_LOGIT_BIAS: f32 = 100.0;
+/// Most tokens one request may bias.
+pub const MAX_LOGIT_BIAS_TOKENS: usize = 1024;
 
 /// What requests are checked against: the constants above plus the served
 /// model's shape. The context length is checked at admission, once the
@@ -35,6 +42,12 @@ pub const MAX_TEMPERATURE: f32 = 2.0;
 pub struct Limits {
     /// Layers of the model (score layers must exist).
     pub num_layers: usize,
+    /// Logits per step: token ids (of `logit_bias`, a prompt) are below it.
+    pub vocab_size: usize,
+    /// The model's context, in tokens.
+    pub context: usize,
+    /// Tokens of the anchor (BOS + instruction) every request starts with.
+    pub anchor: usize,
 }
 
 /// A request that passed [`Limits::validate`]: the only thing
@@ -48,12 +61,13 @@ pub struct ValidRequest {
     pub(crate) sampling: SamplingParams,
     pub(crate) max_tokens: usize,
     pub(crate) stop: Vec<String>,
+    pub(crate) layout_stop: Option<String>,
 }
 
 impl Limits {
     /// Checks every field that does not need the tokenizer, naming the field.
     pub fn validate(&self, request: GenerateRequest) -> Result<ValidRequest> {
-        check_sampling(&request.sampling)?;
+        check_sampling(&request.sampling, self.vocab_size)?;
         if request.max_tokens == 0 {
             return Err(EngineError::invalid("max_tokens", "must be at least 1"));
         }
@@ -70,6 +84,7 @@ impl Limits {
             return Err(EngineError::invalid("prompt", "must not be empty"));
         }
         check_documents(&request.segments)?;
+        self.check_prompt_ids(&request.query)?;
         let reuse = request.reuse.validate(self.num_layers)?;
         Ok(ValidRequest {
             tenant: request.tenant,
@@ -78,16 +93,53 @@ impl Limits {
             reuse,
             sampling: request.sampling,
             max_tokens: request.max_tokens,
-            stop: request
-                .stop
-                .into_iter()
-                .chain(request.layout_stop)
-                .collect(),
+            stop: request.stop,
+            layout_stop: request.layout_stop,
         })
     }
 }
 
-fn check_sampling(s: &SamplingParams) -> Result<()> {
+impl Limits {
+    /// Most tokens one document may have: the context less the anchor, one
+    /// token of question and one to generate.
+    pub fn max_document_tokens(&self) -> usize {
+        self.context.saturating_sub(self.anchor + 2)
+    }
+
+    /// Refuses a document of `tokens` tokens that no request could hold.
+    pub fn check_document_length(&self, index: usize, tokens: usize) -> Result<()> {
+        let max = self.max_document_tokens();
+        if tokens > max {
+            return Err(EngineError::DocumentTooLong {
+                index,
+                tokens,
+                max,
+                context: self.context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Token ids a client sent as its prompt must be in the vocabulary.
+    fn check_prompt_ids(&self, query: &PromptText) -> Result<()> {
+        for piece in &query.0 {
+            if let TextPiece::Ids(ids) = piece {
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                    return Err(EngineError::invalid(
+                        "prompt",
+                        format!(
+                            "token id {id} is not below the vocabulary size {}",
+                            self.vocab_size
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_sampling(s: &SamplingParams, vocab_size: usize) -> Result<()> {
     if !(0.0..=MAX_TEMPERATURE).contains(&s.temperature) || s.temperature.is_nan() {
         return Err(EngineError::invalid(
             "temperature",
@@ -102,6 +154,50 @@ fn check_sampling(s: &SamplingParams) -> Result<()> {
             "top_p",
             format!("must be within (0, 1], got {}", s.top_p),
         ));
+    }
+    for (field, value) in [
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+    ] {
+        if !(-MAX_PENALTY..=MAX_PENALTY).contains(&value) {
+            return Err(EngineError::invalid(
+                field,
+                format!("must be within [-{MAX_PENALTY}, {MAX_PENALTY}], got {value}"),
+            ));
+        }
+    }
+    check_logit_bias(&s.logit_bias, vocab_size)?;
+    if let Some(n) = s.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+        return Err(EngineError::invalid(
+            "top_logprobs",
+            format!("must be within [0, {MAX_TOP_LOGPROBS}], got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_logit_bias(bias: &[(u32, f32)], vocab_size: usize) -> Result<()> {
+    if bias.len() > MAX_LOGIT_BIAS_TOKENS {
+        return Err(EngineError::invalid(
+            "logit_bias",
+            format!("at most {MAX_LOGIT_BIAS_TOKENS} tokens, got {}", bias.len()),
+        ));
+    }
+    for &(id, value) in bias {
+        if id as usize >= vocab_size {
+            return Err(EngineError::invalid(
+                "logit_bias",
+                format!("token id {id} is not below the vocabulary size {vocab_size}"),
+            ));
+        }
+        if !(-MAX_LOGIT_BIAS..=MAX_LOGIT_BIAS).contains(&value) {
+            return Err(EngineError::invalid(
+                "logit_bias",
+                format!(
+                    "the bias of token {id} must be within [-{MAX_LOGIT_BIAS}, {MAX_LOGIT_BIAS}], got {value}"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -192,7 +288,12 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits { num_layers: 2 };
+    const LIMITS: Limits = Limits {
+        num_layers: 2,
+        vocab_size: 100,
+        context: 64,
+        anchor: 4,
+    };
 
     fn field_of(r: GenerateRequest) -> &'static str {
         match LIMITS.validate(r).unwrap_err() {
@@ -207,7 +308,8 @@ mod tests {
         let mut r = request();
         r.stop = vec!["###".into()];
         let valid = LIMITS.validate(r).unwrap();
-        assert_eq!(valid.stop, vec!["###".to_string(), "\nUser:".to_string()]);
+        assert_eq!(valid.stop, vec!["###".to_string()]);
+        assert_eq!(valid.layout_stop.as_deref(), Some("\nUser:"));
     }
 
     #[test]
@@ -236,6 +338,39 @@ mod tests {
         let mut r = request();
         r.reuse.ratio = 1.5;
         assert_eq!(field_of(r), "kv_reuse");
+        let mut r = request();
+        r.sampling.frequency_penalty = 5.0;
+        assert_eq!(field_of(r), "frequency_penalty");
+        let mut r = request();
+        r.sampling.presence_penalty = -2.5;
+        assert_eq!(field_of(r), "presence_penalty");
+        let mut r = request();
+        r.sampling.logit_bias = vec![(100, 1.0)];
+        assert_eq!(field_of(r), "logit_bias");
+        let mut r = request();
+        r.sampling.logit_bias = vec![(5, 101.0)];
+        assert_eq!(field_of(r), "logit_bias");
+        let mut r = request();
+        r.sampling.logprobs = Some(21);
+        assert_eq!(field_of(r), "top_logprobs");
+        let mut r = request();
+        r.query = PromptText(vec![TextPiece::Ids(vec![1, 100])]);
+        assert_eq!(field_of(r), "prompt");
+    }
+
+    #[test]
+    fn a_document_is_refused_only_when_no_request_could_hold_it() {
+        assert_eq!(LIMITS.max_document_tokens(), 58);
+        assert!(LIMITS.check_document_length(0, 58).is_ok());
+        assert!(matches!(
+            LIMITS.check_document_length(3, 59),
+            Err(EngineError::DocumentTooLong {
+                index: 3,
+                tokens: 59,
+                max: 58,
+                context: 64
+            })
+        ));
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn collect(mut rx: UnboundedReceiver<Event>) -> Result<(String, Summary), 
     while let Some(event) = rx.recv().await {
         match event {
             Event::Started { .. } => {}
-            Event::Text(t) => text.push_str(&t),
+            Event::Text { text: t, .. } => text.push_str(&t),
             Event::Finished(s) => return Ok((text, *s)),
             Event::Failed(e) => return Err(e),
         }
@@ -197,6 +197,7 @@ async fn seeded_sampling_reproduces_and_stop_strings_are_not_emitted() {
             top_p: 0.9,
             top_k: 0,
             seed: Some(seed),
+            ..SamplingParams::default()
         };
         r
     };
@@ -265,4 +266,66 @@ async fn unknown_documents_and_bad_fields_fail_cleanly() {
     .await
     .unwrap();
     assert_eq!(summary.hits.computed, 1);
+}
+
+#[tokio::test]
+async fn logprobs_are_the_models_own_log_softmax_at_each_generated_step() {
+    let f = fixture(EngineConfig::default());
+    let doc = tiny_text(&tokens(30, 21));
+    let query = tiny_text(&tokens(5, 22));
+    let mut req = request(vec![DocumentRef::Text(doc.clone())], &query, 6);
+    req.reuse.strategy = StrategyKind::Full;
+    req.sampling = SamplingParams {
+        temperature: 0.9,
+        seed: Some(4),
+        logprobs: Some(5),
+        ..SamplingParams::default()
+    };
+    let mut rx = submit(&f.engine, req).unwrap();
+    let mut steps = Vec::new();
+    let mut summary = None;
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Text { logprobs, .. } => steps.extend(logprobs),
+            Event::Finished(s) => summary = Some(*s),
+            Event::Failed(e) => panic!("{e}"),
+            Event::Started { .. } => {}
+        }
+    }
+    let summary = summary.unwrap();
+    assert_eq!(steps.len(), summary.usage.completion_tokens);
+
+    // The whole sequence so far, prefilled from scratch at each step.
+    let mut ids = f.tokenizer.prompt_ids(INSTRUCTION).unwrap();
+    ids.extend(f.tokenizer.encode(&doc).unwrap());
+    ids.extend(f.tokenizer.encode(&query).unwrap());
+    for step in &steps {
+        let positions: Vec<u32> = (0..ids.len() as u32).collect();
+        let (_, last) = f.reference.prefill(&ids, &positions).unwrap();
+        let logits: Vec<f32> = f
+            .reference
+            .logits(&last)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max as f64
+            + logits
+                .iter()
+                .map(|&l| ((l - max) as f64).exp())
+                .sum::<f64>()
+                .ln();
+        let want = |id: u32| (logits[id as usize] as f64 - log_z) as f32;
+        assert!((step.chosen.logprob - want(step.chosen.id)).abs() < 1e-4);
+        assert_eq!(step.top.len(), 5);
+        let mut best: Vec<u32> = (0..logits.len() as u32).collect();
+        best.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        for (alt, id) in step.top.iter().zip(&best) {
+            assert_eq!(alt.id, *id);
+            assert!((alt.logprob - want(alt.id)).abs() < 1e-4);
+        }
+        ids.push(step.chosen.id);
+    }
 }

@@ -46,6 +46,9 @@ pub struct TemplateMessage {
     pub role: String,
     /// The text.
     pub content: String,
+    /// A participant's name, for templates that use it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A rendered conversation split where the documents go.
@@ -120,6 +123,7 @@ impl ChatTemplate {
             .map(|(i, m)| TemplateMessage {
                 role: m.role.clone(),
                 content: marker(i),
+                name: m.name.clone(),
             })
             .collect();
         let rendered = self
@@ -134,14 +138,14 @@ impl ChatTemplate {
                 })
             })
             .map_err(|e| {
-                ApiError::unprocessable(
+                ApiError::bad_request(
                     format!("the model's chat template rejected the messages: {e}"),
                     Some("messages"),
                 )
             })?;
         let last = marker(messages.len().saturating_sub(1));
         let Some(split) = rendered.find(&last) else {
-            return Err(ApiError::unprocessable(
+            return Err(ApiError::bad_request(
                 "the model's chat template does not render the last user message",
                 Some("messages"),
             ));
@@ -208,6 +212,7 @@ mod tests {
             .map(|x| match x {
                 TextPiece::Plain(t) => format!("[{t}]"),
                 TextPiece::Template(t) => t.clone(),
+                TextPiece::Ids(ids) => format!("{ids:?}"),
             })
             .collect()
     }
@@ -216,6 +221,7 @@ mod tests {
         TemplateMessage {
             role: role.into(),
             content: content.into(),
+            name: None,
         }
     }
 

@@ -12,13 +12,16 @@ use utoipa::ToSchema;
 /// An API error: status, OpenAI error type, message and the offending parameter.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400: malformed JSON or a field of the wrong type.
+    /// 400: malformed JSON, a field of the wrong type or value, a feature
+    /// not served, a prompt longer than the context.
     #[error("{message}")]
     BadRequest {
         /// What is wrong.
         message: String,
         /// The field, when known.
         param: Option<String>,
+        /// OpenAI's machine-readable code, when there is one.
+        code: Option<&'static str>,
     },
     /// 401: missing or unknown API key.
     #[error("invalid or missing API key")]
@@ -26,10 +29,18 @@ pub enum ApiError {
     /// 404: unknown document, model or route.
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, the method does not.
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path.
+        path: String,
+    },
     /// 413: the body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
-    /// 422: well-formed but unusable (context too long, ratio out of range).
+    /// 422: a document that can never be used (longer than the context).
     #[error("{message}")]
     Unprocessable {
         /// What is wrong.
@@ -54,6 +65,16 @@ impl ApiError {
         Self::BadRequest {
             message: message.into(),
             param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    /// A 400 for a prompt that does not fit the context (OpenAI's code).
+    pub fn context_length_exceeded(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: Some("messages".into()),
+            code: Some("context_length_exceeded"),
         }
     }
 
@@ -74,11 +95,11 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, Option<&str>, Option<&'static str>) {
         match self {
-            Self::BadRequest { param, .. } => (
+            Self::BadRequest { param, code, .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 param.as_deref(),
-                None,
+                *code,
             ),
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
@@ -91,6 +112,12 @@ impl ApiError {
                 "invalid_request_error",
                 None,
                 Some("not_found"),
+            ),
+            Self::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
             ),
             Self::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -170,9 +197,10 @@ impl From<EngineError> for ApiError {
         match &e {
             EngineError::QueueFull { .. } => Self::Overloaded(message),
             EngineError::Unavailable => Self::Unavailable(message),
-            EngineError::Invalid { field, .. } => Self::unprocessable(message, Some(field)),
+            EngineError::Invalid { field, .. } => Self::bad_request(message, Some(field)),
+            EngineError::DocumentTooLong { .. } => Self::unprocessable(message, Some("text")),
             EngineError::UnknownDocument(_) => Self::NotFound(message),
-            EngineError::ContextOverflow { .. } => Self::unprocessable(message, Some("max_tokens")),
+            EngineError::ContextOverflow { .. } => Self::context_length_exceeded(message),
             EngineError::Store(inner) => store_error(inner, message),
             EngineError::Reuse(inner) => reuse_error(inner, message),
             EngineError::Model(inner) => model_error(inner, message),
@@ -186,7 +214,7 @@ impl From<EngineError> for ApiError {
 fn store_error(e: &StoreError, message: String) -> ApiError {
     match e {
         StoreError::NotFound { .. } => ApiError::NotFound(message),
-        StoreError::Invalid { field, .. } => ApiError::unprocessable(message, Some(field)),
+        StoreError::Invalid { field, .. } => ApiError::bad_request(message, Some(field)),
         StoreError::Redis(_) => ApiError::Unavailable(message),
         _ => ApiError::Internal(message),
     }
@@ -196,16 +224,14 @@ fn store_error(e: &StoreError, message: String) -> ApiError {
 /// rest is ours.
 fn reuse_error(e: &ReuseError, message: String) -> ApiError {
     match e {
-        ReuseError::Ratio(_) => ApiError::unprocessable(message, Some("kv_reuse.recompute_ratio")),
-        ReuseError::UnknownStrategy(_) => {
-            ApiError::unprocessable(message, Some("kv_reuse.strategy"))
-        }
-        ReuseError::Option { .. } => ApiError::unprocessable(message, Some("kv_reuse")),
-        ReuseError::ContextOverflow { .. } => ApiError::unprocessable(message, Some("max_tokens")),
+        ReuseError::Ratio(_) => ApiError::bad_request(message, Some("kv_reuse.recompute_ratio")),
+        ReuseError::UnknownStrategy(_) => ApiError::bad_request(message, Some("kv_reuse.strategy")),
+        ReuseError::Option { .. } => ApiError::bad_request(message, Some("kv_reuse")),
+        ReuseError::ContextOverflow { .. } => ApiError::context_length_exceeded(message),
         ReuseError::EmptyDocument { .. } | ReuseError::AnchorMismatch { .. } => {
-            ApiError::unprocessable(message, Some("documents"))
+            ApiError::bad_request(message, Some("documents"))
         }
-        ReuseError::EmptyQuery => ApiError::unprocessable(message, Some("prompt")),
+        ReuseError::EmptyQuery => ApiError::bad_request(message, Some("prompt")),
         ReuseError::Model(inner) => model_error(inner, message),
         ReuseError::Candle(_) => ApiError::Internal(message),
     }
@@ -213,7 +239,7 @@ fn reuse_error(e: &ReuseError, message: String) -> ApiError {
 
 fn model_error(e: &ModelError, message: String) -> ApiError {
     match e {
-        ModelError::ContextOverflow { .. } => ApiError::unprocessable(message, Some("max_tokens")),
+        ModelError::ContextOverflow { .. } => ApiError::context_length_exceeded(message),
         _ => ApiError::Internal(message),
     }
 }

@@ -1,7 +1,8 @@
 //! prophetkv's OpenAI-compatible HTTP API on axum.
 //!
 //! - [`router`]: the routes — `/v1/completions`, `/v1/chat/completions`
-//!   (streaming and not), `/v1/documents`, `/v1/models`, `/health`,
+//!   (streaming and not), `/v1/documents`, `/v1/models`, `/tokenize`,
+//!   `/detokenize`, `/health`,
 //!   `/ready`, `/metrics`, `/openapi.json` — behind bearer-key auth and a
 //!   body limit; the OpenAPI document is built from the same table.
 //! - [`serve`]: binds, serves, and shuts down gracefully on SIGTERM/SIGINT.
@@ -13,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod auth;
 pub mod chat_template;
 pub mod error;
@@ -47,8 +49,13 @@ pub fn router(state: AppState) -> Router {
     };
     router
         .fallback(routes::ops::not_found)
+        .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access_log::access_log,
+        ))
         .layer(middleware::from_fn(request_id::request_id))
         .with_state(state)
 }
@@ -66,6 +73,8 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::documents::get, routes::documents::delete))
         .routes(routes!(routes::ops::models))
         .routes(routes!(routes::ops::model))
+        .routes(routes!(routes::tokenize::tokenize))
+        .routes(routes!(routes::tokenize::detokenize))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -1,7 +1,9 @@
 //! Prometheus metrics: request histograms here, engine counters from the engine.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use prophetkv_engine::{EngineMetrics, StoreStats};
 
@@ -72,6 +74,8 @@ pub struct HttpMetrics {
     pub recompute_ratio: Histogram,
     /// Requests refused with 429.
     pub rejected: AtomicU64,
+    /// Responses by route template and status.
+    responses: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl Default for HttpMetrics {
@@ -81,6 +85,7 @@ impl Default for HttpMetrics {
             e2e: Histogram::new(&LATENCY_BUCKETS),
             recompute_ratio: Histogram::new(&RATIO_BUCKETS),
             rejected: AtomicU64::new(0),
+            responses: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -96,7 +101,37 @@ fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     );
 }
 
+/// Prometheus label values escape `\\`, `"` and newlines.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 impl HttpMetrics {
+    /// Counts one response of `route` (a route template, so that the label
+    /// set stays bounded) with `status`.
+    pub fn count_response(&self, route: &str, status: u16) {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        *responses.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    fn render_responses(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP prophetkv_http_responses_total HTTP responses by route and status.\n# TYPE prophetkv_http_responses_total counter"
+        );
+        let responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, status), n) in responses.iter() {
+            let _ = writeln!(
+                out,
+                "prophetkv_http_responses_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                label(route)
+            );
+        }
+    }
+
     /// The Prometheus text exposition of these and the engine's metrics.
     pub fn render(&self, engine: &EngineMetrics, store: &StoreStats, uptime_secs: f64) -> String {
         let mut out = String::new();
@@ -121,7 +156,14 @@ impl HttpMetrics {
             "Requests refused with 429.",
             self.rejected.load(Ordering::Relaxed),
         );
-        render_engine(&mut out, engine, uptime_secs);
+        self.render_responses(&mut out);
+        render_engine(&mut out, engine);
+        gauge(
+            &mut out,
+            "prophetkv_uptime_seconds",
+            "Seconds since the server started.",
+            uptime_secs,
+        );
         counter(
             &mut out,
             "prophetkv_store_integrity_failures_total",
@@ -138,8 +180,9 @@ impl HttpMetrics {
     }
 }
 
-/// The engine's counters and gauges.
-fn render_engine(out: &mut String, engine: &EngineMetrics, uptime_secs: f64) {
+/// The engine's counters and gauges. Rates and means are left to PromQL
+/// (`rate(prophetkv_generated_tokens_total[1m])`, decode rows over steps).
+fn render_engine(out: &mut String, engine: &EngineMetrics) {
     gauge(
         out,
         "prophetkv_queue_depth",
@@ -158,16 +201,17 @@ fn render_engine(out: &mut String, engine: &EngineMetrics, uptime_secs: f64) {
         "Largest decode batch so far.",
         engine.largest_batch as f64,
     );
-    let mean = if engine.decode_steps > 0 {
-        engine.decode_rows as f64 / engine.decode_steps as f64
-    } else {
-        0.0
-    };
-    gauge(
+    counter(
         out,
-        "prophetkv_decode_batch_mean",
-        "Mean decode batch size.",
-        mean,
+        "prophetkv_decode_steps_total",
+        "Batched decode steps run.",
+        engine.decode_steps,
+    );
+    counter(
+        out,
+        "prophetkv_decode_rows_total",
+        "Sequences decoded, summed over steps (over steps: the mean batch).",
+        engine.decode_rows,
     );
     counter(
         out,
@@ -175,23 +219,36 @@ fn render_engine(out: &mut String, engine: &EngineMetrics, uptime_secs: f64) {
         "Tokens generated.",
         engine.tokens,
     );
-    gauge(
-        out,
-        "prophetkv_tokens_per_second",
-        "Generated tokens per second since start.",
-        engine.tokens as f64 / uptime_secs.max(1e-9),
-    );
     counter(
         out,
         "prophetkv_requests_total",
         "Requests admitted.",
         engine.requests,
     );
-    let _ = writeln!(out, "# HELP prophetkv_cache_hits_total Document cache lookups by tier.\n# TYPE prophetkv_cache_hits_total counter");
-    for (tier, n) in ["host", "disk", "remote", "computed"]
-        .iter()
-        .zip(engine.hits)
-    {
-        let _ = writeln!(out, "prophetkv_cache_hits_total{{tier=\"{tier}\"}} {n}");
+    let [host, disk, remote, computed] = engine.hits;
+    let _ = writeln!(out, "# HELP prophetkv_document_cache_hits_total Document caches found, by tier.\n# TYPE prophetkv_document_cache_hits_total counter");
+    for (tier, n) in [("host", host), ("disk", disk), ("remote", remote)] {
+        let _ = writeln!(
+            out,
+            "prophetkv_document_cache_hits_total{{tier=\"{tier}\"}} {n}"
+        );
     }
+    counter(
+        out,
+        "prophetkv_document_cache_misses_total",
+        "Document caches found in no tier and computed.",
+        computed,
+    );
+    counter(
+        out,
+        "prophetkv_recomputed_rows_total",
+        "Eligible document rows recomputed, summed over requests.",
+        engine.selected_rows,
+    );
+    counter(
+        out,
+        "prophetkv_eligible_rows_total",
+        "Eligible document rows, summed over requests.",
+        engine.eligible_rows,
+    );
 }

@@ -2,23 +2,30 @@
 //! extensions) and how they map onto the engine's [`GenerateRequest`].
 //!
 //! Only what is particular to OpenAI's surface is refused here (another
-//! model's name, `n`, roles, content parts); every limit on values lives in
-//! the engine's `validate`, which the handlers call next.
+//! model's name, `n`, roles, content parts, fields it does not know and
+//! features not served); every limit on values lives in the engine's
+//! `validate`, which the handlers call next. No field is dropped unread:
+//! each is honoured, refused with a 400 naming it, or (`user`) an
+//! annotation that by definition changes nothing.
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use prophetkv_engine::{
     DocumentRef, GenerateRequest, PromptText, ReuseConfig, SamplingParams, Segment, StrategyKind,
+    TextPiece,
 };
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::chat_template::{ChatTemplate, TemplateMessage};
 use crate::error::ApiError;
 
-/// A string or a list of strings (`prompt`, `stop`).
+/// A string or a list of strings (`stop`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of strings")]
 pub enum OneOrMany {
     /// One string.
     One(String),
@@ -31,6 +38,48 @@ impl OneOrMany {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `prompt`: text or token ids, alone or as a list of one.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(
+    untagged,
+    expecting = "a string, a list of token ids, or a list holding one of either"
+)]
+pub enum Prompt {
+    /// Text.
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+    /// A list of texts (one is supported).
+    Texts(Vec<String>),
+    /// A list of token-id lists (one is supported).
+    TokenLists(Vec<Vec<u32>>),
+}
+
+impl Prompt {
+    /// The one prompt, as engine text, and its text when it is text.
+    fn single(self) -> Result<(PromptText, Option<String>), ApiError> {
+        let one = |n: usize| {
+            ApiError::bad_request(
+                format!("exactly one prompt is supported, got {n}"),
+                Some("prompt"),
+            )
+        };
+        match self {
+            Prompt::Text(t) => Ok((t.clone().into(), Some(t))),
+            Prompt::Tokens(ids) => Ok((PromptText(vec![TextPiece::Ids(ids)]), None)),
+            Prompt::Texts(mut v) if v.len() == 1 => {
+                let t = v.remove(0);
+                Ok((t.clone().into(), Some(t)))
+            }
+            Prompt::TokenLists(mut v) if v.len() == 1 => {
+                Ok((PromptText(vec![TextPiece::Ids(v.remove(0))]), None))
+            }
+            Prompt::Texts(v) => Err(one(v.len())),
+            Prompt::TokenLists(v) => Err(one(v.len())),
         }
     }
 }
@@ -57,6 +106,7 @@ pub struct KvReuse {
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a final chunk with token usage.
     #[serde(default)]
@@ -74,8 +124,8 @@ pub struct Common {
     pub top_p: Option<f32>,
     /// Top-k (vLLM extension).
     pub top_k: Option<usize>,
-    /// Seed for reproducible sampling.
-    pub seed: Option<u64>,
+    /// Seed for reproducible sampling (any 64-bit integer).
+    pub seed: Option<i64>,
     /// Stop strings.
     pub stop: Option<OneOrMany>,
     /// Stream server-sent events.
@@ -85,6 +135,25 @@ pub struct Common {
     pub stream_options: Option<StreamOptions>,
     /// Choices per prompt (only 1).
     pub n: Option<usize>,
+    /// Penalty in [-2, 2] on tokens already generated, once each.
+    pub presence_penalty: Option<f32>,
+    /// Penalty in [-2, 2] on tokens already generated, per occurrence.
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) to a bias in [-100, 100] added to its logit.
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// An end-user id for the client's own tracking; no effect on the answer.
+    pub user: Option<String>,
+    /// OpenAI's end-user id for abuse detection; no effect on the answer.
+    pub safety_identifier: Option<String>,
+    /// A hint for OpenAI's prompt cache; no effect here (documents are cached).
+    pub prompt_cache_key: Option<String>,
+    /// Tags for stored completions; no effect here.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// `auto` or `default` (one tier here); others are refused.
+    pub service_tier: Option<String>,
+    /// Completions are not stored: `true` is refused.
+    pub store: Option<bool>,
     /// Documents placed before the question.
     pub documents: Option<Vec<DocumentInput>>,
     /// Reuse strategy and ratio.
@@ -94,27 +163,50 @@ pub struct Common {
 /// `POST /v1/completions`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CompletionRequest {
-    /// The prompt (one string, or a list of one).
-    pub prompt: OneOrMany,
+    /// The prompt: text or token ids (one).
+    pub prompt: Prompt,
     /// Most tokens to generate (OpenAI default 16).
     pub max_tokens: Option<usize>,
+    /// Log-probabilities of each token with this many alternatives (0-5).
+    pub logprobs: Option<usize>,
+    /// Return the prompt before the completion (text prompts, without `logprobs`).
+    pub echo: Option<bool>,
+    /// Text after the completion (not supported: refused when not empty).
+    pub suffix: Option<String>,
+    /// Candidates to pick the best of (only 1).
+    pub best_of: Option<usize>,
     /// Everything else.
     #[serde(flatten)]
     pub common: Common,
+    /// Fields this API does not know: refused, as OpenAI does.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: serde_json::Map<String, Value>,
 }
 
-/// A chat message; content is text or a list of text parts.
+/// A chat message; content is text, a list of text parts, or null.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
-    /// system, user, assistant (or developer, tool).
+    /// system, developer, user or assistant.
     pub role: String,
-    /// The content.
-    pub content: Content,
+    /// The content (null only in an assistant message with tool calls).
+    #[serde(default)]
+    pub content: Option<Content>,
+    /// A participant's name, passed to the chat template.
+    pub name: Option<String>,
+    /// An assistant's tool calls (tools are not supported: refused).
+    #[schema(value_type = Option<Object>)]
+    pub tool_calls: Option<Value>,
+    /// The call a tool message answers (tools are not supported: refused).
+    pub tool_call_id: Option<String>,
+    /// Refusal text of an earlier assistant message.
+    pub refusal: Option<String>,
 }
 
 /// Message content.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of content parts")]
 pub enum Content {
     /// Plain text.
     Text(String),
@@ -154,15 +246,36 @@ impl Content {
 /// `POST /v1/chat/completions`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
-    /// The conversation.
+    /// The conversation; an assistant message last is continued.
     pub messages: Vec<Message>,
     /// Most tokens to generate.
     pub max_tokens: Option<usize>,
     /// Newer name of `max_tokens`.
     pub max_completion_tokens: Option<usize>,
+    /// Return each token's log-probability.
+    pub logprobs: Option<bool>,
+    /// Alternatives per token (0-20; needs `logprobs`).
+    pub top_logprobs: Option<usize>,
+    /// `{"type": "text"}` (structured output is not supported yet: refused).
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Tools the model may call (not supported yet: refused when not empty).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+    /// `none` (or absent); anything else is refused while tools are.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    /// Accepted; tools are not supported yet.
+    pub parallel_tool_calls: Option<bool>,
+    /// Output modalities: `["text"]` only.
+    pub modalities: Option<Vec<String>>,
     /// Everything else.
     #[serde(flatten)]
     pub common: Common,
+    /// Fields this API does not know or does not support: refused.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub unknown: serde_json::Map<String, Value>,
 }
 
 /// Server-side defaults a request falls back to.
@@ -188,6 +301,19 @@ pub struct Mapped {
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// Text the answer starts with (`echo`: the prompt).
+    pub echo: Option<String>,
+    /// Drop whitespace at the start of the answer (a chat reply, unless it
+    /// continues a prefilled assistant message).
+    pub trim_start: bool,
+}
+
+/// Where a request's text goes: segments after the anchor, the query, and
+/// the layout's own stop.
+struct Layout {
+    segments: Vec<Segment>,
+    query: PromptText,
+    layout_stop: Option<&'static str>,
 }
 
 fn documents(common: &Common) -> Result<Vec<Segment>, ApiError> {
@@ -207,24 +333,87 @@ fn documents(common: &Common) -> Result<Vec<Segment>, ApiError> {
         .collect()
 }
 
+/// A 400 naming `param` as not supported.
+fn unsupported(param: &str, why: &str) -> ApiError {
+    ApiError::bad_request(format!("{param} is not supported: {why}"), Some(param))
+}
+
+/// Parameters of OpenAI's reference that this server does not serve.
+const NOT_SERVED: [&str; 7] = [
+    "audio",
+    "functions",
+    "function_call",
+    "prediction",
+    "reasoning_effort",
+    "verbosity",
+    "web_search_options",
+];
+
+/// A field that no struct field took: one of OpenAI's this server does not
+/// serve, or one OpenAI does not know either (refused as OpenAI refuses it).
+fn refuse_unknown(unknown: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    match unknown.keys().next() {
+        Some(name) if NOT_SERVED.contains(&name.as_str()) => {
+            Err(unsupported(name, "this server does not serve it"))
+        }
+        Some(name) => Err(ApiError::bad_request(
+            format!("unrecognized request argument supplied: {name}"),
+            Some(name),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `logit_bias`'s keys as token ids.
+fn logit_bias(common: &Common) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(bias) = &common.logit_bias else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<(u32, f32)> = bias
+        .iter()
+        .map(|(id, &value)| {
+            id.parse::<u32>().map(|id| (id, value)).map_err(|_| {
+                ApiError::bad_request(
+                    format!("logit_bias keys must be token ids, got {id:?}"),
+                    Some("logit_bias"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    out.sort_by_key(|&(id, _)| id);
+    Ok(out)
+}
+
 fn map_common(
     common: &Common,
     defaults: &Defaults,
     tenant: &str,
-    segments: Vec<Segment>,
-    query: PromptText,
+    layout: Layout,
     max_tokens: usize,
-    layout_stop: Option<&str>,
+    logprobs: Option<usize>,
 ) -> Result<Mapped, ApiError> {
     if let Some(model) = &common.model {
         if model != &defaults.model {
             return Err(ApiError::unknown_model(model, &defaults.model));
         }
     }
-    if common.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::unprocessable(
-            "only n = 1 is supported",
-            Some("n"),
+    if let Some(n) = common.n.filter(|&n| n != 1) {
+        return Err(unsupported(
+            "n",
+            &format!("one choice per request, got {n}"),
+        ));
+    }
+    if common.store == Some(true) {
+        return Err(unsupported("store", "completions are not stored"));
+    }
+    if let Some(tier) = common
+        .service_tier
+        .as_deref()
+        .filter(|t| !matches!(*t, "auto" | "default"))
+    {
+        return Err(unsupported(
+            "service_tier",
+            &format!("one tier (\"auto\" or \"default\"), got {tier:?}"),
         ));
     }
     let reuse = common.kv_reuse.clone().unwrap_or(KvReuse {
@@ -234,13 +423,13 @@ fn map_common(
     let strategy = match &reuse.strategy {
         Some(s) => s
             .parse::<StrategyKind>()
-            .map_err(|e| ApiError::unprocessable(e.to_string(), Some("kv_reuse.strategy")))?,
+            .map_err(|e| ApiError::bad_request(e.to_string(), Some("kv_reuse.strategy")))?,
         None => defaults.strategy,
     };
     let request = GenerateRequest {
         tenant: tenant.to_string(),
-        segments,
-        query,
+        segments: layout.segments,
+        query: layout.query,
         reuse: ReuseConfig {
             strategy,
             ratio: reuse.recompute_ratio.unwrap_or(defaults.ratio),
@@ -250,7 +439,12 @@ fn map_common(
             temperature: common.temperature.unwrap_or(1.0),
             top_p: common.top_p.unwrap_or(1.0),
             top_k: common.top_k.unwrap_or(0),
-            seed: common.seed,
+            // Any 64-bit integer is a seed; negative ones wrap.
+            seed: common.seed.map(|s| s as u64),
+            presence_penalty: common.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: common.frequency_penalty.unwrap_or(0.0),
+            logit_bias: logit_bias(common)?,
+            logprobs,
         },
         max_tokens,
         stop: common
@@ -258,7 +452,7 @@ fn map_common(
             .clone()
             .map(OneOrMany::into_vec)
             .unwrap_or_default(),
-        layout_stop: layout_stop.map(str::to_string),
+        layout_stop: layout.layout_stop.map(str::to_string),
     };
     Ok(Mapped {
         request,
@@ -267,29 +461,63 @@ fn map_common(
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
+        echo: None,
+        trim_start: false,
     })
 }
+
+/// Most alternatives per token of the completions API (OpenAI's limit).
+pub const MAX_COMPLETION_LOGPROBS: usize = 5;
 
 impl CompletionRequest {
     /// Maps onto an engine request: BOS + instruction + documents + prompt.
     pub fn map(self, defaults: &Defaults, tenant: &str) -> Result<Mapped, ApiError> {
-        let prompts = self.prompt.into_vec();
-        let [prompt] = prompts.as_slice() else {
-            return Err(ApiError::unprocessable(
-                format!("exactly one prompt is supported, got {}", prompts.len()),
-                Some("prompt"),
+        refuse_unknown(&self.unknown)?;
+        if let Some(n) = self.best_of.filter(|&n| n != 1) {
+            return Err(unsupported(
+                "best_of",
+                &format!("one candidate per request, got {n}"),
             ));
+        }
+        if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported(
+                "suffix",
+                "the served layout has no fill-in-the-middle",
+            ));
+        }
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_COMPLETION_LOGPROBS) {
+            return Err(ApiError::bad_request(
+                format!("logprobs must be within [0, {MAX_COMPLETION_LOGPROBS}], got {n}"),
+                Some("logprobs"),
+            ));
+        }
+        let (query, text) = self.prompt.single()?;
+        let echo = match (self.echo.unwrap_or(false), text) {
+            (false, _) => None,
+            (true, Some(_)) if self.logprobs.is_some() => {
+                return Err(unsupported(
+                    "echo",
+                    "with logprobs it needs the prompt's log-probabilities, which reused caches do not have",
+                ))
+            }
+            (true, Some(text)) => Some(text),
+            (true, None) => return Err(unsupported("echo", "only for a text prompt")),
         };
-        let segments = documents(&self.common)?;
-        map_common(
+        let layout = Layout {
+            segments: documents(&self.common)?,
+            query,
+            layout_stop: None,
+        };
+        let mut mapped = map_common(
             &self.common,
             defaults,
             tenant,
-            segments,
-            prompt.clone().into(),
+            layout,
             self.max_tokens.unwrap_or(16),
-            None,
-        )
+            self.logprobs,
+        )?;
+        mapped.echo = echo;
+        Ok(mapped)
     }
 }
 
@@ -299,31 +527,43 @@ impl ChatRequest {
     /// come the documents, then that text and the generation prompt (the
     /// query). Without one, the plain layout: earlier turns as "Role: text"
     /// paragraphs, the documents, then "User: text\nAssistant:"; the answer
-    /// stops before a following "\nUser:".
+    /// stops before a following "\nUser:". An assistant message after the
+    /// last user turn is a prefill: the answer continues its text.
     pub fn map(self, defaults: &Defaults, tenant: &str) -> Result<Mapped, ApiError> {
-        let Some(last) = self.messages.last() else {
-            return Err(ApiError::unprocessable(
-                "messages must not be empty",
-                Some("messages"),
-            ));
+        refuse_unknown(&self.unknown)?;
+        self.refuse_unsupported()?;
+        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (true, top) => Some(top.unwrap_or(0)),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "top_logprobs needs logprobs set to true",
+                    Some("top_logprobs"),
+                ))
+            }
         };
-        if last.role != "user" {
-            return Err(ApiError::unprocessable(
-                "the last message must be from the user",
+        let mut messages = self
+            .messages
+            .iter()
+            .map(template_message)
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let prefill = match messages.last() {
+            None => {
+                return Err(ApiError::bad_request(
+                    "messages must not be empty",
+                    Some("messages"),
+                ))
+            }
+            Some(m) if m.role == "assistant" && messages.len() >= 2 => messages.pop(),
+            Some(_) => None,
+        };
+        if messages.last().is_none_or(|m| m.role != "user") {
+            return Err(ApiError::bad_request(
+                "the last message must be from the user (or an assistant message to continue, right after it)",
                 Some("messages"),
             ));
         }
-        let messages = self
-            .messages
-            .iter()
-            .map(|m| {
-                Ok(TemplateMessage {
-                    role: m.role.clone(),
-                    content: m.content.text()?,
-                })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        let (before_documents, query, layout_stop) = match &defaults.chat_template {
+        let (before_documents, mut query, layout_stop) = match &defaults.chat_template {
             Some(template) => {
                 let rendered = template.render(&messages)?;
                 (rendered.before_documents, rendered.query, None)
@@ -333,6 +573,16 @@ impl ChatRequest {
                 (before.into(), query.into(), Some(PLAIN_LAYOUT_STOP))
             }
         };
+        if let Some(prefill) = &prefill {
+            // The plain layout's "Assistant:" is followed by a space.
+            let text = match layout_stop {
+                Some(_) if !prefill.content.starts_with(char::is_whitespace) => {
+                    format!(" {}", prefill.content)
+                }
+                _ => prefill.content.clone(),
+            };
+            query.0.push(TextPiece::Plain(text));
+        }
         let mut segments = Vec::new();
         if !before_documents.is_empty() {
             segments.push(Segment::Fresh(before_documents));
@@ -342,16 +592,86 @@ impl ChatRequest {
             .max_completion_tokens
             .or(self.max_tokens)
             .unwrap_or(defaults.chat_max_tokens);
-        map_common(
-            &self.common,
-            defaults,
-            tenant,
+        let layout = Layout {
             segments,
             query,
-            max_tokens,
             layout_stop,
-        )
+        };
+        let mut mapped = map_common(&self.common, defaults, tenant, layout, max_tokens, logprobs)?;
+        mapped.trim_start = prefill.is_none();
+        Ok(mapped)
     }
+
+    /// Refuses what asks for a feature not served yet, unless it asks for
+    /// nothing (`tools: []`, `tool_choice: "none"`, text output).
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(unsupported("tools", "this server does not call tools yet"));
+        }
+        if self
+            .tool_choice
+            .as_ref()
+            .is_some_and(|c| c.as_str() != Some("none"))
+        {
+            return Err(unsupported(
+                "tool_choice",
+                "only \"none\": this server does not call tools yet",
+            ));
+        }
+        if let Some(format) = &self.response_format {
+            if format.get("type").and_then(Value::as_str) != Some("text") {
+                return Err(unsupported(
+                    "response_format",
+                    "only {\"type\": \"text\"}: structured output is not served yet",
+                ));
+            }
+        }
+        if self
+            .modalities
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|m| m != "text"))
+        {
+            return Err(unsupported("modalities", "only \"text\""));
+        }
+        Ok(())
+    }
+}
+
+/// A message as the template sees it; tool traffic is refused.
+fn template_message(m: &Message) -> Result<TemplateMessage, ApiError> {
+    if m.tool_calls.is_some() || m.tool_call_id.is_some() || m.role == "tool" {
+        return Err(unsupported(
+            "messages",
+            "tool calls and tool results (this server does not call tools yet)",
+        ));
+    }
+    if !matches!(
+        m.role.as_str(),
+        "system" | "developer" | "user" | "assistant"
+    ) {
+        return Err(ApiError::bad_request(
+            format!(
+                "unsupported role {:?} (system, developer, user or assistant)",
+                m.role
+            ),
+            Some("messages"),
+        ));
+    }
+    let content = match &m.content {
+        Some(c) => c.text()?,
+        None if m.role == "assistant" => m.refusal.clone().unwrap_or_default(),
+        None => {
+            return Err(ApiError::bad_request(
+                format!("a {} message needs content", m.role),
+                Some("messages"),
+            ))
+        }
+    };
+    Ok(TemplateMessage {
+        role: m.role.clone(),
+        content,
+        name: m.name.clone(),
+    })
 }
 
 /// Where a plain-layout answer ends: a base model goes on to write the
@@ -359,10 +679,10 @@ impl ChatRequest {
 const PLAIN_LAYOUT_STOP: &str = "\nUser:";
 
 /// The layout for models without a chat template: (text before the
-/// documents, query).
+/// documents, query). `messages` ends with the user's turn.
 fn plain_layout(messages: &[TemplateMessage]) -> Result<(String, String), ApiError> {
     let Some((last, earlier)) = messages.split_last() else {
-        return Err(ApiError::unprocessable(
+        return Err(ApiError::bad_request(
             "messages must not be empty",
             Some("messages"),
         ));
@@ -372,13 +692,7 @@ fn plain_layout(messages: &[TemplateMessage]) -> Result<(String, String), ApiErr
         let role = match m.role.as_str() {
             "system" | "developer" => "System",
             "user" => "User",
-            "assistant" => "Assistant",
-            other => {
-                return Err(ApiError::unprocessable(
-                    format!("unsupported role {other:?}"),
-                    Some("messages"),
-                ))
-            }
+            _ => "Assistant",
         };
         history.push_str(&format!("{role}: {}\n\n", m.content));
     }

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         (name = "generation", description = "OpenAI-compatible completions and chat"),
         (name = "documents", description = "Registered documents and their caches"),
         (name = "models", description = "The served model"),
+        (name = "tokens", description = "The served model's tokenizer"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),
     modifiers(&BearerAuth),

@@ -1,6 +1,7 @@
 //! Response bodies: OpenAI's shapes, plus the `prophetkv` extension, as
 //! typed structs. The OpenAPI document is generated from these same types.
 
+use prophetkv_engine::logprobs::{StepLogprobs, TokenLogprob};
 use prophetkv_engine::{DocumentRecord, FinishReason, Summary, TierHits, Timeline};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -92,11 +93,107 @@ pub struct CompletionChoice {
     pub index: usize,
     /// The generated text (this piece of it, when streamed).
     pub text: String,
-    /// Not computed: always null.
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<()>,
+    /// Log-probabilities of this text's tokens, when asked for.
+    pub logprobs: Option<CompletionLogprobs>,
     /// Set on the last piece.
     pub finish_reason: Option<Finish>,
+}
+
+/// The completions API's log-probabilities: parallel lists, one entry per
+/// generated token.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct CompletionLogprobs {
+    /// Token texts.
+    pub tokens: Vec<String>,
+    /// Their log-probabilities.
+    pub token_logprobs: Vec<f32>,
+    /// The most likely tokens at each step: text to log-probability.
+    #[schema(value_type = Vec<Object>)]
+    pub top_logprobs: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Each token's offset in characters into the returned text.
+    pub text_offset: Vec<usize>,
+}
+
+impl CompletionLogprobs {
+    /// The entries of `steps`, the first at character `offset`.
+    pub fn of(steps: &[StepLogprobs], mut offset: usize) -> Self {
+        let mut out = Self::default();
+        for step in steps {
+            out.tokens.push(step.chosen.token.clone());
+            out.token_logprobs.push(step.chosen.logprob);
+            out.top_logprobs.push(
+                step.top
+                    .iter()
+                    .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
+                    .collect(),
+            );
+            out.text_offset.push(offset);
+            offset += step.chosen.token.chars().count();
+        }
+        out
+    }
+}
+
+/// The chat API's log-probabilities.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<ChatTokenLogprob>,
+    /// Always null: no refusals.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub refusal: Option<()>,
+}
+
+/// A generated token's log-probability in a chat answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatTokenLogprob {
+    /// Its text.
+    pub token: String,
+    /// Natural log of its probability (the model's, before sampling options).
+    pub logprob: f32,
+    /// Its UTF-8 bytes (one byte of a character split across tokens).
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at its step, most likely first.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative at one step.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopLogprob {
+    /// Its text.
+    pub token: String,
+    /// Natural log of its probability.
+    pub logprob: f32,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl From<&TokenLogprob> for TopLogprob {
+    fn from(t: &TokenLogprob) -> Self {
+        Self {
+            token: t.token.clone(),
+            logprob: t.logprob,
+            bytes: t.bytes.clone(),
+        }
+    }
+}
+
+impl ChatLogprobs {
+    /// The entries of `steps`.
+    pub fn of(steps: &[StepLogprobs]) -> Self {
+        Self {
+            content: steps
+                .iter()
+                .map(|s| ChatTokenLogprob {
+                    token: s.chosen.token.clone(),
+                    logprob: s.chosen.logprob,
+                    bytes: s.chosen.bytes.clone(),
+                    top_logprobs: s.top.iter().map(TopLogprob::from).collect(),
+                })
+                .collect(),
+            refusal: None,
+        }
+    }
 }
 
 /// OpenAI's envelope around a response's choices: the shape of a
@@ -146,9 +243,8 @@ pub struct ChatChoice {
     pub index: usize,
     /// The reply.
     pub message: AssistantMessage,
-    /// Not computed: always null.
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<()>,
+    /// Log-probabilities of the reply's tokens, when asked for.
+    pub logprobs: Option<ChatLogprobs>,
     /// Why it ended.
     pub finish_reason: Finish,
 }
@@ -171,9 +267,8 @@ pub struct ChatChunkChoice {
     pub index: usize,
     /// What this chunk adds.
     pub delta: ChatDelta,
-    /// Not computed: always null.
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<()>,
+    /// Log-probabilities of this chunk's tokens, when asked for.
+    pub logprobs: Option<ChatLogprobs>,
     /// Set on the last chunk.
     pub finish_reason: Option<Finish>,
 }

@@ -304,19 +304,19 @@ async fn malformed_requests_get_openai_shaped_errors_with_the_right_status() {
         (
             "/v1/completions",
             json!({"prompt": "t3", "kv_reuse": {"recompute_ratio": 2}}).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "invalid_request_error",
         ),
         (
             "/v1/completions",
             json!({"prompt": "t3", "kv_reuse": {"strategy": "magic"}}).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "invalid_request_error",
         ),
         (
             "/v1/completions",
             json!({"prompt": "t3", "max_tokens": 100000}).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "invalid_request_error",
         ),
         (
@@ -328,7 +328,7 @@ async fn malformed_requests_get_openai_shaped_errors_with_the_right_status() {
         (
             "/v1/chat/completions",
             json!({"messages": []}).to_string(),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "invalid_request_error",
         ),
         (
@@ -389,10 +389,13 @@ async fn ops_endpoints_answer() {
         "prophetkv_request_duration_seconds_count",
         "prophetkv_queue_depth",
         "prophetkv_running_sequences",
-        "prophetkv_tokens_per_second",
-        "prophetkv_cache_hits_total{tier=\"host\"}",
+        "prophetkv_generated_tokens_total",
+        "prophetkv_document_cache_hits_total{tier=\"host\"}",
+        "prophetkv_document_cache_misses_total",
         "prophetkv_recompute_ratio_bucket",
         "prophetkv_decode_batch_max",
+        "prophetkv_decode_steps_total",
+        "prophetkv_http_responses_total{route=\"/v1/completions\",status=\"200\"} 1",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
@@ -489,7 +492,7 @@ async fn an_invalid_value_is_refused_with_the_same_message_whichever_route_it_ta
         completion(json!({"kv_reuse": {"recompute_ratio": 1.5}})),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["param"], "kv_reuse.recompute_ratio", "{body}");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("1.5"),
@@ -660,6 +663,509 @@ async fn documents_are_listed_a_page_at_a_time_in_id_order() {
     let (_, all) = page("").await;
     assert_eq!(ids(&all).len(), 5);
     let (status, body) = page("?limit=0").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["param"], "limit");
+}
+
+/// Every token of a streamed answer's chat `logprobs.content`, in order.
+fn streamed_chat_logprobs(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .flatten()
+        .collect()
+}
+
+#[tokio::test]
+async fn logprobs_come_one_per_token_and_a_greedy_token_is_the_most_likely() {
+    let app = app(vec![]);
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": tiny_text(&tokens(4, 3)), "max_tokens": 6, "temperature": 0,
+               "logprobs": 3, "documents": docs()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let n = body["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    let lp = &body["choices"][0]["logprobs"];
+    let chosen = lp["token_logprobs"].as_array().unwrap();
+    assert_eq!(chosen.len(), n, "{lp}");
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n);
+    for (step, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        let top = top.as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= 3, "{top:?}");
+        let best = top
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        let mine = chosen[step].as_f64().unwrap();
+        assert!(
+            mine <= 0.0 && (mine - best).abs() < 1e-6,
+            "step {step}: {mine} vs {best}"
+        );
+    }
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+
+    // Chat, streamed: the entries across chunks, one per token, with two
+    // alternatives each, the first the chosen one.
+    let body = json!({
+        "messages": [{"role": "user", "content": tiny_text(&tokens(4, 4))}],
+        "max_tokens": 5, "temperature": 0, "stream": true, "logprobs": true, "top_logprobs": 2,
+        "stream_options": {"include_usage": true}
+    });
+    let (status, text) = call(
+        &app,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        Some(Body::from(body.to_string())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let entries = streamed_chat_logprobs(&text);
+    let usage: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|c| c["usage"].is_object())
+        .unwrap();
+    assert_eq!(
+        entries.len() as u64,
+        usage["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    for e in &entries {
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "{e}");
+        assert_eq!(top[0]["logprob"], e["logprob"], "{e}");
+        assert!(top[0]["logprob"].as_f64() >= top[1]["logprob"].as_f64());
+        assert_eq!(
+            e["bytes"].as_array().unwrap().len(),
+            e["token"].as_str().unwrap().len(),
+            "{e}"
+        );
+    }
+}
+
+/// The id of the tiny model's token spelled `token` ("t12" is 12).
+fn tiny_id(token: &str) -> u32 {
+    token.trim().trim_start_matches('t').parse().unwrap()
+}
+
+#[tokio::test]
+async fn penalties_and_biases_choose_what_their_definition_chooses_on_the_reported_logprobs() {
+    let app = app(vec![]);
+    let ask = |extra: Value| {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": tiny_text(&tokens(6, 8))}],
+            "max_tokens": 12, "temperature": 0, "logprobs": true, "top_logprobs": 20
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let app = &app;
+        async move {
+            let (status, body) = post(app, "/v1/chat/completions", body).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    // Penalties: at every step the chosen token has the highest penalised
+    // score among the alternatives (log-probabilities are the model's own).
+    let (presence, frequency) = (0.7, 1.3);
+    let steps = ask(json!({"presence_penalty": presence, "frequency_penalty": frequency})).await;
+    let plain = ask(json!({})).await;
+    let mut counts = std::collections::HashMap::<String, f64>::new();
+    for step in &steps {
+        let score = |token: &str, logprob: f64| {
+            let c = counts.get(token).copied().unwrap_or(0.0);
+            logprob - c * frequency - if c > 0.0 { presence } else { 0.0 }
+        };
+        let chosen = score(
+            step["token"].as_str().unwrap(),
+            step["logprob"].as_f64().unwrap(),
+        );
+        for alt in step["top_logprobs"].as_array().unwrap() {
+            let other = score(
+                alt["token"].as_str().unwrap(),
+                alt["logprob"].as_f64().unwrap(),
+            );
+            assert!(chosen >= other - 1e-5, "{step}");
+        }
+        *counts
+            .entry(step["token"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    let tokens_of = |steps: &[Value]| -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| s["token"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_ne!(
+        tokens_of(&steps),
+        tokens_of(&plain),
+        "the penalties changed nothing"
+    );
+
+    // A bias of -100 on the greedy first token hands the first step to the
+    // runner-up of the unbiased run; +100 on a token makes it every token.
+    let first = plain[0]["token"].as_str().unwrap();
+    let runner_up = plain[0]["top_logprobs"][1]["token"].as_str().unwrap();
+    let biased = ask(json!({"logit_bias": {tiny_id(first).to_string(): -100}})).await;
+    assert_eq!(biased[0]["token"], runner_up);
+    let forced = ask(json!({"logit_bias": {"17": 100}, "max_tokens": 4})).await;
+    assert_eq!(tokens_of(&forced).len(), 4);
+    assert!(
+        tokens_of(&forced).iter().all(|t| tiny_id(t) == 17),
+        "{forced:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_parameter_not_served_is_refused_naming_it_and_annotations_are_accepted() {
+    let app = app(vec![]);
+    let chat = |extra: Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "t3"}], "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let completion = |extra: Value| {
+        let mut body = json!({"prompt": "t3", "max_tokens": 2});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let refused = [
+        ("/v1/chat/completions", chat(json!({"n": 2})), "n"),
+        (
+            "/v1/chat/completions",
+            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"tool_choice": "required"})),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"response_format": {"type": "json_object"}})),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"modalities": ["text", "audio"]})),
+            "modalities",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"audio": {"voice": "alloy"}})),
+            "audio",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"reasoning_effort": "high"})),
+            "reasoning_effort",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"store": true})),
+            "store",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"service_tier": "flex"})),
+            "service_tier",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"top_logprobs": 2})),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logprobs": true, "top_logprobs": 21})),
+            "top_logprobs",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"frequency_penalty": 5})),
+            "frequency_penalty",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"presence_penalty": -3})),
+            "presence_penalty",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logit_bias": {"abc": 1}})),
+            "logit_bias",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logit_bias": {"99999": 1}})),
+            "logit_bias",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logit_bias": {"3": 101}})),
+            "logit_bias",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"temprature": 0.5})),
+            "temprature",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"best_of": 3})),
+            "best_of",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"suffix": "t9"})),
+            "suffix",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"echo": true, "logprobs": 1})),
+            "echo",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"logprobs": 6})),
+            "logprobs",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": [[3, 4], [5]]})),
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": [3, 99999]})),
+            "prompt",
+        ),
+    ];
+    for (uri, body, param) in refused {
+        let (status, answer) = post(&app, uri, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["error"]["param"], param, "{body}: {answer}");
+    }
+    let accepted = [
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"user": "u1", "safety_identifier": "s", "prompt_cache_key": "k",
+            "metadata": {"a": "b"}, "service_tier": "auto", "store": false, "parallel_tool_calls": true,
+            "tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "modalities": ["text"],
+            "seed": -5, "n": 1}),
+            ),
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"best_of": 1, "suffix": "", "echo": false, "user": "u", "seed": -1})),
+        ),
+        ("/v1/completions", completion(json!({"prompt": [3, 4, 5]}))),
+        (
+            "/v1/completions",
+            completion(json!({"prompt": [[3, 4, 5]]})),
+        ),
+    ];
+    for (uri, body) in accepted {
+        let (status, answer) = post(&app, uri, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn echo_puts_the_prompt_before_the_answer_streamed_or_not() {
+    let app = app(vec![]);
+    let body = json!({"prompt": "t3 t4", "max_tokens": 3, "temperature": 0, "echo": true});
+    let (_, echoed) = post(&app, "/v1/completions", body.clone()).await;
+    let mut plain = body.clone();
+    plain["echo"] = json!(false);
+    let (_, answer) = post(&app, "/v1/completions", plain).await;
+    let answer = answer["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        echoed["choices"][0]["text"].as_str().unwrap(),
+        format!("t3 t4{answer}")
+    );
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let (_, text) = call(
+        &app,
+        "POST",
+        "/v1/completions",
+        None,
+        Some(Body::from(streamed.to_string())),
+    )
+    .await;
+    let joined: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(joined, format!("t3 t4{answer}"));
+}
+
+#[tokio::test]
+async fn a_trailing_assistant_message_is_continued_not_answered_anew() {
+    let template = "{{ bos_token }}{% for m in messages %}t10 {{ m.content }} t11 {% endfor %}\
+                    {% if add_generation_prompt %}t12 {% endif %}";
+    let template = ChatTemplate::new(template, "t1", "t63").unwrap();
+    let app = app_with(vec![], Some(Arc::new(template)));
+    let ask = |messages: Value, max_tokens: usize| {
+        let app = &app;
+        async move {
+            let (status, body) = post(
+                app,
+                "/v1/chat/completions",
+                json!({"messages": messages, "max_tokens": max_tokens, "temperature": 0,
+                       "logprobs": true, "kv_reuse": {"strategy": "full"}}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let tokens: Vec<String> = body["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["token"].as_str().unwrap().trim().to_string())
+                .collect();
+            (body, tokens)
+        }
+    };
+    let user = json!({"role": "user", "content": "t3 t4"});
+    let (fresh, answer) = ask(json!([user]), 4).await;
+    assert_eq!(answer.len(), 4, "{fresh}");
+    // Prefilled with the answer's first token, the reply is the rest of it.
+    let (continued, rest) = ask(
+        json!([user, {"role": "assistant", "content": answer[0]}]),
+        3,
+    )
+    .await;
+    assert_eq!(rest, answer[1..], "{continued}");
+    assert_eq!(
+        continued["usage"]["prompt_tokens"].as_u64().unwrap(),
+        fresh["usage"]["prompt_tokens"].as_u64().unwrap() + 1
+    );
+}
+
+#[tokio::test]
+async fn errors_speak_json_not_rust() {
+    let app = app(vec![]);
+    let cases = [
+        ("/v1/completions", json!({"prompt": {"a": 1}})),
+        ("/v1/completions", json!({"prompt": "t3", "max_tokens": -1})),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "temperature": "hot"}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": 5}]}),
+        ),
+        ("/v1/chat/completions", json!({"messages": "hi"})),
+        ("/v1/documents", json!({"txt": "t3"})),
+        ("/v1/completions", json!({"prompt": "t3", "stop": 5})),
+    ];
+    for (uri, body) in cases {
+        let (status, answer) = post(&app, uri, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        for rust in [
+            "untagged enum",
+            "u64",
+            "usize",
+            "f32",
+            "i64",
+            "u32",
+            "struct ",
+            "OneOrMany",
+            "Prompt",
+            "Content",
+            "RegisterBody",
+        ] {
+            assert!(!message.contains(rust), "{body}: {message}");
+        }
+    }
+    // 405 has a body; a prompt beyond the context says so in OpenAI's code.
+    let (status, text) = call(&app, "GET", "/v1/completions", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": tiny_text(&tokens(1100, 2))}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+}
+
+#[tokio::test]
+async fn a_document_no_request_could_hold_is_refused_at_registration_with_its_size() {
+    let app = app(vec![]);
+    let (status, body) = post(
+        &app,
+        "/v1/documents",
+        json!({"id": "huge", "text": tiny_text(&tokens(1100, 2))}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1100 tokens") && message.contains("1024"),
+        "{message}"
+    );
+    let (status, _) = call(&app, "GET", "/v1/documents/huge", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was kept");
+}
+
+#[tokio::test]
+async fn tokenize_and_detokenize_round_trip_and_name_bad_ids() {
+    let app = app(vec![]);
+    let (status, body) = post(&app, "/tokenize", json!({"prompt": "t3 t17 t4"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tokens"], json!([3, 17, 4]));
+    assert_eq!(body["count"], 3);
+    assert_eq!(body["max_model_len"], 1024);
+    let (_, with_bos) = post(
+        &app,
+        "/tokenize",
+        json!({"prompt": "t3", "add_special_tokens": true}),
+    )
+    .await;
+    assert_eq!(with_bos["count"], 2);
+    let (status, body) = post(&app, "/detokenize", json!({"tokens": [3, 17, 4]})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["prompt"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["t3", "t17", "t4"]
+    );
+    let (status, body) = post(&app, "/detokenize", json!({"tokens": [99999]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["param"], "tokens");
 }

@@ -144,6 +144,40 @@ impl TextTokenizer {
     pub fn token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+
+    /// Ids are below this.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The bytes `id` stands for in generated text: a byte-fallback token's
+    /// one byte (`<0x0A>`), a special token's own string, else its text with
+    /// the word-start marker as the space it means (SentencePiece's `▁` is
+    /// dropped by the decoder at the start of a text; here it is kept).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(piece) = self.inner.id_to_token(id) else {
+            return Vec::new();
+        };
+        if let Some(byte) = byte_fallback(&piece) {
+            return vec![byte];
+        }
+        let text = self.inner.decode(&[id], true).unwrap_or_default();
+        if text.is_empty() {
+            return piece.into_bytes();
+        }
+        match piece.strip_prefix('\u{2581}') {
+            Some(_) if !text.starts_with(' ') => format!(" {text}").into_bytes(),
+            _ => text.into_bytes(),
+        }
+    }
+}
+
+/// The byte of a `<0xHH>` piece.
+fn byte_fallback(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    (hex.len() == 2)
+        .then(|| u8::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {

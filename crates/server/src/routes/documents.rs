@@ -36,7 +36,10 @@ pub struct DocumentBody {
 
 /// One document, a list, or `{"documents": [...]}`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a document ({\"text\": ...}), a list of documents, or {\"documents\": [...]}"
+)]
 pub enum RegisterBody {
     /// A single document.
     One(DocumentBody),

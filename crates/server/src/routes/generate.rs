@@ -10,16 +10,18 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
+use prophetkv_engine::logprobs::StepLogprobs;
 use prophetkv_engine::{Event, FinishReason, Summary};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::access_log::LoggedTokens;
 use crate::error::ApiError;
 use crate::openai::Mapped;
 use crate::request_id::unique_id;
 use crate::responses::{
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatDelta, CompletionChoice, Envelope,
-    ReuseReport, Usage,
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatDelta, ChatLogprobs, CompletionChoice,
+    CompletionLogprobs, Envelope, ReuseReport, Usage,
 };
 use crate::state::AppState;
 
@@ -48,7 +50,16 @@ fn response_id(kind: Kind) -> String {
     unique_id(prefix, 24)
 }
 
+/// Metrics and the log line of a finished answer.
 fn record(state: &AppState, s: &Summary) {
+    tracing::info!(
+        prompt_tokens = s.usage.prompt_tokens,
+        completion_tokens = s.usage.completion_tokens,
+        finish_reason = ?s.reason,
+        first_token_ms = s.timeline.first_token_ms,
+        finished_ms = s.timeline.finished_ms,
+        "answer finished"
+    );
     let m = &state.metrics;
     m.ttft.observe(s.timeline.first_token_ms / 1e3);
     m.e2e.observe(s.timeline.finished_ms / 1e3);
@@ -58,8 +69,87 @@ fn record(state: &AppState, s: &Summary) {
     }
 }
 
+/// How the engine's text becomes the answer's: the echoed prompt first,
+/// leading whitespace of a chat reply dropped, log-probabilities in the
+/// API's shape when asked for.
+struct Shaper {
+    kind: Kind,
+    echo: Option<String>,
+    trim_start: bool,
+    logprobs: bool,
+    /// Characters of completion text so far (`text_offset`).
+    offset: usize,
+}
+
+/// A piece of the answer in the API's shape.
+enum Logprobs {
+    Completion(CompletionLogprobs),
+    Chat(ChatLogprobs),
+}
+
+impl Shaper {
+    fn new(mapped: &Mapped, kind: Kind) -> Self {
+        Self {
+            kind,
+            echo: mapped.echo.clone(),
+            trim_start: mapped.trim_start,
+            logprobs: mapped.request.sampling.logprobs.is_some(),
+            offset: 0,
+        }
+    }
+
+    /// The text to send for `text`.
+    fn text(&mut self, text: &str) -> String {
+        let mut out = self.echo.take().unwrap_or_default();
+        self.offset += out.chars().count();
+        if self.trim_start {
+            let rest = text.trim_start();
+            self.trim_start = rest.is_empty();
+            out.push_str(rest);
+        } else {
+            out.push_str(text);
+        }
+        out
+    }
+
+    /// The log-probabilities to send with `steps`; `None` when not asked for.
+    fn logprobs(&mut self, steps: &[StepLogprobs]) -> Option<Logprobs> {
+        if !self.logprobs {
+            return None;
+        }
+        Some(match self.kind {
+            Kind::Completion => {
+                let lp = CompletionLogprobs::of(steps, self.offset);
+                self.offset += steps
+                    .iter()
+                    .map(|s| s.chosen.token.chars().count())
+                    .sum::<usize>();
+                Logprobs::Completion(lp)
+            }
+            Kind::Chat => Logprobs::Chat(ChatLogprobs::of(steps)),
+        })
+    }
+}
+
+impl Logprobs {
+    fn completion(this: Option<Self>) -> Option<CompletionLogprobs> {
+        match this {
+            Some(Logprobs::Completion(lp)) => Some(lp),
+            _ => None,
+        }
+    }
+
+    fn chat(this: Option<Self>) -> Option<ChatLogprobs> {
+        match this {
+            Some(Logprobs::Chat(lp)) => Some(lp),
+            _ => None,
+        }
+    }
+}
+
 /// Validates and submits `mapped`, and answers in `kind`'s shape.
 pub async fn respond(state: AppState, mapped: Mapped, kind: Kind) -> Result<Response, ApiError> {
+    let shaper = Shaper::new(&mapped, kind);
     let valid = state.engine.validate(mapped.request)?;
     let mut rx = state.engine.submit(valid).map_err(|e| {
         let e = ApiError::from(e);
@@ -80,38 +170,48 @@ pub async fn respond(state: AppState, mapped: Mapped, kind: Kind) -> Result<Resp
     }
     let model = state.config.defaults.model.clone();
     if mapped.stream {
-        Ok(stream_response(state, rx, kind, model, mapped.include_usage).into_response())
+        Ok(stream_response(state, rx, shaper, model, mapped.include_usage).into_response())
     } else {
-        collect_response(state, rx, kind, model).await
+        collect_response(state, rx, shaper, model).await
     }
 }
 
 async fn collect_response(
     state: AppState,
     mut rx: UnboundedReceiver<Event>,
-    kind: Kind,
+    mut shaper: Shaper,
     model: String,
 ) -> Result<Response, ApiError> {
-    let mut text = String::new();
+    let kind = shaper.kind;
+    let mut text = shaper.text("");
+    let mut steps = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
             Event::Started { .. } => {}
-            Event::Text(t) => text.push_str(&t),
+            Event::Text { text: t, logprobs } => {
+                text.push_str(&shaper.text(&t));
+                steps.extend(logprobs);
+            }
             Event::Failed(e) => return Err(e.into()),
             Event::Finished(s) => {
                 record(&state, &s);
+                let tokens = LoggedTokens {
+                    prompt: s.usage.prompt_tokens,
+                    completion: s.usage.completion_tokens,
+                };
                 let head = Head {
                     id: response_id(kind),
                     created: now(),
                     model,
                 };
                 let (usage, report) = (Some(Usage::from(&*s)), Some(ReuseReport::from(&*s)));
-                return Ok(match kind {
+                let logprobs = shaper.logprobs(&steps);
+                let mut response = match kind {
                     Kind::Completion => {
                         let choice = CompletionChoice {
                             index: 0,
                             text,
-                            logprobs: None,
+                            logprobs: Logprobs::completion(logprobs),
                             finish_reason: Some(s.reason.into()),
                         };
                         Json(head.envelope("text_completion", vec![choice], usage, report))
@@ -124,13 +224,15 @@ async fn collect_response(
                                 role: "assistant",
                                 content: text,
                             },
-                            logprobs: None,
+                            logprobs: Logprobs::chat(logprobs),
                             finish_reason: s.reason.into(),
                         };
                         Json(head.envelope("chat.completion", vec![choice], usage, report))
                             .into_response()
                     }
-                });
+                };
+                response.extensions_mut().insert(tokens);
+                return Ok(response);
             }
         }
     }
@@ -174,10 +276,13 @@ struct Chunks {
     state: AppState,
     rx: UnboundedReceiver<Event>,
     kind: Kind,
+    shaper: Shaper,
     head: Head,
     include_usage: bool,
     sent_role: bool,
     done: bool,
+    /// The request's span: a stream outlives the handler that opened it.
+    span: tracing::Span,
 }
 
 fn sse(body: &impl Serialize) -> SseEvent {
@@ -193,11 +298,17 @@ impl Chunks {
     fn chunk(
         &mut self,
         text: &str,
+        steps: &[StepLogprobs],
         finish: Option<FinishReason>,
         summary: Option<&Summary>,
         usage_only: bool,
     ) -> SseEvent {
         let finish_reason = finish.map(Into::into);
+        let logprobs = if usage_only || (finish.is_some() && steps.is_empty()) {
+            None
+        } else {
+            self.shaper.logprobs(steps)
+        };
         let (usage, prophetkv) = match summary {
             Some(s) if usage_only => (Some(Usage::from(s)), None),
             Some(s) => (None, Some(ReuseReport::from(s))),
@@ -210,7 +321,7 @@ impl Chunks {
                     CompletionChoice {
                         index: 0,
                         text: text.to_string(),
-                        logprobs: None,
+                        logprobs: Logprobs::completion(logprobs),
                         finish_reason,
                     },
                 );
@@ -230,7 +341,7 @@ impl Chunks {
                     ChatChunkChoice {
                         index: 0,
                         delta,
-                        logprobs: None,
+                        logprobs: Logprobs::chat(logprobs),
                         finish_reason,
                     },
                 );
@@ -245,13 +356,21 @@ impl Chunks {
     fn events(&mut self, event: Event) -> Vec<SseEvent> {
         match event {
             Event::Started { .. } => Vec::new(),
-            Event::Text(t) => vec![self.chunk(&t, None, None, false)],
+            Event::Text { text, logprobs } => {
+                let text = self.shaper.text(&text);
+                if text.is_empty() && logprobs.is_empty() {
+                    return Vec::new();
+                }
+                vec![self.chunk(&text, &logprobs, None, None, false)]
+            }
             Event::Finished(s) => {
-                record(&self.state, &s);
+                self.span.in_scope(|| record(&self.state, &s));
                 self.done = true;
-                let mut out = vec![self.chunk("", Some(s.reason), Some(&s), false)];
+                // An echo not sent yet (nothing was generated) goes out now.
+                let text = self.shaper.text("");
+                let mut out = vec![self.chunk(&text, &[], Some(s.reason), Some(&s), false)];
                 if self.include_usage {
-                    out.push(self.chunk("", None, Some(&s), true));
+                    out.push(self.chunk("", &[], None, Some(&s), true));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 out
@@ -269,14 +388,16 @@ impl Chunks {
 fn stream_response(
     state: AppState,
     rx: UnboundedReceiver<Event>,
-    kind: Kind,
+    shaper: Shaper,
     model: String,
     include_usage: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let kind = shaper.kind;
     let chunks = Chunks {
         state,
         rx,
         kind,
+        shaper,
         head: Head {
             id: response_id(kind),
             created: now(),
@@ -285,6 +406,7 @@ fn stream_response(
         include_usage,
         sent_role: false,
         done: false,
+        span: tracing::Span::current(),
     };
     let events = stream::unfold(chunks, |mut c| async move {
         if c.done {

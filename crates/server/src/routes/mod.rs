@@ -5,3 +5,4 @@ pub mod completions;
 pub mod documents;
 pub mod generate;
 pub mod ops;
+pub mod tokenize;

@@ -1,4 +1,4 @@
-//! `/v1/models`, `/health`, `/ready`, `/metrics`, `/openapi.json`, and the 404 fallback.
+//! `/v1/models`, `/health`, `/ready`, `/metrics`, `/openapi.json`, and the 404 and 405 fallbacks.
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::Uri;
+use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 
@@ -134,6 +134,14 @@ pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
 /// Anything else: 404 in the API's format.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// The 405 fallback: a known path with a method it does not take.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
 }
 
 /// Starts the uptime clock (called when the router is built).
