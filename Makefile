@@ -19,9 +19,10 @@ test: model deps venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --release --workspace
 
-## Download and verify the default model (idempotent).
+## Download and verify the default model and the instruction-tuned SmolLM2 (idempotent).
 model:
 	scripts/fetch-model.sh
+	scripts/fetch-smollm2.sh
 
 ## Test dependencies: redis-server (the store's tests start their own servers).
 deps:
@@ -31,8 +32,10 @@ deps:
 	@command -v redis-server >/dev/null
 
 ## Python venv with the official openai package (tests/openai_sdk.py drives the server with it)
-## openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it) and
-## kubernetes-validate (tests/k8s_check.py checks deploy/k8s offline with it).
+## openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it),
+## kubernetes-validate (tests/k8s_check.py checks deploy/k8s offline with it), jsonschema
+## (tests/structured_output.py validates answers with it) and langchain-openai
+## (tests/langchain_client.py).
 venv:
 	@test -x .venv/bin/pip || python3 -m venv .venv || { rm -rf .venv; \
 	  echo "installing python3-venv"; \
@@ -41,6 +44,8 @@ venv:
 	@.venv/bin/python -c 'import openai' 2>/dev/null || .venv/bin/pip install -q openai
 	@.venv/bin/python -c 'import openapi_spec_validator' 2>/dev/null || .venv/bin/pip install -q openapi-spec-validator
 	@.venv/bin/python -c 'import kubernetes_validate' 2>/dev/null || .venv/bin/pip install -q kubernetes-validate
+	@.venv/bin/python -c 'import jsonschema' 2>/dev/null || .venv/bin/pip install -q jsonschema
+	@.venv/bin/python -c 'import langchain_openai' 2>/dev/null || .venv/bin/pip install -q langchain-openai
 
 build:
 	$(CARGO) build --release

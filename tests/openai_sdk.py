@@ -143,7 +143,7 @@ def main():
         check(e.code == "context_length_exceeded", f"a prompt beyond the context: {e.code}")
     for name, kwargs in [
         ("n", {"n": 2}),
-        ("response_format", {"response_format": {"type": "json_object"}}),
+        ("modalities", {"modalities": ["text", "audio"]}),
         ("frequency_penalty", {"frequency_penalty": 5}),
         ("top_logprobs", {"top_logprobs": 3}),
     ]:

@@ -9,6 +9,7 @@ use std::time::Instant;
 use prophetkv_model::DocCache;
 use prophetkv_reuse::{Piece, ReuseRequest};
 
+use crate::constrain::OutputConstraint;
 use crate::queue::Job;
 use crate::request::{
     ms_since, DocumentRef, Event, PromptText, Segment, TextPiece, TierHits, Timeline,
@@ -51,6 +52,10 @@ impl Worker {
             queued_ms: ms_since(job.arrived),
             ..Timeline::default()
         };
+        let constraint = match &req.constraint {
+            Some(c) => Some(self.grammars.start(c, constraint_field(c))?),
+            None => None,
+        };
         let lookup = Instant::now();
         let (segments, hits) = self.resolve(req)?;
         let query = self.encode(&req.query)?;
@@ -83,6 +88,7 @@ impl Worker {
             kv: out.kv,
             top_logprobs: request.sampling.logprobs,
             logprobs: Vec::new(),
+            constraint,
             sampler: Sampler::new(request.sampling),
             stream: TextStream::new(request.stop).with_layout_stop(request.layout_stop),
             text: Default::default(),
@@ -175,6 +181,19 @@ impl Worker {
                 seq.finish(reason);
                 None
             }
+            Step::Failed(e) => {
+                let _ = seq.events.send(Event::Failed(e));
+                None
+            }
         }
+    }
+}
+
+/// The request field a constraint came from, for its errors: tool calls
+/// compile to a Lark grammar, output formats to JSON.
+fn constraint_field(constraint: &OutputConstraint) -> &'static str {
+    match constraint {
+        OutputConstraint::Lark(_) => "tools",
+        OutputConstraint::JsonObject | OutputConstraint::JsonSchema(_) => "response_format",
     }
 }

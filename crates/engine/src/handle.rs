@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::caches::DocumentCaches;
 use crate::config::EngineConfig;
+use crate::constrain::Grammars;
 use crate::documents::Documents;
 use crate::metrics::EngineMetrics;
 use crate::queue::{Job, Shared, Work};
@@ -74,7 +75,9 @@ impl EngineHandle {
         };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = channel();
+        let grammars = Grammars::new(parts.tokenizer.clone(), parts.model.config().vocab_size);
         let worker = Worker {
+            grammars,
             model: parts.model,
             tokenizer: parts.tokenizer.clone(),
             caches: DocumentCaches::new(parts.store.clone()),

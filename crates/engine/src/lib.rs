@@ -25,6 +25,7 @@ mod admit;
 pub mod batching;
 mod caches;
 mod config;
+mod constrain;
 pub mod detokenize;
 mod documents;
 mod error;
@@ -43,6 +44,7 @@ mod worker;
 
 pub use caches::DocumentCaches;
 pub use config::EngineConfig;
+pub use constrain::{compact_json_schema, OutputConstraint};
 pub use documents::Documents;
 pub use error::{EngineError, Result};
 pub use handle::{EngineHandle, EngineParts};

@@ -6,6 +6,7 @@ use prophetkv_reuse::{ReuseConfig, ReuseStats};
 use prophetkv_store::Tier;
 use serde::Serialize;
 
+use crate::constrain::OutputConstraint;
 use crate::logprobs::StepLogprobs;
 use crate::sampling::SamplingParams;
 use crate::EngineError;
@@ -93,6 +94,8 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// A stop the prompt layout adds (not counted against the client's limit).
     pub layout_stop: Option<String>,
+    /// What the output must be (JSON, a schema, a tool call's grammar).
+    pub constraint: Option<OutputConstraint>,
 }
 
 /// Why generation ended.

@@ -7,12 +7,14 @@ use prophetkv_model::{Kv, TextTokenizer};
 use prophetkv_reuse::ReuseStats;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::constrain::Constraint;
 use crate::detokenize::IncrementalDecoder;
 use crate::logprobs::{step_logprobs, StepLogprobs};
 use crate::metrics::Metrics;
 use crate::request::{ms_since, Event, FinishReason, Summary, TierHits, Timeline, Usage};
 use crate::sampling::Sampler;
 use crate::stop::{Delta, TextStream};
+use crate::EngineError;
 
 /// A request being generated.
 pub(crate) struct Sequence {
@@ -33,12 +35,15 @@ pub(crate) struct Sequence {
     pub(crate) top_logprobs: Option<usize>,
     /// Entries of tokens whose text is not emitted yet.
     pub(crate) logprobs: Vec<StepLogprobs>,
+    /// The grammar the output is held to, if any.
+    pub(crate) constraint: Option<Constraint>,
 }
 
 /// What a token did to its sequence.
 pub(crate) enum Step {
     Continue,
     Done(FinishReason),
+    Failed(EngineError),
 }
 
 /// What accepting a token needs from the worker.
@@ -52,7 +57,16 @@ impl Sequence {
     /// Samples from `logits`, emits the text it adds, and says whether the
     /// sequence goes on. Costs the same at every length of the answer.
     pub(crate) fn accept(&mut self, cx: &Context<'_>, logits: &[f32]) -> Step {
-        let token = self.sampler.sample(logits);
+        let token = match &mut self.constraint {
+            Some(constraint) => {
+                let mut allowed = logits.to_vec();
+                if let Err(e) = constraint.mask(&mut allowed) {
+                    return Step::Failed(e);
+                }
+                self.sampler.sample(&allowed)
+            }
+            None => self.sampler.sample(logits),
+        };
         cx.metrics.tokens.fetch_add(1, Ordering::Relaxed);
         if cx.tokenizer.eos().contains(&token) {
             return Step::Done(FinishReason::Stop);
@@ -60,6 +74,11 @@ impl Sequence {
         if let Some(top) = self.top_logprobs {
             self.logprobs
                 .push(step_logprobs(cx.tokenizer, logits, token, top));
+        }
+        if let Some(constraint) = &mut self.constraint {
+            if let Err(e) = constraint.accept(token) {
+                return Step::Failed(e);
+            }
         }
         self.next = token;
         let delta = match self.text.push(cx.tokenizer, token) {
@@ -75,6 +94,16 @@ impl Sequence {
                 return Step::Done(FinishReason::Stop);
             }
             Delta::Text(text) => self.emit(text),
+        }
+        if self
+            .constraint
+            .as_ref()
+            .is_some_and(Constraint::is_finished)
+        {
+            // The grammar is complete: nothing may follow, not even a stop.
+            let rest = self.stream.finish();
+            self.emit(rest);
+            return Step::Done(FinishReason::Stop);
         }
         let at_context_end = self.kv.next_position() as usize + 1 >= cx.max_position;
         if self.text.ids().len() >= self.max_tokens || at_context_end {

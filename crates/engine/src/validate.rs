@@ -9,6 +9,7 @@
 
 use prophetkv_reuse::ValidReuseConfig;
 
+use crate::constrain::OutputConstraint;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::request::{DocumentRef, GenerateRequest, PromptText, Segment, TextPiece};
 use crate::sampling::SamplingParams;
@@ -62,6 +63,7 @@ pub struct ValidRequest {
     pub(crate) max_tokens: usize,
     pub(crate) stop: Vec<String>,
     pub(crate) layout_stop: Option<String>,
+    pub(crate) constraint: Option<OutputConstraint>,
 }
 
 impl Limits {
@@ -95,6 +97,7 @@ impl Limits {
             max_tokens: request.max_tokens,
             stop: request.stop,
             layout_stop: request.layout_stop,
+            constraint: request.constraint,
         })
     }
 }
@@ -285,6 +288,7 @@ mod tests {
             max_tokens: 4,
             stop: vec![],
             layout_stop: Some("\nUser:".into()),
+            constraint: None,
         }
     }
 

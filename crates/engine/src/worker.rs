@@ -17,6 +17,7 @@ use prophetkv_model::{DocCache, Kv, Model, TextTokenizer};
 use crate::batching::admissions;
 use crate::caches::DocumentCaches;
 use crate::config::EngineConfig;
+use crate::constrain::Grammars;
 use crate::queue::{Job, Shared, Work};
 use crate::request::Event;
 use crate::sequence::{Context, Sequence, Step};
@@ -27,6 +28,7 @@ pub(crate) struct Worker {
     pub(crate) tokenizer: TextTokenizer,
     pub(crate) caches: DocumentCaches,
     pub(crate) anchor: Arc<DocCache>,
+    pub(crate) grammars: Grammars,
     pub(crate) config: EngineConfig,
     pub(crate) shared: Arc<Shared>,
 }
@@ -154,6 +156,9 @@ impl Worker {
             match seq.accept(&cx, &row) {
                 Step::Continue => still.push(seq),
                 Step::Done(reason) => seq.finish(reason),
+                Step::Failed(e) => {
+                    let _ = seq.events.send(Event::Failed(e));
+                }
             }
         }
         *running = still;

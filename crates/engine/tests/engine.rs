@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use prophetkv_engine::testing::{load_tiny, tiny_engine, TinyEngine};
 use prophetkv_engine::{
     DocumentRef, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerateRequest,
-    ReuseConfig, SamplingParams, Segment, StrategyKind, Summary,
+    OutputConstraint, ReuseConfig, SamplingParams, Segment, StrategyKind, Summary,
 };
 use prophetkv_model::testing::{tiny_text, tokens};
 use prophetkv_model::{continue_greedy, Model, TextTokenizer};
@@ -53,6 +53,7 @@ fn request(docs: Vec<DocumentRef>, query: &str, max_tokens: usize) -> GenerateRe
         max_tokens,
         stop: vec![],
         layout_stop: None,
+        constraint: None,
     }
 }
 
@@ -328,4 +329,41 @@ async fn logprobs_are_the_models_own_log_softmax_at_each_generated_step() {
         }
         ids.push(step.chosen.id);
     }
+}
+
+#[tokio::test]
+async fn a_grammar_holds_the_output_to_its_language_and_ends_it_when_complete() {
+    let f = fixture(EngineConfig::default());
+    let run = |constraint: Option<OutputConstraint>, temperature: f32| {
+        let mut req = request(vec![], &tiny_text(&tokens(5, 31)), 12);
+        req.sampling.temperature = temperature;
+        req.sampling.seed = Some(9);
+        req.constraint = constraint;
+        let rx = submit(&f.engine, req).unwrap();
+        async move { collect(rx).await }
+    };
+    // The tiny vocabulary spells "t0".."t63" (one-digit ones here, so that
+    // no token is a dead-end prefix of another, as "t1" is of "t17").
+    let exact = OutputConstraint::Lark(r#"start: "t7" "t5" "t9""#.into());
+    let (text, summary) = run(Some(exact), 1.0).await.unwrap();
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["t7", "t5", "t9"]
+    );
+    assert_eq!(summary.reason, FinishReason::Stop);
+    assert_eq!(summary.usage.completion_tokens, 3);
+    // A choice: every token is t3 or t4, however it samples.
+    let either = OutputConstraint::Lark(r#"start: ("t3" | "t4")+"#.into());
+    let (text, _) = run(Some(either), 1.5).await.unwrap();
+    assert!(!text.is_empty());
+    assert!(
+        text.split_whitespace().all(|t| t == "t3" || t == "t4"),
+        "{text}"
+    );
+    // A grammar that does not compile is the client's error.
+    let broken = OutputConstraint::Lark("start: (".into());
+    assert!(matches!(
+        run(Some(broken), 0.0).await,
+        Err(EngineError::Invalid { field: "tools", .. })
+    ));
 }

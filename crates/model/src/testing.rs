@@ -240,6 +240,19 @@ pub fn default_model_path() -> std::path::PathBuf {
     path
 }
 
+/// The instruction-tuned second model, SmolLM2-135M-Instruct (Llama
+/// architecture, byte-level BPE, a chat template), fetched by
+/// `scripts/fetch-smollm2.sh`.
+pub fn instruct_model_path() -> std::path::PathBuf {
+    let path = workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "instruct model missing at {}: run scripts/fetch-smollm2.sh",
+        path.display()
+    );
+    path
+}
+
 /// The workspace root (where `models/` and `tasks/` live).
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -27,6 +27,7 @@ pub mod responses;
 pub mod routes;
 mod serve;
 pub mod state;
+pub mod tools;
 
 use std::sync::Arc;
 

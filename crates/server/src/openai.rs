@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use prophetkv_engine::{
-    DocumentRef, GenerateRequest, PromptText, ReuseConfig, SamplingParams, Segment, StrategyKind,
-    TextPiece,
+    DocumentRef, GenerateRequest, OutputConstraint, PromptText, ReuseConfig, SamplingParams,
+    Segment, StrategyKind, TextPiece,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use crate::chat_template::{ChatTemplate, TemplateMessage};
 use crate::error::ApiError;
+use crate::tools::{tool_use, Tool, ToolCall, ToolChoice, ToolUse};
 
 /// A string or a list of strings (`stop`).
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -188,17 +189,16 @@ pub struct CompletionRequest {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
-    /// system, developer, user or assistant.
+    /// system, developer, user, assistant or tool.
     pub role: String,
-    /// The content (null only in an assistant message with tool calls).
+    /// The content (null in an assistant message with tool calls).
     #[serde(default)]
     pub content: Option<Content>,
     /// A participant's name, passed to the chat template.
     pub name: Option<String>,
-    /// An assistant's tool calls (tools are not supported: refused).
-    #[schema(value_type = Option<Object>)]
-    pub tool_calls: Option<Value>,
-    /// The call a tool message answers (tools are not supported: refused).
+    /// An assistant's tool calls.
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a tool message answers.
     pub tool_call_id: Option<String>,
     /// Refusal text of an earlier assistant message.
     pub refusal: Option<String>,
@@ -256,16 +256,14 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     /// Alternatives per token (0-20; needs `logprobs`).
     pub top_logprobs: Option<usize>,
-    /// `{"type": "text"}` (structured output is not supported yet: refused).
-    #[schema(value_type = Option<Object>)]
-    pub response_format: Option<Value>,
-    /// Tools the model may call (not supported yet: refused when not empty).
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub tools: Option<Vec<Value>>,
-    /// `none` (or absent); anything else is refused while tools are.
-    #[schema(value_type = Option<Object>)]
-    pub tool_choice: Option<Value>,
-    /// Accepted; tools are not supported yet.
+    /// Text, any JSON object, or JSON under a schema (constrained decoding).
+    pub response_format: Option<ResponseFormat>,
+    /// Functions the model may call.
+    pub tools: Option<Vec<Tool>>,
+    /// `none`, `auto` (the default with tools), `required`, or a named function.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether one answer may hold several calls (default false, as in
+    /// llama-server: a small model otherwise tends to repeat its call).
     pub parallel_tool_calls: Option<bool>,
     /// Output modalities: `["text"]` only.
     pub modalities: Option<Vec<String>>,
@@ -276,6 +274,58 @@ pub struct ChatRequest {
     #[serde(flatten)]
     #[schema(ignore)]
     pub unknown: serde_json::Map<String, Value>,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid under a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    /// The schema's name.
+    pub name: String,
+    /// What the output is for.
+    pub description: Option<String>,
+    /// The JSON schema (absent: any JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Accepted either way: the output always follows the schema.
+    pub strict: Option<bool>,
+}
+
+impl ResponseFormat {
+    /// The constraint it asks for (`None` for text).
+    fn constraint(&self) -> Result<Option<OutputConstraint>, ApiError> {
+        Ok(match self {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(OutputConstraint::JsonObject),
+            ResponseFormat::JsonSchema { json_schema } => match &json_schema.schema {
+                None => Some(OutputConstraint::JsonObject),
+                Some(schema @ Value::Object(_)) => {
+                    Some(OutputConstraint::JsonSchema(schema.clone()))
+                }
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "response_format.json_schema.schema must be a JSON object",
+                        Some("response_format"),
+                    ))
+                }
+            },
+        })
+    }
 }
 
 /// Server-side defaults a request falls back to.
@@ -306,6 +356,8 @@ pub struct Mapped {
     /// Drop whitespace at the start of the answer (a chat reply, unless it
     /// continues a prefilled assistant message).
     pub trim_start: bool,
+    /// Read the answer for tool calls (a chat with tools to call).
+    pub tool_calls: bool,
 }
 
 /// Where a request's text goes: segments after the anchor, the query, and
@@ -453,6 +505,7 @@ fn map_common(
             .map(OneOrMany::into_vec)
             .unwrap_or_default(),
         layout_stop: layout.layout_stop.map(str::to_string),
+        constraint: None,
     };
     Ok(Mapped {
         request,
@@ -463,6 +516,7 @@ fn map_common(
             .is_some_and(|o| o.include_usage),
         echo: None,
         trim_start: false,
+        tool_calls: false,
     })
 }
 
@@ -532,6 +586,25 @@ impl ChatRequest {
     pub fn map(self, defaults: &Defaults, tenant: &str) -> Result<Mapped, ApiError> {
         refuse_unknown(&self.unknown)?;
         self.refuse_unsupported()?;
+        let tools = tool_use(
+            self.tools.as_deref().unwrap_or_default(),
+            self.tool_choice.as_ref(),
+            self.parallel_tool_calls.unwrap_or(false),
+        )?;
+        let format = match &self.response_format {
+            Some(f) => f.constraint()?,
+            None => None,
+        };
+        let constraint = match (&tools, format) {
+            (Some(ToolUse { grammar: Some(_), .. }), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "response_format with tools that may be called: use tool_choice \"none\" or one of them",
+                    Some("response_format"),
+                ))
+            }
+            (Some(t), None) => t.grammar.clone().map(OutputConstraint::Lark),
+            (_, format) => format,
+        };
         let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
             (true, top) => Some(top.unwrap_or(0)),
             (false, None) => None,
@@ -542,11 +615,10 @@ impl ChatRequest {
                 ))
             }
         };
-        let mut messages = self
-            .messages
-            .iter()
-            .map(template_message)
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        let mut messages = template_messages(&self.messages)?;
+        if let Some(tools) = &tools {
+            with_system_text(&mut messages, &tools.prompt);
+        }
         let prefill = match messages.last() {
             None => {
                 return Err(ApiError::bad_request(
@@ -599,33 +671,14 @@ impl ChatRequest {
         };
         let mut mapped = map_common(&self.common, defaults, tenant, layout, max_tokens, logprobs)?;
         mapped.trim_start = prefill.is_none();
+        mapped.request.constraint = constraint;
+        mapped.tool_calls = tools.is_some_and(|t| t.parse_calls);
         Ok(mapped)
     }
 
-    /// Refuses what asks for a feature not served yet, unless it asks for
-    /// nothing (`tools: []`, `tool_choice: "none"`, text output).
+    /// Refuses what asks for a feature not served, unless it asks for
+    /// nothing (text output).
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(unsupported("tools", "this server does not call tools yet"));
-        }
-        if self
-            .tool_choice
-            .as_ref()
-            .is_some_and(|c| c.as_str() != Some("none"))
-        {
-            return Err(unsupported(
-                "tool_choice",
-                "only \"none\": this server does not call tools yet",
-            ));
-        }
-        if let Some(format) = &self.response_format {
-            if format.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(unsupported(
-                    "response_format",
-                    "only {\"type\": \"text\"}: structured output is not served yet",
-                ));
-            }
-        }
         if self
             .modalities
             .as_ref()
@@ -637,14 +690,56 @@ impl ChatRequest {
     }
 }
 
-/// A message as the template sees it; tool traffic is refused.
-fn template_message(m: &Message) -> Result<TemplateMessage, ApiError> {
-    if m.tool_calls.is_some() || m.tool_call_id.is_some() || m.role == "tool" {
-        return Err(unsupported(
-            "messages",
-            "tool calls and tool results (this server does not call tools yet)",
-        ));
+/// Puts `text` into the conversation's system message (after its own
+/// text), or a new one first.
+fn with_system_text(messages: &mut Vec<TemplateMessage>, text: &str) {
+    match messages.first_mut() {
+        Some(m) if m.role == "system" || m.role == "developer" => {
+            m.content = format!("{}\n\n{text}", m.content);
+        }
+        _ => messages.insert(
+            0,
+            TemplateMessage {
+                role: "system".into(),
+                content: text.to_string(),
+                name: None,
+            },
+        ),
     }
+}
+
+/// The messages as the template sees them: an assistant's calls as the
+/// model writes them, tool results as the user's turn (consecutive ones
+/// merged), in the default tool format.
+fn template_messages(messages: &[Message]) -> Result<Vec<TemplateMessage>, ApiError> {
+    let mut out: Vec<TemplateMessage> = Vec::with_capacity(messages.len());
+    let mut after_tool = false;
+    for m in messages {
+        if m.role == "tool" {
+            let content = match &m.content {
+                Some(c) => c.text()?,
+                None => String::new(),
+            };
+            let result = crate::tools::render_result(&content);
+            match out.last_mut() {
+                Some(last) if after_tool => last.content = format!("{}\n{result}", last.content),
+                _ => out.push(TemplateMessage {
+                    role: "user".into(),
+                    content: result,
+                    name: None,
+                }),
+            }
+            after_tool = true;
+            continue;
+        }
+        after_tool = false;
+        out.push(template_message(m)?);
+    }
+    Ok(out)
+}
+
+/// A message other than a tool result as the template sees it.
+fn template_message(m: &Message) -> Result<TemplateMessage, ApiError> {
     if !matches!(
         m.role.as_str(),
         "system" | "developer" | "user" | "assistant"
@@ -657,7 +752,7 @@ fn template_message(m: &Message) -> Result<TemplateMessage, ApiError> {
             Some("messages"),
         ));
     }
-    let content = match &m.content {
+    let mut content = match &m.content {
         Some(c) => c.text()?,
         None if m.role == "assistant" => m.refusal.clone().unwrap_or_default(),
         None => {
@@ -667,6 +762,21 @@ fn template_message(m: &Message) -> Result<TemplateMessage, ApiError> {
             ))
         }
     };
+    match &m.tool_calls {
+        Some(calls) if m.role == "assistant" && !calls.is_empty() => {
+            if !content.is_empty() {
+                content.push('\n');
+            }
+            content.push_str(&crate::tools::render_calls(calls));
+        }
+        Some(calls) if !calls.is_empty() => {
+            return Err(ApiError::bad_request(
+                format!("a {} message cannot hold tool_calls", m.role),
+                Some("messages"),
+            ))
+        }
+        _ => {}
+    }
     Ok(TemplateMessage {
         role: m.role.clone(),
         content,
@@ -697,4 +807,63 @@ fn plain_layout(messages: &[TemplateMessage]) -> Result<(String, String), ApiErr
         history.push_str(&format!("{role}: {}\n\n", m.content));
     }
     Ok((history, format!("User: {}\nAssistant:", last.content)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(v: Value) -> Message {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn calls_and_their_results_are_rendered_in_the_default_tool_format() {
+        let messages = [
+            message(serde_json::json!({"role": "user", "content": "Weather in Oslo and Rome?"})),
+            message(
+                serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "a", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Oslo\"}"}},
+                    {"id": "b", "type": "function", "function": {"name": "w", "arguments": "{\"city\": \"Rome\"}"}}
+                ]}),
+            ),
+            message(serde_json::json!({"role": "tool", "tool_call_id": "a", "content": "5C"})),
+            message(serde_json::json!({"role": "tool", "tool_call_id": "b", "content": "20C"})),
+        ];
+        let rendered = template_messages(&messages).unwrap();
+        assert_eq!(rendered.len(), 3, "the two results make one user turn");
+        assert_eq!(
+            rendered[1].content,
+            "<tool_call>{\"name\":\"w\",\"arguments\":{\"city\":\"Oslo\"}}</tool_call>\n\
+             <tool_call>{\"name\":\"w\",\"arguments\":{\"city\":\"Rome\"}}</tool_call>"
+        );
+        assert_eq!(rendered[2].role, "user");
+        assert_eq!(
+            rendered[2].content,
+            "<tool_response>\n5C\n</tool_response>\n<tool_response>\n20C\n</tool_response>"
+        );
+    }
+
+    #[test]
+    fn the_tool_prompt_joins_the_system_message_or_opens_the_conversation() {
+        let mut with_system = vec![
+            TemplateMessage {
+                role: "system".into(),
+                content: "Be brief.".into(),
+                name: None,
+            },
+            TemplateMessage {
+                role: "user".into(),
+                content: "Hi".into(),
+                name: None,
+            },
+        ];
+        with_system_text(&mut with_system, "TOOLS");
+        assert_eq!(with_system.len(), 2);
+        assert_eq!(with_system[0].content, "Be brief.\n\nTOOLS");
+        let mut without = with_system.split_off(1);
+        with_system_text(&mut without, "TOOLS");
+        assert_eq!(without[0].role, "system");
+        assert_eq!(without[0].content, "TOOLS");
+    }
 }

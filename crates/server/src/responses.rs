@@ -6,6 +6,8 @@ use prophetkv_engine::{DocumentRecord, FinishReason, Summary, TierHits, Timeline
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::tools::ToolCall;
+
 /// Why generation ended: `stop` (end of sequence or a stop string) or
 /// `length` (`max_tokens` or the context).
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -15,6 +17,8 @@ pub enum Finish {
     Stop,
     /// `max_tokens` or the end of the context.
     Length,
+    /// The answer is tool calls.
+    ToolCalls,
 }
 
 impl From<FinishReason> for Finish {
@@ -232,8 +236,21 @@ pub type ChatCompletionChunk = Envelope<ChatChunkChoice>;
 pub struct AssistantMessage {
     /// `assistant`.
     pub role: &'static str,
-    /// The reply.
-    pub content: String,
+    /// The reply (null when it is tool calls).
+    pub content: Option<String>,
+    /// The calls, when the reply is tool calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// A tool call in a stream chunk.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolCallDelta {
+    /// Its place among the answer's calls.
+    pub index: usize,
+    /// The call (sent whole, in one chunk).
+    #[serde(flatten)]
+    pub call: ToolCall,
 }
 
 /// One choice of a chat completion.
@@ -258,6 +275,9 @@ pub struct ChatDelta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Tool calls (each whole, in the last chunk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// One choice of a chat stream chunk.

@@ -854,7 +854,14 @@ async fn every_parameter_not_served_is_refused_naming_it_and_annotations_are_acc
         ("/v1/chat/completions", chat(json!({"n": 2})), "n"),
         (
             "/v1/chat/completions",
-            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            chat(json!({"tools": [{"type": "retrieval", "function": {"name": "f"}}]})),
+            "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]}),
+            ),
             "tools",
         ),
         (
@@ -864,8 +871,32 @@ async fn every_parameter_not_served_is_refused_naming_it_and_annotations_are_acc
         ),
         (
             "/v1/chat/completions",
-            chat(json!({"response_format": {"type": "json_object"}})),
+            chat(
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            ),
+            "tool_choice",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}}),
+            ),
             "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"response_format": {"type": "json_object"},
+            "tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                json!({"messages": [{"role": "user", "content": "t3", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}),
+            ),
+            "messages",
         ),
         (
             "/v1/chat/completions",

@@ -172,6 +172,23 @@ impl TextTokenizer {
     }
 }
 
+impl TextTokenizer {
+    /// Whether `id` is a control token: one that stands for no text
+    /// (`<bos>`, `<end_of_turn>`, ...), as opposed to a byte or text piece.
+    pub fn is_control(&self, id: u32) -> bool {
+        match self.inner.id_to_token(id) {
+            Some(piece) => {
+                byte_fallback(&piece).is_none()
+                    && self
+                        .inner
+                        .decode(&[id], true)
+                        .map_or(true, |t| t.is_empty())
+            }
+            None => false,
+        }
+    }
+}
+
 /// The byte of a `<0xHH>` piece.
 fn byte_fallback(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;

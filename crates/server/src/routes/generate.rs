@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
 use prophetkv_engine::logprobs::StepLogprobs;
-use prophetkv_engine::{Event, FinishReason, Summary};
+use prophetkv_engine::{Event, Summary};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -21,9 +21,10 @@ use crate::openai::Mapped;
 use crate::request_id::unique_id;
 use crate::responses::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatDelta, ChatLogprobs, CompletionChoice,
-    CompletionLogprobs, Envelope, ReuseReport, Usage,
+    CompletionLogprobs, Envelope, Finish, ReuseReport, ToolCallDelta, Usage,
 };
 use crate::state::AppState;
+use crate::tools::{parse_calls, ToolCall};
 
 /// Which OpenAI object family a response belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ struct Shaper {
     echo: Option<String>,
     trim_start: bool,
     logprobs: bool,
+    /// Read the answer for tool calls.
+    tool_calls: bool,
     /// Characters of completion text so far (`text_offset`).
     offset: usize,
 }
@@ -94,6 +97,7 @@ impl Shaper {
             echo: mapped.echo.clone(),
             trim_start: mapped.trim_start,
             logprobs: mapped.request.sampling.logprobs.is_some(),
+            tool_calls: mapped.tool_calls,
             offset: 0,
         }
     }
@@ -110,6 +114,16 @@ impl Shaper {
             out.push_str(text);
         }
         out
+    }
+
+    /// The calls `answer` makes, when the request has tools to call and the
+    /// answer is calls.
+    fn calls(&self, answer: &str) -> Option<Vec<ToolCall>> {
+        if self.tool_calls {
+            parse_calls(answer)
+        } else {
+            None
+        }
     }
 
     /// The log-probabilities to send with `steps`; `None` when not asked for.
@@ -218,14 +232,20 @@ async fn collect_response(
                             .into_response()
                     }
                     Kind::Chat => {
+                        let calls = shaper.calls(&text);
+                        let finish_reason = match &calls {
+                            Some(_) => Finish::ToolCalls,
+                            None => s.reason.into(),
+                        };
                         let choice = ChatChoice {
                             index: 0,
                             message: AssistantMessage {
                                 role: "assistant",
-                                content: text,
+                                content: calls.is_none().then_some(text),
+                                tool_calls: calls,
                             },
                             logprobs: Logprobs::chat(logprobs),
-                            finish_reason: s.reason.into(),
+                            finish_reason,
                         };
                         Json(head.envelope("chat.completion", vec![choice], usage, report))
                             .into_response()
@@ -271,6 +291,25 @@ impl Head {
     }
 }
 
+/// What one chunk carries besides the envelope.
+struct Piece<'a> {
+    text: &'a str,
+    steps: &'a [StepLogprobs],
+    calls: Option<Vec<ToolCallDelta>>,
+    finish: Option<Finish>,
+}
+
+impl<'a> Piece<'a> {
+    fn text(text: &'a str, steps: &'a [StepLogprobs]) -> Self {
+        Self {
+            text,
+            steps,
+            calls: None,
+            finish: None,
+        }
+    }
+}
+
 /// Per-stream state of the SSE conversion.
 struct Chunks {
     state: AppState,
@@ -283,6 +322,9 @@ struct Chunks {
     done: bool,
     /// The request's span: a stream outlives the handler that opened it.
     span: tracing::Span,
+    /// Text and log-probabilities held back while the answer may be calls.
+    held: String,
+    held_steps: Vec<StepLogprobs>,
 }
 
 fn sse(body: &impl Serialize) -> SseEvent {
@@ -295,15 +337,13 @@ fn sse(body: &impl Serialize) -> SseEvent {
 impl Chunks {
     /// One chunk of `kind`'s shape: text (and the finish reason on the last),
     /// or only usage when `usage_only`.
-    fn chunk(
-        &mut self,
-        text: &str,
-        steps: &[StepLogprobs],
-        finish: Option<FinishReason>,
-        summary: Option<&Summary>,
-        usage_only: bool,
-    ) -> SseEvent {
-        let finish_reason = finish.map(Into::into);
+    fn chunk(&mut self, piece: Piece<'_>, summary: Option<&Summary>, usage_only: bool) -> SseEvent {
+        let Piece {
+            text,
+            steps,
+            calls,
+            finish,
+        } = piece;
         let logprobs = if usage_only || (finish.is_some() && steps.is_empty()) {
             None
         } else {
@@ -322,7 +362,7 @@ impl Chunks {
                         index: 0,
                         text: text.to_string(),
                         logprobs: Logprobs::completion(logprobs),
-                        finish_reason,
+                        finish_reason: finish,
                     },
                 );
                 let envelope = self
@@ -334,6 +374,7 @@ impl Chunks {
                 let delta = ChatDelta {
                     role: (!self.sent_role).then_some("assistant"),
                     content: (!text.is_empty()).then(|| text.to_string()),
+                    tool_calls: calls,
                 };
                 self.sent_role = true;
                 let choices = choices_unless(
@@ -342,7 +383,7 @@ impl Chunks {
                         index: 0,
                         delta,
                         logprobs: Logprobs::chat(logprobs),
-                        finish_reason,
+                        finish_reason: finish,
                     },
                 );
                 sse(&self
@@ -358,19 +399,55 @@ impl Chunks {
             Event::Started { .. } => Vec::new(),
             Event::Text { text, logprobs } => {
                 let text = self.shaper.text(&text);
+                if self.shaper.tool_calls {
+                    // Held until the end: the answer may be calls.
+                    self.held.push_str(&text);
+                    self.held_steps.extend(logprobs);
+                    return Vec::new();
+                }
                 if text.is_empty() && logprobs.is_empty() {
                     return Vec::new();
                 }
-                vec![self.chunk(&text, &logprobs, None, None, false)]
+                vec![self.chunk(Piece::text(&text, &logprobs), None, false)]
             }
             Event::Finished(s) => {
                 self.span.in_scope(|| record(&self.state, &s));
                 self.done = true;
+                let mut out = Vec::new();
+                let held = std::mem::take(&mut self.held);
+                let steps = std::mem::take(&mut self.held_steps);
+                let calls = self.shaper.calls(&held);
+                let finish = match &calls {
+                    Some(_) => Finish::ToolCalls,
+                    None => s.reason.into(),
+                };
+                match calls {
+                    Some(calls) => {
+                        let calls = calls
+                            .into_iter()
+                            .enumerate()
+                            .map(|(index, call)| ToolCallDelta { index, call })
+                            .collect();
+                        let piece = Piece {
+                            calls: Some(calls),
+                            ..Piece::text("", &steps)
+                        };
+                        out.push(self.chunk(piece, None, false));
+                    }
+                    None if !held.is_empty() || !steps.is_empty() => {
+                        out.push(self.chunk(Piece::text(&held, &steps), None, false));
+                    }
+                    None => {}
+                }
                 // An echo not sent yet (nothing was generated) goes out now.
                 let text = self.shaper.text("");
-                let mut out = vec![self.chunk(&text, &[], Some(s.reason), Some(&s), false)];
+                let last = Piece {
+                    finish: Some(finish),
+                    ..Piece::text(&text, &[])
+                };
+                out.push(self.chunk(last, Some(&s), false));
                 if self.include_usage {
-                    out.push(self.chunk("", &[], None, Some(&s), true));
+                    out.push(self.chunk(Piece::text("", &[]), Some(&s), true));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 out
@@ -407,6 +484,8 @@ fn stream_response(
         sent_role: false,
         done: false,
         span: tracing::Span::current(),
+        held: String::new(),
+        held_steps: Vec::new(),
     };
     let events = stream::unfold(chunks, |mut c| async move {
         if c.done {

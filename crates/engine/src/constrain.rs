@@ -1,0 +1,162 @@
+//! Constrained decoding: a request's output held to a JSON schema or a
+//! grammar, by masking every token that would leave it (llguidance's
+//! matcher, one per sequence, inside the batched decode step).
+//!
+//! The vocabulary is handed to llguidance as the bytes each token stands
+//! for (control tokens marked as such), built once, on the first request
+//! that needs it: a 262k-token vocabulary takes a moment.
+
+use std::sync::{Arc, OnceLock};
+
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie};
+use llguidance::{Matcher, ParserFactory};
+use prophetkv_model::TextTokenizer;
+use serde_json::Value;
+
+use crate::{EngineError, Result};
+
+/// What a request's output must be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputConstraint {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid under this schema.
+    JsonSchema(Value),
+    /// Text of this Lark grammar (llguidance's dialect, which embeds JSON
+    /// schemas with `%json`).
+    Lark(String),
+}
+
+impl OutputConstraint {
+    fn grammar(&self) -> TopLevelGrammar {
+        match self {
+            OutputConstraint::JsonObject => TopLevelGrammar::from_json_schema(compact_json_schema(
+                serde_json::json!({"type": "object"}),
+            )),
+            OutputConstraint::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(compact_json_schema(schema.clone()))
+            }
+            OutputConstraint::Lark(grammar) => TopLevelGrammar::from_lark(grammar.clone()),
+        }
+    }
+}
+
+/// `schema` with JSON written one way, `{"a": 1, "b": [2, 3]}`, unless it
+/// says otherwise (`x-guidance`): free whitespace lets a small model loop
+/// on blank lines until `max_tokens`.
+pub fn compact_json_schema(mut schema: Value) -> Value {
+    if let Value::Object(map) = &mut schema {
+        map.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({
+                "whitespace_flexible": false,
+                "item_separator": ", ",
+                "key_separator": ": ",
+            })
+        });
+    }
+    schema
+}
+
+/// Builds matchers for the served vocabulary (built on first use).
+pub(crate) struct Grammars {
+    tokenizer: TextTokenizer,
+    vocab_size: usize,
+    factory: OnceLock<std::result::Result<ParserFactory, String>>,
+}
+
+impl Grammars {
+    /// For `tokenizer`'s vocabulary, `vocab_size` logits wide.
+    pub(crate) fn new(tokenizer: TextTokenizer, vocab_size: usize) -> Self {
+        Self {
+            tokenizer,
+            vocab_size,
+            factory: OnceLock::new(),
+        }
+    }
+
+    fn factory(&self) -> Result<&ParserFactory> {
+        self.factory
+            .get_or_init(|| {
+                let env = token_env(&self.tokenizer, self.vocab_size);
+                let mut factory = ParserFactory::new_simple(&env).map_err(|e| e.to_string())?;
+                factory.quiet();
+                Ok(factory)
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Worker(format!("constrained decoding: {e}")))
+    }
+
+    /// A matcher at the start of `constraint`; a schema or grammar that does
+    /// not compile is the client's error, naming `field`.
+    pub(crate) fn start(
+        &self,
+        constraint: &OutputConstraint,
+        field: &'static str,
+    ) -> Result<Constraint> {
+        let parser = self.factory()?.create_parser(constraint.grammar());
+        let matcher = Matcher::new(parser);
+        if let Some(e) = matcher.get_error() {
+            return Err(EngineError::invalid(field, e));
+        }
+        Ok(Constraint { matcher })
+    }
+}
+
+/// The vocabulary as llguidance sees it: each id's bytes, a control token's
+/// string behind the marker byte, ids past the tokenizer's vocabulary empty.
+fn token_env(tokenizer: &TextTokenizer, vocab_size: usize) -> TokEnv {
+    let words: Vec<Vec<u8>> = (0..vocab_size as u32)
+        .map(|id| match tokenizer.token_bytes(id) {
+            bytes if tokenizer.is_control(id) => {
+                let mut marked = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+                marked.extend(bytes);
+                marked
+            }
+            bytes => bytes,
+        })
+        .collect();
+    let eos = tokenizer.eos().first().copied().unwrap_or(0);
+    let info = TokRxInfo::new(vocab_size as u32, eos);
+    let trie = TokTrie::from(&info, &words).with_eos_tokens(tokenizer.eos());
+    Arc::new(ApproximateTokEnv::new(trie))
+}
+
+/// One sequence's place in its grammar.
+pub(crate) struct Constraint {
+    matcher: Matcher,
+}
+
+impl Constraint {
+    /// Sets the logits of tokens the grammar does not allow next to -∞
+    /// (only end-of-sequence once the output is complete).
+    pub(crate) fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
+        let allowed: SimpleVob = self
+            .matcher
+            .compute_mask_or_eos()
+            .map_err(|e| EngineError::Worker(format!("constrained decoding: {e}")))?;
+        if allowed.num_set() == 0 {
+            return Err(EngineError::Worker(
+                "constrained decoding: no token of the vocabulary continues the output".into(),
+            ));
+        }
+        allowed.iter_unset_entries(|id| {
+            if let Some(logit) = logits.get_mut(id) {
+                *logit = f32::NEG_INFINITY;
+            }
+        });
+        Ok(())
+    }
+
+    /// Advances past `token` (not end-of-sequence).
+    pub(crate) fn accept(&mut self, token: u32) -> Result<()> {
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| EngineError::Worker(format!("constrained decoding: {e}")))
+    }
+
+    /// Whether the output is complete and nothing more may follow.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.matcher.is_stopped()
+    }
+}
