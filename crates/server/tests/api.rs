@@ -1200,3 +1200,108 @@ async fn tokenize_and_detokenize_round_trip_and_name_bad_ids() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["param"], "tokens");
 }
+
+/// Every request parameter of OpenAI's API reference (chat completions and
+/// completions), with a value that asks for something.
+const CHAT_PARAMETERS: [(&str, &str); 36] = [
+    ("messages", r#"[{"role": "user", "content": "t3"}]"#),
+    ("model", r#""tiny""#),
+    ("audio", r#"{"voice": "alloy", "format": "wav"}"#),
+    ("frequency_penalty", "0.5"),
+    ("function_call", r#""auto""#),
+    ("functions", r#"[{"name": "f"}]"#),
+    ("logit_bias", r#"{"3": 2}"#),
+    ("logprobs", "true"),
+    ("max_completion_tokens", "2"),
+    ("max_tokens", "2"),
+    ("metadata", r#"{"k": "v"}"#),
+    ("modalities", r#"["text"]"#),
+    ("n", "1"),
+    ("parallel_tool_calls", "true"),
+    ("prediction", r#"{"type": "content", "content": "t3"}"#),
+    ("presence_penalty", "0.5"),
+    ("prompt_cache_key", r#""k""#),
+    ("reasoning_effort", r#""low""#),
+    ("response_format", r#"{"type": "text"}"#),
+    ("safety_identifier", r#""s""#),
+    ("seed", "-3"),
+    ("service_tier", r#""auto""#),
+    ("stop", r#"["t9"]"#),
+    ("store", "false"),
+    ("stream", "false"),
+    ("stream_options", r#"{"include_usage": true}"#),
+    ("temperature", "0.5"),
+    ("tool_choice", r#""none""#),
+    (
+        "tools",
+        r#"[{"type": "function", "function": {"name": "f"}}]"#,
+    ),
+    ("top_logprobs", "2"),
+    ("top_p", "0.9"),
+    ("user", r#""u""#),
+    ("verbosity", r#""low""#),
+    ("web_search_options", "{}"),
+    ("documents", r#"[{"text": "t4 t5"}]"#),
+    ("kv_reuse", r#"{"strategy": "full"}"#),
+];
+
+const COMPLETION_PARAMETERS: [(&str, &str); 18] = [
+    ("model", r#""tiny""#),
+    ("prompt", r#""t3""#),
+    ("best_of", "1"),
+    ("echo", "true"),
+    ("frequency_penalty", "0.5"),
+    ("logit_bias", r#"{"3": 2}"#),
+    ("logprobs", "2"),
+    ("max_tokens", "2"),
+    ("n", "1"),
+    ("presence_penalty", "0.5"),
+    ("seed", "7"),
+    ("stop", r#""t9""#),
+    ("stream", "false"),
+    ("stream_options", r#"{"include_usage": true}"#),
+    ("suffix", r#""""#),
+    ("temperature", "0.5"),
+    ("top_p", "0.9"),
+    ("user", r#""u""#),
+];
+
+#[tokio::test]
+async fn every_parameter_of_the_reference_is_honoured_or_refused_by_name_and_in_the_readme() {
+    let app = app(vec![]);
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let table = &readme[readme.find("### OpenAI parameters").unwrap()..];
+    for (uri, base, parameters) in [
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "t3"}], "max_tokens": 2}),
+            &CHAT_PARAMETERS[..],
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "t3", "max_tokens": 2}),
+            &COMPLETION_PARAMETERS[..],
+        ),
+    ] {
+        for (name, value) in parameters {
+            assert!(
+                table.contains(&format!("`{name}`")),
+                "{name} is not in README's table"
+            );
+            let mut body = base.clone();
+            body[*name] = serde_json::from_str(value).unwrap();
+            if *name == "top_logprobs" {
+                body["logprobs"] = json!(true);
+            }
+            let (status, answer) = post(&app, uri, body.clone()).await;
+            match status {
+                StatusCode::OK => {}
+                StatusCode::BAD_REQUEST => assert_eq!(answer["error"]["param"], *name, "{body}"),
+                other => panic!("{name}: {other} {answer}"),
+            }
+        }
+    }
+}
