@@ -3,8 +3,9 @@
 //! matcher, one per sequence, inside the batched decode step).
 //!
 //! The vocabulary is handed to llguidance as the bytes each token stands
-//! for (control tokens marked as such), built once, on the first request
-//! that needs it: a 262k-token vocabulary takes a moment.
+//! for (control tokens marked as such), built once: 2.2 s for a 262k-token
+//! vocabulary, so the engine starts building it in the background when it
+//! starts, and the first request that needs it waits only for what is left.
 
 use std::sync::{Arc, OnceLock};
 
@@ -73,6 +74,12 @@ impl Grammars {
             vocab_size,
             factory: OnceLock::new(),
         }
+    }
+
+    /// Builds the vocabulary's parser factory now (idempotent; callers
+    /// racing it wait for the one build).
+    pub(crate) fn prepare(&self) {
+        let _ = self.factory();
     }
 
     fn factory(&self) -> Result<&ParserFactory> {

@@ -75,7 +75,15 @@ impl EngineHandle {
         };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = channel();
-        let grammars = Grammars::new(parts.tokenizer.clone(), parts.model.config().vocab_size);
+        let grammars = Arc::new(Grammars::new(
+            parts.tokenizer.clone(),
+            parts.model.config().vocab_size,
+        ));
+        let early = grammars.clone();
+        // Off the worker: a request that needs it meanwhile waits for it.
+        let _ = std::thread::Builder::new()
+            .name("prophetkv-grammars".into())
+            .spawn(move || early.prepare());
         let worker = Worker {
             grammars,
             model: parts.model,

@@ -28,7 +28,7 @@ pub(crate) struct Worker {
     pub(crate) tokenizer: TextTokenizer,
     pub(crate) caches: DocumentCaches,
     pub(crate) anchor: Arc<DocCache>,
-    pub(crate) grammars: Grammars,
+    pub(crate) grammars: Arc<Grammars>,
     pub(crate) config: EngineConfig,
     pub(crate) shared: Arc<Shared>,
 }
