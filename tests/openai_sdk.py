@@ -129,6 +129,7 @@ def main():
           "the last chunk carries usage")
 
     sampling_parameters(client, model, question, by_id, reuse)
+    explained(client, model, task, by_id, reuse)
 
     # Errors surface as the SDK's typed exceptions.
     try:
@@ -232,6 +233,26 @@ def sampling_parameters(client, model, question, documents, reuse):
     check(rest.startswith(continued.choices[0].message.content),
           f"a prefilled assistant message is continued: {head!r} + "
           f"{continued.choices[0].message.content!r}")
+
+
+def explained(client, model, task, documents, reuse):
+    """The explain payload of a real request agrees with its statistics."""
+    r = client.completions.create(
+        model=model, prompt=task["question"], max_tokens=8, temperature=0,
+        extra_body={"documents": documents, "kv_reuse": reuse, "prophetkv": {"explain": True}})
+    stats = r.model_extra["prophetkv"]
+    tokens = stats["explain"]["tokens"]
+    check(len(tokens) == stats["context_tokens"],
+          f"explain lists every context token once ({len(tokens)})")
+    recomputed = sum(1 for t in tokens if t["segment"] == "document" and t["recomputed"] == "all_layers")
+    check(recomputed == stats["selected_tokens"],
+          f"explain's recomputed document tokens = the stats' ({recomputed})")
+    scores = [t["score"] for t in tokens if "score" in t]
+    check(len(scores) == stats["eligible_tokens"] and all(math.isfinite(x) for x in scores),
+          f"every eligible token has a finite Stage I score ({len(scores)})")
+    needle = next(a for a in task["answers"])
+    marked = "".join(t["text"] for t in tokens if t["recomputed"] == "all_layers")
+    check(needle[:3] in marked, f"the needle's digits are among the recomputed tokens")
 
 
 def tokenize(base_url, text):

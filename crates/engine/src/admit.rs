@@ -10,6 +10,7 @@ use prophetkv_model::DocCache;
 use prophetkv_reuse::{Piece, ReuseRequest};
 
 use crate::constrain::OutputConstraint;
+use crate::explain::{explain, MAX_EXPLAINED_TOKENS};
 use crate::queue::Job;
 use crate::request::{
     ms_since, DocumentRef, Event, PromptText, Segment, TextPiece, TierHits, Timeline,
@@ -60,6 +61,14 @@ impl Worker {
         let (segments, hits) = self.resolve(req)?;
         let query = self.encode(&req.query)?;
         let prompt_tokens = self.check_context(&segments, &query, req.max_tokens)?;
+        if req.explain && prompt_tokens > MAX_EXPLAINED_TOKENS {
+            return Err(EngineError::invalid(
+                "prophetkv.explain",
+                format!(
+                    "explains at most {MAX_EXPLAINED_TOKENS} context tokens, the request has {prompt_tokens}"
+                ),
+            ));
+        }
         timeline.lookup_ms = ms_since(lookup);
 
         let pieces: Vec<Piece<'_>> = segments.iter().map(Resolved::piece).collect();
@@ -69,6 +78,9 @@ impl Worker {
             query: &query,
         };
         let out = prophetkv_reuse::run(&self.model, &request, &req.reuse, self.model.device())?;
+        let explanation = req
+            .explain
+            .then(|| Box::new(explain(&self.tokenizer, &out, req.reuse.strategy)));
         let mut reuse = out.stats;
         reuse.timings.lookup_ms = timeline.lookup_ms;
         timeline.probe_ms = reuse.timings.probe_ms;
@@ -89,6 +101,7 @@ impl Worker {
             top_logprobs: request.sampling.logprobs,
             logprobs: Vec::new(),
             constraint,
+            explanation,
             sampler: Sampler::new(request.sampling),
             stream: TextStream::new(request.stop).with_layout_stop(request.layout_stop),
             text: Default::default(),

@@ -29,6 +29,7 @@ mod constrain;
 pub mod detokenize;
 mod documents;
 mod error;
+pub mod explain;
 mod handle;
 pub mod logprobs;
 mod metrics;

@@ -7,6 +7,7 @@ use prophetkv_store::Tier;
 use serde::Serialize;
 
 use crate::constrain::OutputConstraint;
+use crate::explain::Explanation;
 use crate::logprobs::StepLogprobs;
 use crate::sampling::SamplingParams;
 use crate::EngineError;
@@ -96,6 +97,8 @@ pub struct GenerateRequest {
     pub layout_stop: Option<String>,
     /// What the output must be (JSON, a schema, a tool call's grammar).
     pub constraint: Option<OutputConstraint>,
+    /// Report, token by token, what was recomputed and why.
+    pub explain: bool,
 }
 
 /// Why generation ended.
@@ -198,6 +201,8 @@ pub struct Summary {
     pub hits: TierHits,
     /// Milestones.
     pub timeline: Timeline,
+    /// What was recomputed and why (requests that asked).
+    pub explanation: Option<Box<Explanation>>,
 }
 
 pub(crate) fn ms_since(t: Instant) -> f64 {

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::constrain::Constraint;
 use crate::detokenize::IncrementalDecoder;
+use crate::explain::Explanation;
 use crate::logprobs::{step_logprobs, StepLogprobs};
 use crate::metrics::Metrics;
 use crate::request::{ms_since, Event, FinishReason, Summary, TierHits, Timeline, Usage};
@@ -37,6 +38,8 @@ pub(crate) struct Sequence {
     pub(crate) logprobs: Vec<StepLogprobs>,
     /// The grammar the output is held to, if any.
     pub(crate) constraint: Option<Constraint>,
+    /// What was recomputed and why, when the request asked.
+    pub(crate) explanation: Option<Box<Explanation>>,
 }
 
 /// What a token did to its sequence.
@@ -144,6 +147,7 @@ impl Sequence {
             reuse: self.reuse,
             hits: self.hits,
             timeline: self.timeline,
+            explanation: self.explanation,
         };
         let _ = self.events.send(Event::Finished(Box::new(summary)));
     }

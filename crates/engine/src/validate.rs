@@ -64,6 +64,7 @@ pub struct ValidRequest {
     pub(crate) stop: Vec<String>,
     pub(crate) layout_stop: Option<String>,
     pub(crate) constraint: Option<OutputConstraint>,
+    pub(crate) explain: bool,
 }
 
 impl Limits {
@@ -98,6 +99,7 @@ impl Limits {
             stop: request.stop,
             layout_stop: request.layout_stop,
             constraint: request.constraint,
+            explain: request.explain,
         })
     }
 }
@@ -289,6 +291,7 @@ mod tests {
             stop: vec![],
             layout_stop: Some("\nUser:".into()),
             constraint: None,
+            explain: false,
         }
     }
 

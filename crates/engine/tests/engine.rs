@@ -54,6 +54,7 @@ fn request(docs: Vec<DocumentRef>, query: &str, max_tokens: usize) -> GenerateRe
         stop: vec![],
         layout_stop: None,
         constraint: None,
+        explain: false,
     }
 }
 

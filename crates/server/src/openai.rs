@@ -159,6 +159,18 @@ pub struct Common {
     pub documents: Option<Vec<DocumentInput>>,
     /// Reuse strategy and ratio.
     pub kv_reuse: Option<KvReuse>,
+    /// prophetkv's own options.
+    pub prophetkv: Option<ProphetkvOptions>,
+}
+
+/// The `prophetkv` request extension.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProphetkvOptions {
+    /// Add to the response, token by token, what was recomputed and why
+    /// (`prophetkv.explain`; context of at most 16,384 tokens).
+    #[serde(default)]
+    pub explain: bool,
 }
 
 /// `POST /v1/completions`.
@@ -506,6 +518,7 @@ fn map_common(
             .unwrap_or_default(),
         layout_stop: layout.layout_stop.map(str::to_string),
         constraint: None,
+        explain: common.prophetkv.as_ref().is_some_and(|p| p.explain),
     };
     Ok(Mapped {
         request,

@@ -1,6 +1,7 @@
 //! Response bodies: OpenAI's shapes, plus the `prophetkv` extension, as
 //! typed structs. The OpenAPI document is generated from these same types.
 
+use prophetkv_engine::explain::Explanation;
 use prophetkv_engine::logprobs::{StepLogprobs, TokenLogprob};
 use prophetkv_engine::{DocumentRecord, FinishReason, Summary, TierHits, Timeline};
 use serde::Serialize;
@@ -62,6 +63,9 @@ pub struct ReuseReport {
     pub cache_hits: TierHits,
     /// Milestones.
     pub timeline: Timeline,
+    /// Token by token, what was recomputed and why (requests that asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explanation>,
 }
 
 impl From<&Summary> for ReuseReport {
@@ -76,6 +80,7 @@ impl From<&Summary> for ReuseReport {
             selected_tokens: s.reuse.selected,
             cache_hits: s.hits.clone(),
             timeline: s.timeline.clone(),
+            explain: s.explanation.as_deref().cloned(),
         }
     }
 }

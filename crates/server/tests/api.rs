@@ -1305,3 +1305,59 @@ async fn every_parameter_of_the_reference_is_honoured_or_refused_by_name_and_in_
         }
     }
 }
+
+#[tokio::test]
+async fn explain_lists_every_context_token_once_with_the_stats_recomputed_count() {
+    let app = app(vec![]);
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({
+            "prompt": tiny_text(&tokens(4, 3)), "max_tokens": 2, "temperature": 0,
+            "documents": docs(), "kv_reuse": {"strategy": "prophetkv", "recompute_ratio": 0.5},
+            "prophetkv": {"explain": true}
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stats = &body["prophetkv"];
+    let explain = &stats["explain"];
+    let tokens = explain["tokens"].as_array().unwrap();
+    assert_eq!(
+        tokens.len() as u64,
+        stats["context_tokens"].as_u64().unwrap()
+    );
+    let recomputed_documents = tokens
+        .iter()
+        .filter(|t| t["segment"] == "document" && t["recomputed"] == "all_layers")
+        .count();
+    assert_eq!(
+        recomputed_documents as u64,
+        stats["selected_tokens"].as_u64().unwrap()
+    );
+    let scored: Vec<f64> = tokens.iter().filter_map(|t| t["score"].as_f64()).collect();
+    assert_eq!(
+        scored.len() as u64,
+        stats["eligible_tokens"].as_u64().unwrap()
+    );
+    assert!(scored.iter().all(|s| s.is_finite()));
+    assert!(tokens
+        .iter()
+        .filter(|t| t["segment"] == "query")
+        .all(|t| t["recomputed"] == "all_layers"));
+    let shares: f64 = explain["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["budget_share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+    // Without the option, no explanation.
+    let (_, plain) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "t3", "max_tokens": 1}),
+    )
+    .await;
+    assert!(plain["prophetkv"].get("explain").is_none());
+}
