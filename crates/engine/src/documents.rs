@@ -17,6 +17,18 @@ use crate::validate::{
 };
 use crate::{EngineError, Result};
 
+/// Where a registered document's cache stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentStatus {
+    /// Waiting for the worker's idle time (or its first use).
+    Pending,
+    /// Computed and stored.
+    Ready,
+    /// Computing it failed, for this reason; the first request that uses it
+    /// tries again.
+    Failed(String),
+}
+
 /// Registering, listing, reading and deleting documents.
 #[derive(Clone)]
 pub struct Documents {
@@ -70,6 +82,7 @@ impl Documents {
             self.limits.check_document_length(index, ids.len())?;
             checked.push((doc, ids));
         }
+        self.engine.precompute_room(checked.len())?;
         let mut records = Vec::with_capacity(checked.len());
         for (doc, ids) in checked {
             let record = self.store.register(tenant, doc, ids)?;
@@ -100,6 +113,15 @@ impl Documents {
     /// The record of `id`.
     pub fn get(&self, tenant: &str, id: &str) -> Result<DocumentRecord> {
         Ok(self.store.get(tenant, id)?)
+    }
+
+    /// Whether `record`'s cache is ready, waiting, or failed (and why).
+    pub fn status(&self, tenant: &str, record: &DocumentRecord) -> DocumentStatus {
+        if record.ready {
+            DocumentStatus::Ready
+        } else {
+            self.engine.precompute_status(tenant, &record.id)
+        }
     }
 
     /// Deletes `id` with its caches in every tier.

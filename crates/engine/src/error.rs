@@ -17,6 +17,12 @@ pub enum EngineError {
         /// Requests waiting.
         depth: usize,
     },
+    /// Too many registered documents are waiting for their caches.
+    #[error("{pending} registered documents are waiting for their caches; retry later")]
+    PrecomputeQueueFull {
+        /// Documents waiting.
+        pending: usize,
+    },
     /// The engine is shutting down or its worker stopped.
     #[error("the engine is not running")]
     Unavailable,

@@ -18,11 +18,12 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use crate::caches::DocumentCaches;
 use crate::config::EngineConfig;
 use crate::constrain::Grammars;
+use crate::documents::DocumentStatus;
 use crate::documents::Documents;
 use crate::metrics::EngineMetrics;
-use crate::queue::{Job, Shared, Work};
+use crate::queue::{Job, Precompute, Shared, Work};
 use crate::request::{Event, GenerateRequest};
-use crate::validate::{Limits, ValidRequest};
+use crate::validate::{Limits, ValidRequest, MAX_PENDING_DOCUMENTS};
 use crate::worker::Worker;
 use crate::{EngineError, Result};
 
@@ -179,10 +180,26 @@ impl EngineHandle {
         )
     }
 
+    /// Room in the precompute backlog for `n` more documents, or the
+    /// refusal to answer (nothing is registered then).
+    pub(crate) fn precompute_room(&self, n: usize) -> Result<()> {
+        let pending = self.precompute_state().queued.len();
+        if pending + n > MAX_PENDING_DOCUMENTS {
+            return Err(EngineError::PrecomputeQueueFull { pending });
+        }
+        Ok(())
+    }
+
     /// Asks the worker to compute a registered document's cache when it has
     /// nothing else to do, so that the first request using it finds it
-    /// ready. Never refused: the backlog is not part of the request queue.
+    /// ready (its status is `pending` until then).
     pub(crate) fn precompute(&self, tenant: &str, id: &str) {
+        let key = (tenant.to_string(), id.to_string());
+        {
+            let mut state = self.precompute_state();
+            state.failed.remove(&key);
+            state.queued.insert(key);
+        }
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = jobs.as_ref() {
             let _ = sender.send(Work::Precompute {
@@ -190,6 +207,22 @@ impl EngineHandle {
                 id: id.to_string(),
             });
         }
+    }
+
+    /// Where a registered, not ready document stands.
+    pub(crate) fn precompute_status(&self, tenant: &str, id: &str) -> DocumentStatus {
+        let key = (tenant.to_string(), id.to_string());
+        match self.precompute_state().failed.get(&key) {
+            Some(error) => DocumentStatus::Failed(error.clone()),
+            None => DocumentStatus::Pending,
+        }
+    }
+
+    fn precompute_state(&self) -> std::sync::MutexGuard<'_, Precompute> {
+        self.shared
+            .precompute
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops accepting requests; the worker finishes what it has and exits.

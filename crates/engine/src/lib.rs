@@ -46,7 +46,7 @@ mod worker;
 pub use caches::DocumentCaches;
 pub use config::EngineConfig;
 pub use constrain::{compact_json_schema, OutputConstraint};
-pub use documents::Documents;
+pub use documents::{DocumentStatus, Documents};
 pub use error::{EngineError, Result};
 pub use handle::{EngineHandle, EngineParts};
 pub use metrics::EngineMetrics;

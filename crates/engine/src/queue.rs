@@ -1,6 +1,8 @@
 //! What the handle sends the worker, and the state both sides share.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,4 +37,18 @@ pub(crate) struct Shared {
     /// Requests submitted and not yet admitted.
     pub(crate) queued: AtomicUsize,
     pub(crate) metrics: Metrics,
+    /// Registered documents waiting for their caches, and those that failed.
+    pub(crate) precompute: Mutex<Precompute>,
+}
+
+/// A tenant's document.
+pub(crate) type DocumentKey = (String, String);
+
+/// The idle-time backlog of registered documents.
+#[derive(Default)]
+pub(crate) struct Precompute {
+    /// Queued and not computed yet.
+    pub(crate) queued: HashSet<DocumentKey>,
+    /// Why computing one failed (kept until it is registered again).
+    pub(crate) failed: HashMap<DocumentKey, String>,
 }

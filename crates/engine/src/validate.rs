@@ -21,6 +21,12 @@ pub const MAX_STOP_STRINGS: usize = 8;
 pub const MAX_DOCUMENTS: usize = 64;
 /// Most documents registered in one call.
 pub const MAX_REGISTRATIONS: usize = 256;
+/// Most registered documents waiting for their caches; registering more
+/// is refused (retry later) until the worker catches up.
+pub const MAX_PENDING_DOCUMENTS: usize = 4096;
+/// Most remembered precompute failures (when full, one is forgotten to make
+/// room).
+pub const MAX_REMEMBERED_FAILURES: usize = 4096;
 /// Longest document id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 /// Most documents in one page of a list (`limit`).

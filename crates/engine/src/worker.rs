@@ -21,6 +21,7 @@ use crate::constrain::Grammars;
 use crate::queue::{Job, Shared, Work};
 use crate::request::Event;
 use crate::sequence::{Context, Sequence, Step};
+use crate::validate::MAX_REMEMBERED_FAILURES;
 use crate::{EngineError, Result};
 
 pub(crate) struct Worker {
@@ -126,9 +127,26 @@ impl Worker {
     /// in the meantime is skipped; other failures are logged, and the first
     /// request that uses the document will report them.
     fn precompute(&self, tenant: &str, id: &str) {
-        match self.caches.registered(&self.model, tenant, id) {
+        let outcome = self.caches.registered(&self.model, tenant, id);
+        let key = (tenant.to_string(), id.to_string());
+        let mut state = self
+            .shared
+            .precompute
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        state.queued.remove(&key);
+        match outcome {
             Ok(_) | Err(EngineError::UnknownDocument(_)) => {}
-            Err(e) => tracing::warn!(document = id, error = %e, "precomputing a document failed"),
+            Err(e) => {
+                tracing::warn!(document = id, error = %e, "precomputing a document failed");
+                if state.failed.len() >= MAX_REMEMBERED_FAILURES {
+                    let forget = state.failed.keys().next().cloned();
+                    if let Some(forget) = forget {
+                        state.failed.remove(&forget);
+                    }
+                }
+                state.failed.insert(key, e.to_string());
+            }
         }
     }
 

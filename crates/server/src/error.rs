@@ -195,7 +195,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let message = e.to_string();
         match &e {
-            EngineError::QueueFull { .. } => Self::Overloaded(message),
+            EngineError::QueueFull { .. } | EngineError::PrecomputeQueueFull { .. } => {
+                Self::Overloaded(message)
+            }
             EngineError::Unavailable => Self::Unavailable(message),
             EngineError::Invalid { field, .. } => Self::bad_request(message, Some(field)),
             EngineError::DocumentTooLong { .. } => Self::unprocessable(message, Some("text")),

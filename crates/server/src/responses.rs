@@ -3,7 +3,7 @@
 
 use prophetkv_engine::explain::Explanation;
 use prophetkv_engine::logprobs::{StepLogprobs, TokenLogprob};
-use prophetkv_engine::{DocumentRecord, FinishReason, Summary, TierHits, Timeline};
+use prophetkv_engine::{DocumentRecord, DocumentStatus, FinishReason, Summary, TierHits, Timeline};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -316,6 +316,12 @@ pub struct Document {
     pub metadata: serde_json::Value,
     /// Whether its KV cache is computed and stored.
     pub ready: bool,
+    /// `pending` (waiting for the worker's idle time or its first use),
+    /// `ready`, or `failed` (see `error`; the first request using it retries).
+    pub status: &'static str,
+    /// Why computing its cache failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Its text (`GET /v1/documents/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -323,8 +329,15 @@ pub struct Document {
 
 impl Document {
     /// The summary of `r`, with its text when `with_text`.
-    pub fn of(r: DocumentRecord, with_text: bool) -> Self {
+    pub fn of(r: DocumentRecord, status: DocumentStatus, with_text: bool) -> Self {
+        let (status, error) = match status {
+            DocumentStatus::Pending => ("pending", None),
+            DocumentStatus::Ready => ("ready", None),
+            DocumentStatus::Failed(e) => ("failed", Some(e)),
+        };
         Self {
+            status,
+            error,
             id: r.id,
             object: "document",
             name: r.name,

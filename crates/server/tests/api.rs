@@ -1361,3 +1361,51 @@ async fn explain_lists_every_context_token_once_with_the_stats_recomputed_count(
     .await;
     assert!(plain["prophetkv"].get("explain").is_none());
 }
+
+#[tokio::test]
+async fn twenty_registered_documents_become_ready_without_a_request_while_one_is_answered() {
+    let app = app(vec![]);
+    let documents: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("bg-{i:02}"), "text": tiny_text(&tokens(60, 100 + i))}))
+        .collect();
+    let (status, created) = post(&app, "/v1/documents", json!({ "documents": documents })).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let statuses: Vec<&str> = created["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == "pending" || *s == "ready"),
+        "{statuses:?}"
+    );
+    // A completion sent meanwhile is answered.
+    let (status, body) = post(
+        &app,
+        "/v1/completions",
+        json!({"prompt": "t3", "max_tokens": 2, "documents": [{"text": tiny_text(&tokens(30, 7))}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, text) = call(&app, "GET", "/v1/documents?limit=100", None, None).await;
+        let list: Value = serde_json::from_str(&text).unwrap();
+        let data = list["data"].as_array().unwrap();
+        assert_eq!(data.len(), 20);
+        if data
+            .iter()
+            .all(|d| d["status"] == "ready" && d["ready"] == true)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all ready: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (_, one) = call(&app, "GET", "/v1/documents/bg-07", None, None).await;
+    assert!(one.contains("\"status\":\"ready\""), "{one}");
+}

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use prophetkv_engine::{Documents, NewDocument};
+use prophetkv_engine::{DocumentRecord, DocumentStatus, Documents, NewDocument};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -60,6 +60,21 @@ pub struct DocumentPath {
     pub id: String,
 }
 
+/// Each record with where its cache stands.
+fn with_status(
+    docs: &Documents,
+    tenant: &str,
+    records: Vec<DocumentRecord>,
+) -> Vec<(DocumentRecord, DocumentStatus)> {
+    records
+        .into_iter()
+        .map(|r| {
+            let status = docs.status(tenant, &r);
+            (r, status)
+        })
+        .collect()
+}
+
 /// Runs `op` on the documents API on a blocking thread.
 async fn blocking<T: Send + 'static>(
     state: &AppState,
@@ -101,10 +116,14 @@ pub async fn register(
             metadata: d.metadata,
         })
         .collect();
-    let records = blocking(&state, move |docs_api| docs_api.register(&tenant.0, docs)).await?;
+    let records = blocking(&state, move |docs_api| {
+        let records = docs_api.register(&tenant.0, docs)?;
+        Ok(with_status(&docs_api, &tenant.0, records))
+    })
+    .await?;
     let data = records
         .into_iter()
-        .map(|r| Document::of(r, false))
+        .map(|(r, status)| Document::of(r, status, false))
         .collect();
     let list = DocumentList {
         object: "list",
@@ -143,12 +162,13 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let (records, has_more) = blocking(&state, move |docs| {
-        docs.page(&tenant.0, query.after.as_deref(), query.limit)
+        let (records, has_more) = docs.page(&tenant.0, query.after.as_deref(), query.limit)?;
+        Ok((with_status(&docs, &tenant.0, records), has_more))
     })
     .await?;
     let data: Vec<Document> = records
         .into_iter()
-        .map(|r| Document::of(r, false))
+        .map(|(r, status)| Document::of(r, status, false))
         .collect();
     Ok(Json(DocumentList {
         object: "list",
@@ -175,8 +195,13 @@ pub async fn get(
     Extension(tenant): Extension<Tenant>,
     Path(DocumentPath { id }): Path<DocumentPath>,
 ) -> Result<Json<Document>, ApiError> {
-    let record = blocking(&state, move |docs| docs.get(&tenant.0, &id)).await?;
-    Ok(Json(Document::of(record, true)))
+    let (record, status) = blocking(&state, move |docs| {
+        let record = docs.get(&tenant.0, &id)?;
+        let status = docs.status(&tenant.0, &record);
+        Ok((record, status))
+    })
+    .await?;
+    Ok(Json(Document::of(record, status, true)))
 }
 
 /// Deletes a document and its caches in every tier.
