@@ -133,3 +133,13 @@ fn the_official_openai_python_package_drives_the_server() {
     let stdout = run_venv_script("openai_sdk.py", &args);
     assert!(stdout.contains("all checks passed"));
 }
+
+#[test]
+fn the_readmes_curl_and_python_examples_run_as_written() {
+    let server = Server::start(&default_model_path(), &[]);
+    let readme = workspace_root().join("README.md");
+    let readme = readme.to_string_lossy();
+    let args = ["--base-url", server.base.as_str(), "--readme", &readme];
+    let stdout = run_venv_script("readme_examples.py", &args);
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
