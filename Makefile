@@ -24,9 +24,13 @@ model:
 	scripts/fetch-model.sh
 	scripts/fetch-smollm2.sh
 
-## Test dependencies: redis-server (the store's tests start their own servers).
+## Test dependencies: redis-server (the store's tests start their own servers), chromium
+## and chromium-driver (the web page's test).
 deps:
-	@command -v redis-server >/dev/null || { \
+	@command -v redis-server >/dev/null
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (tests/ui_check.py drives the web page)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || { \
 	  echo "installing redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
@@ -46,6 +50,7 @@ venv:
 	@.venv/bin/python -c 'import kubernetes_validate' 2>/dev/null || .venv/bin/pip install -q kubernetes-validate
 	@.venv/bin/python -c 'import jsonschema' 2>/dev/null || .venv/bin/pip install -q jsonschema
 	@.venv/bin/python -c 'import langchain_openai' 2>/dev/null || .venv/bin/pip install -q langchain-openai
+	@.venv/bin/python -c 'import selenium' 2>/dev/null || .venv/bin/pip install -q selenium
 
 build:
 	$(CARGO) build --release

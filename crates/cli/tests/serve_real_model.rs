@@ -143,3 +143,24 @@ fn the_readmes_curl_and_python_examples_run_as_written() {
     let stdout = run_venv_script("readme_examples.py", &args);
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
+
+#[test]
+fn the_web_page_registers_documents_answers_and_marks_what_was_recomputed() {
+    let server = Server::start(&default_model_path(), &["--api-keys", "ui-key"]);
+    let shots = tempfile::tempdir().unwrap();
+    let shots = shots.path().to_string_lossy().into_owned();
+    let tasks = workspace_root().join("tasks/dev-niah.jsonl");
+    let tasks = tasks.to_string_lossy();
+    let args = [
+        "--base-url",
+        server.base.as_str(),
+        "--screenshots",
+        &shots,
+        "--api-key",
+        "ui-key",
+        "--tasks",
+        &tasks,
+    ];
+    let stdout = run_venv_script("ui_check.py", &args);
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}

@@ -2,7 +2,7 @@
 //!
 //! - [`router`]: the routes — `/v1/completions`, `/v1/chat/completions`
 //!   (streaming and not), `/v1/documents`, `/v1/models`, `/tokenize`,
-//!   `/detokenize`, `/health`,
+//!   `/detokenize`, `/ui` (the web page), `/health`,
 //!   `/ready`, `/metrics`, `/openapi.json` — behind bearer-key auth and a
 //!   body limit; the OpenAPI document is built from the same table.
 //! - [`serve`]: binds, serves, and shuts down gracefully on SIGTERM/SIGINT.
@@ -32,6 +32,7 @@ pub mod tools;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
 use axum::{middleware, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -86,4 +87,8 @@ pub fn api_router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(routes::ops::ready))
         .routes(routes!(routes::ops::metrics))
         .routes(routes!(routes::ops::openapi))
+        .route("/", get(routes::ui::root))
+        .route("/ui", get(routes::ui::index))
+        .route("/ui/app.js", get(routes::ui::script))
+        .route("/ui/style.css", get(routes::ui::style))
 }

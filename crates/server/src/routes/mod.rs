@@ -6,3 +6,4 @@ pub mod documents;
 pub mod generate;
 pub mod ops;
 pub mod tokenize;
+pub mod ui;
