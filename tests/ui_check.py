@@ -117,6 +117,10 @@ def main():
         check(len(marked) * 2 > len(needle),
               f"the needle's tokens are marked recomputed: {len(marked)} of {len(needle)} "
               f"({[t for t, _ in needle]} -> {marked})")
+        first_reuse = driver.find_element(By.ID, "first-reuse").text
+        first_full = driver.find_element(By.ID, "first-full").text
+        check(first_reuse.startswith("first token:") and first_full.startswith("first token:"),
+              f"first-token probabilities side by side: {first_reuse!r} | {first_full!r}")
         bars = driver.find_elements(By.CSS_SELECTOR, "#doc-bars .bar")
         check(len(bars) == 2, "a budget bar per document")
         rows = driver.find_elements(By.CSS_SELECTOR, "#timeline .tl-row")
@@ -129,6 +133,13 @@ def main():
             path = os.path.join(args.screenshots, f"ui-{width}.png")
             driver.save_screenshot(path)
             check(os.path.getsize(path) > 10_000, f"screenshot {path}")
+
+        # A document deleted in the Documents tab is gone from both lists.
+        driver.find_element(By.ID, "tab-docs").click()
+        driver.find_element(By.CSS_SELECTOR, "button[aria-label='Delete doc-1']").click()
+        wait.until(lambda d: "doc-1" not in d.find_element(By.ID, "doc-table").text)
+        check("doc-1" not in driver.find_element(By.ID, "doc-picks").text,
+              "a deleted document leaves both lists")
     finally:
         driver.quit()
     print("all checks passed")

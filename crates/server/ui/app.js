@@ -133,6 +133,7 @@ async function streamChat(body, onText) {
   const decoder = new TextDecoder();
   let buffer = "";
   let report = null;
+  let first = null;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -147,13 +148,25 @@ async function streamChat(body, onText) {
         if (data === "[DONE]") continue;
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
-        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        const choice = chunk.choices && chunk.choices[0];
+        const delta = choice && choice.delta;
         if (delta && delta.content) onText(delta.content);
+        const steps = choice && choice.logprobs && choice.logprobs.content;
+        if (steps && steps.length && !first) first = steps[0];
         if (chunk.prophetkv) report = chunk.prophetkv;
       }
     }
   }
-  return report;
+  return { report, first };
+}
+
+// The first token's most likely alternatives, as text.
+function firstToken(step) {
+  if (!step) return "";
+  const alternatives = step.top_logprobs
+    .map((t) => `${JSON.stringify(t.token)} ${Math.exp(t.logprob).toFixed(2)}`)
+    .join(" · ");
+  return `first token: ${alternatives}`;
 }
 
 function statsLine(r) {
@@ -258,23 +271,30 @@ $("ask-form").addEventListener("submit", async (e) => {
     max_tokens: Number($("max-tokens").value) || 32,
     temperature: 0,
     stream: true,
+    logprobs: true,
+    top_logprobs: 5,
     documents,
   };
   $("reuse-title").textContent = `${strategy} @ ${$("ratio").value}`;
-  for (const id of ["answer-reuse", "answer-full", "stats-reuse", "stats-full"]) $(id).textContent = "";
+  for (const id of ["answer-reuse", "answer-full", "stats-reuse", "stats-full", "first-reuse", "first-full"]) {
+    $(id).textContent = "";
+  }
   $("ask-button").disabled = true;
   try {
     // Full prefill first, then the reuse run (both use the same caches;
     // one at a time so that their timings do not share the machine).
     const full = await streamChat({ ...base, kv_reuse: { strategy: "full" } },
       (text) => { $("answer-full").textContent += text; });
-    $("stats-full").textContent = statsLine(full);
-    const reuse = await streamChat({
+    $("stats-full").textContent = statsLine(full.report);
+    $("first-full").textContent = firstToken(full.first);
+    const run = await streamChat({
       ...base,
       kv_reuse: { strategy, recompute_ratio: Number($("ratio").value) },
       prophetkv: { explain: true },
     }, (text) => { $("answer-reuse").textContent += text; });
+    const reuse = run.report;
     $("stats-reuse").textContent = statsLine(reuse);
+    $("first-reuse").textContent = firstToken(run.first);
     if (reuse) {
       drawTimeline(reuse.timeline);
       if (reuse.explain) drawExplanation(reuse.explain);
