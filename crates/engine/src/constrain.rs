@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokEnv, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
-use prophetkv_model::TextTokenizer;
+use prophetkv_model::{TextTokenizer, TokenPiece};
 use serde_json::Value;
 
 use crate::{EngineError, Result};
@@ -114,13 +114,17 @@ impl Grammars {
 /// string behind the marker byte, ids past the tokenizer's vocabulary empty.
 fn token_env(tokenizer: &TextTokenizer, vocab_size: usize) -> TokEnv {
     let words: Vec<Vec<u8>> = (0..vocab_size as u32)
-        .map(|id| match tokenizer.token_bytes(id) {
-            bytes if tokenizer.is_control(id) => {
+        .map(|id| match tokenizer.token_piece(id) {
+            Some(TokenPiece {
+                bytes,
+                control: true,
+            }) => {
                 let mut marked = vec![TokTrie::SPECIAL_TOKEN_MARKER];
                 marked.extend(bytes);
                 marked
             }
-            bytes => bytes,
+            Some(piece) => piece.bytes,
+            None => Vec::new(),
         })
         .collect();
     let eos = tokenizer.eos().first().copied().unwrap_or(0);

@@ -46,4 +46,4 @@ pub use kv::Kv;
 pub use layers::attention::Observe;
 pub use loader::{load_model, LoadOptions, ModelFormat};
 pub use model::{Forward, Model, Rows, RowsOutput, WeightPath};
-pub use tokenizer::{ByteSpan, TextTokenizer};
+pub use tokenizer::{ByteSpan, TextTokenizer, TokenPiece};

@@ -48,13 +48,10 @@ impl QuantGemv {
         let rows = x.dim(0)?;
         let values = x.flatten_all()?.to_vec1::<f32>()?;
         let isa = Isa::detect();
-        if rows <= MAX_ROWS {
-            let y = Tensor::from_vec(self.product(&values, isa)?, (self.out, rows), x.device())?;
-            return Ok(if rows == 1 {
-                y.reshape((1, self.out))?
-            } else {
-                y.t()?.contiguous()?
-            });
+        if rows == 1 {
+            // One row by weight row is already the output's layout.
+            let y = self.product(&values, isa)?;
+            return Ok(Tensor::from_vec(y, (1, self.out), x.device())?);
         }
         let mut y = vec![0f32; rows * self.out];
         for (c, chunk) in values.chunks(MAX_ROWS * self.cols).enumerate() {

@@ -145,46 +145,50 @@ impl TextTokenizer {
         self.inner.id_to_token(id)
     }
 
-    /// Ids are below this.
-    pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+    /// The bytes `id` stands for in generated text (see [`TokenPiece`]);
+    /// empty for an id outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        self.token_piece(id).map(|p| p.bytes).unwrap_or_default()
     }
 
-    /// The bytes `id` stands for in generated text: a byte-fallback token's
-    /// one byte (`<0x0A>`), a special token's own string, else its text with
-    /// the word-start marker as the space it means (SentencePiece's `▁` is
-    /// dropped by the decoder at the start of a text; here it is kept).
-    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
-        let Some(piece) = self.inner.id_to_token(id) else {
-            return Vec::new();
-        };
+    /// What `id` stands for: a byte-fallback token's one byte (`<0x0A>`), a
+    /// control token's own string (`<bos>`, `<end_of_turn>`: it decodes to
+    /// no text), else its text with the word-start marker as the space it
+    /// means (SentencePiece's `▁` is dropped by the decoder at the start of a
+    /// text; here it is kept). `None` outside the vocabulary.
+    pub fn token_piece(&self, id: u32) -> Option<TokenPiece> {
+        let piece = self.inner.id_to_token(id)?;
         if let Some(byte) = byte_fallback(&piece) {
-            return vec![byte];
+            return Some(TokenPiece::text(vec![byte]));
         }
         let text = self.inner.decode(&[id], true).unwrap_or_default();
         if text.is_empty() {
-            return piece.into_bytes();
+            return Some(TokenPiece {
+                bytes: piece.into_bytes(),
+                control: true,
+            });
         }
-        match piece.strip_prefix('\u{2581}') {
+        Some(TokenPiece::text(match piece.strip_prefix('\u{2581}') {
             Some(_) if !text.starts_with(' ') => format!(" {text}").into_bytes(),
             _ => text.into_bytes(),
-        }
+        }))
     }
 }
 
-impl TextTokenizer {
-    /// Whether `id` is a control token: one that stands for no text
-    /// (`<bos>`, `<end_of_turn>`, ...), as opposed to a byte or text piece.
-    pub fn is_control(&self, id: u32) -> bool {
-        match self.inner.id_to_token(id) {
-            Some(piece) => {
-                byte_fallback(&piece).is_none()
-                    && self
-                        .inner
-                        .decode(&[id], true)
-                        .map_or(true, |t| t.is_empty())
-            }
-            None => false,
+/// A token's bytes, and whether it is a control token rather than text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPiece {
+    /// Its text's bytes, or a control token's own string.
+    pub bytes: Vec<u8>,
+    /// It stands for no text.
+    pub control: bool,
+}
+
+impl TokenPiece {
+    fn text(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            control: false,
         }
     }
 }
