@@ -98,7 +98,6 @@ impl Worker {
         let seq = Sequence {
             events,
             kv: out.kv,
-            top_logprobs: request.sampling.logprobs,
             logprobs: Vec::new(),
             constraint,
             explanation,

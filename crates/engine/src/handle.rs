@@ -21,7 +21,7 @@ use crate::constrain::Grammars;
 use crate::documents::DocumentStatus;
 use crate::documents::Documents;
 use crate::metrics::EngineMetrics;
-use crate::queue::{Job, Precompute, Shared, Work};
+use crate::queue::{Job, Shared, Work};
 use crate::request::{Event, GenerateRequest};
 use crate::validate::{Limits, ValidRequest, MAX_PENDING_DOCUMENTS};
 use crate::worker::Worker;
@@ -150,18 +150,7 @@ impl EngineHandle {
     /// The text of `ids` (special tokens dropped); ids outside the
     /// vocabulary are refused.
     pub fn detokenize(&self, ids: &[u32]) -> Result<String> {
-        if let Some(id) = ids
-            .iter()
-            .find(|&&id| id as usize >= self.limits.vocab_size)
-        {
-            return Err(EngineError::invalid(
-                "tokens",
-                format!(
-                    "token id {id} is not below the vocabulary size {}",
-                    self.limits.vocab_size
-                ),
-            ));
-        }
+        self.limits.check_token_ids("tokens", ids)?;
         Ok(self.tokenizer.decode(ids)?)
     }
 
@@ -183,7 +172,7 @@ impl EngineHandle {
     /// Room in the precompute backlog for `n` more documents, or the
     /// refusal to answer (nothing is registered then).
     pub(crate) fn precompute_room(&self, n: usize) -> Result<()> {
-        let pending = self.precompute_state().queued.len();
+        let pending = self.shared.precompute().pending();
         if pending + n > MAX_PENDING_DOCUMENTS {
             return Err(EngineError::PrecomputeQueueFull { pending });
         }
@@ -194,12 +183,9 @@ impl EngineHandle {
     /// nothing else to do, so that the first request using it finds it
     /// ready (its status is `pending` until then).
     pub(crate) fn precompute(&self, tenant: &str, id: &str) {
-        let key = (tenant.to_string(), id.to_string());
-        {
-            let mut state = self.precompute_state();
-            state.failed.remove(&key);
-            state.queued.insert(key);
-        }
+        self.shared
+            .precompute()
+            .queue((tenant.to_string(), id.to_string()));
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = jobs.as_ref() {
             let _ = sender.send(Work::Precompute {
@@ -212,17 +198,10 @@ impl EngineHandle {
     /// Where a registered, not ready document stands.
     pub(crate) fn precompute_status(&self, tenant: &str, id: &str) -> DocumentStatus {
         let key = (tenant.to_string(), id.to_string());
-        match self.precompute_state().failed.get(&key) {
+        match self.shared.precompute().failure(&key) {
             Some(error) => DocumentStatus::Failed(error.clone()),
             None => DocumentStatus::Pending,
         }
-    }
-
-    fn precompute_state(&self) -> std::sync::MutexGuard<'_, Precompute> {
-        self.shared
-            .precompute
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops accepting requests; the worker finishes what it has and exits.

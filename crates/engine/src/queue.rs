@@ -2,14 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
 use crate::request::Event;
-use crate::validate::ValidRequest;
+use crate::validate::{ValidRequest, MAX_REMEMBERED_FAILURES};
 
 /// What the worker is sent.
 pub(crate) enum Work {
@@ -38,7 +38,14 @@ pub(crate) struct Shared {
     pub(crate) queued: AtomicUsize,
     pub(crate) metrics: Metrics,
     /// Registered documents waiting for their caches, and those that failed.
-    pub(crate) precompute: Mutex<Precompute>,
+    precompute: Mutex<Precompute>,
+}
+
+impl Shared {
+    /// The precompute backlog, locked.
+    pub(crate) fn precompute(&self) -> MutexGuard<'_, Precompute> {
+        self.precompute.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A tenant's document.
@@ -48,7 +55,39 @@ pub(crate) type DocumentKey = (String, String);
 #[derive(Default)]
 pub(crate) struct Precompute {
     /// Queued and not computed yet.
-    pub(crate) queued: HashSet<DocumentKey>,
+    queued: HashSet<DocumentKey>,
     /// Why computing one failed (kept until it is registered again).
-    pub(crate) failed: HashMap<DocumentKey, String>,
+    failed: HashMap<DocumentKey, String>,
+}
+
+impl Precompute {
+    /// Documents waiting.
+    pub(crate) fn pending(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// `key` joins the backlog (a failure before is forgotten).
+    pub(crate) fn queue(&mut self, key: DocumentKey) {
+        self.failed.remove(&key);
+        self.queued.insert(key);
+    }
+
+    /// `key` left the backlog: computed, or failed with `error`.
+    pub(crate) fn finished(&mut self, key: DocumentKey, error: Option<String>) {
+        self.queued.remove(&key);
+        if let Some(error) = error {
+            if self.failed.len() >= MAX_REMEMBERED_FAILURES {
+                let forget = self.failed.keys().next().cloned();
+                if let Some(forget) = forget {
+                    self.failed.remove(&forget);
+                }
+            }
+            self.failed.insert(key, error);
+        }
+    }
+
+    /// Why computing `key` failed, if it did.
+    pub(crate) fn failure(&self, key: &DocumentKey) -> Option<&String> {
+        self.failed.get(key)
+    }
 }

@@ -92,16 +92,27 @@ impl Sampler {
         }
     }
 
+    /// The parameters it samples with.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// The next token id, from the model's `logits` for this step. Without
     /// penalties or biases the logits are used as they are (no copy).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let token = if self.params.adjusts() {
-            let mut adjusted = logits.to_vec();
-            self.adjust(&mut adjusted);
-            self.choose(&adjusted)
-        } else {
-            self.choose(logits)
-        };
+        if self.params.adjusts() {
+            return self.sample_mut(&mut logits.to_vec());
+        }
+        // No penalty: nothing to count.
+        self.choose(logits)
+    }
+
+    /// The next token id from logits the caller lets it change: penalties
+    /// and biases are applied to them in place (a caller that already holds
+    /// a copy, e.g. a masked one, saves another).
+    pub fn sample_mut(&mut self, logits: &mut [f32]) -> u32 {
+        self.adjust(logits);
+        let token = self.choose(logits);
         if self.params.penalises() {
             *self.counts.entry(token).or_default() += 1;
         }

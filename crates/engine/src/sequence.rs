@@ -32,8 +32,6 @@ pub(crate) struct Sequence {
     pub(crate) timeline: Timeline,
     pub(crate) reuse: ReuseStats,
     pub(crate) hits: TierHits,
-    /// Alternatives per token when the request asked for log-probabilities.
-    pub(crate) top_logprobs: Option<usize>,
     /// Entries of tokens whose text is not emitted yet.
     pub(crate) logprobs: Vec<StepLogprobs>,
     /// The grammar the output is held to, if any.
@@ -66,7 +64,7 @@ impl Sequence {
                 if let Err(e) = constraint.mask(&mut allowed) {
                     return Step::Failed(e);
                 }
-                self.sampler.sample(&allowed)
+                self.sampler.sample_mut(&mut allowed)
             }
             None => self.sampler.sample(logits),
         };
@@ -74,7 +72,7 @@ impl Sequence {
         if cx.tokenizer.eos().contains(&token) {
             return Step::Done(FinishReason::Stop);
         }
-        if let Some(top) = self.top_logprobs {
+        if let Some(top) = self.sampler.params().logprobs {
             self.logprobs
                 .push(step_logprobs(cx.tokenizer, logits, token, top));
         }
@@ -118,8 +116,8 @@ impl Sequence {
         Step::Continue
     }
 
-    /// Sends `text` with the entries of the tokens it releases; nothing
-    /// while there is neither.
+    /// Sends `text`, when there is any, with the entries of the tokens whose
+    /// text it completes.
     fn emit(&mut self, text: String) {
         if !text.is_empty() {
             let logprobs = std::mem::take(&mut self.logprobs);

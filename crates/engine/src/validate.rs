@@ -135,19 +135,28 @@ impl Limits {
     fn check_prompt_ids(&self, query: &PromptText) -> Result<()> {
         for piece in &query.0 {
             if let TextPiece::Ids(ids) = piece {
-                if let Some(id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-                    return Err(EngineError::invalid(
-                        "prompt",
-                        format!(
-                            "token id {id} is not below the vocabulary size {}",
-                            self.vocab_size
-                        ),
-                    ));
-                }
+                self.check_token_ids("prompt", ids)?;
             }
         }
         Ok(())
     }
+
+    /// Every one of `ids` (the client's `field`) must be in the vocabulary.
+    pub(crate) fn check_token_ids(&self, field: &'static str, ids: &[u32]) -> Result<()> {
+        ids.iter()
+            .try_for_each(|&id| check_token_id(field, id, self.vocab_size))
+    }
+}
+
+/// A token id a client sent must be below the vocabulary size.
+fn check_token_id(field: &'static str, id: u32, vocab_size: usize) -> Result<()> {
+    if id as usize >= vocab_size {
+        return Err(EngineError::invalid(
+            field,
+            format!("token id {id} is not below the vocabulary size {vocab_size}"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_sampling(s: &SamplingParams, vocab_size: usize) -> Result<()> {
@@ -195,12 +204,7 @@ fn check_logit_bias(bias: &[(u32, f32)], vocab_size: usize) -> Result<()> {
         ));
     }
     for &(id, value) in bias {
-        if id as usize >= vocab_size {
-            return Err(EngineError::invalid(
-                "logit_bias",
-                format!("token id {id} is not below the vocabulary size {vocab_size}"),
-            ));
-        }
+        check_token_id("logit_bias", id, vocab_size)?;
         if !(-MAX_LOGIT_BIAS..=MAX_LOGIT_BIAS).contains(&value) {
             return Err(EngineError::invalid(
                 "logit_bias",

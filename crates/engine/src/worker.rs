@@ -21,7 +21,6 @@ use crate::constrain::Grammars;
 use crate::queue::{Job, Shared, Work};
 use crate::request::Event;
 use crate::sequence::{Context, Sequence, Step};
-use crate::validate::MAX_REMEMBERED_FAILURES;
 use crate::{EngineError, Result};
 
 pub(crate) struct Worker {
@@ -127,27 +126,16 @@ impl Worker {
     /// in the meantime is skipped; other failures are logged, and the first
     /// request that uses the document will report them.
     fn precompute(&self, tenant: &str, id: &str) {
-        let outcome = self.caches.registered(&self.model, tenant, id);
-        let key = (tenant.to_string(), id.to_string());
-        let mut state = self
-            .shared
-            .precompute
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        state.queued.remove(&key);
-        match outcome {
-            Ok(_) | Err(EngineError::UnknownDocument(_)) => {}
+        let error = match self.caches.registered(&self.model, tenant, id) {
+            Ok(_) | Err(EngineError::UnknownDocument(_)) => None,
             Err(e) => {
                 tracing::warn!(document = id, error = %e, "precomputing a document failed");
-                if state.failed.len() >= MAX_REMEMBERED_FAILURES {
-                    let forget = state.failed.keys().next().cloned();
-                    if let Some(forget) = forget {
-                        state.failed.remove(&forget);
-                    }
-                }
-                state.failed.insert(key, e.to_string());
+                Some(e.to_string())
             }
-        }
+        };
+        self.shared
+            .precompute()
+            .finished((tenant.to_string(), id.to_string()), error);
     }
 
     /// What accepting a token needs.
