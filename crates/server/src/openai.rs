@@ -355,6 +355,17 @@ pub struct Defaults {
     pub chat_template: Option<Arc<ChatTemplate>>,
 }
 
+impl Defaults {
+    /// A request's `model`, when it names one, must be the served one (404
+    /// otherwise, as OpenAI answers for a model it does not have).
+    pub fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        match model {
+            Some(given) if given != self.model => Err(ApiError::unknown_model(given, &self.model)),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// An engine request plus what the response needs.
 pub struct Mapped {
     /// For the engine (validated next).
@@ -456,11 +467,7 @@ fn map_common(
     max_tokens: usize,
     logprobs: Option<usize>,
 ) -> Result<Mapped, ApiError> {
-    if let Some(model) = &common.model {
-        if model != &defaults.model {
-            return Err(ApiError::unknown_model(model, &defaults.model));
-        }
-    }
+    defaults.check_model(common.model.as_deref())?;
     if let Some(n) = common.n.filter(|&n| n != 1) {
         return Err(unsupported(
             "n",

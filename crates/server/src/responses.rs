@@ -124,8 +124,9 @@ pub struct CompletionLogprobs {
 }
 
 impl CompletionLogprobs {
-    /// The entries of `steps`, the first at character `offset`.
-    pub fn of(steps: &[StepLogprobs], mut offset: usize) -> Self {
+    /// The entries of `steps`, the first at character `offset`, which
+    /// moves past them.
+    pub fn of(steps: &[StepLogprobs], offset: &mut usize) -> Self {
         let mut out = Self::default();
         for step in steps {
             out.tokens.push(step.chosen.token.clone());
@@ -136,8 +137,8 @@ impl CompletionLogprobs {
                     .map(|t| (t.token.clone(), serde_json::Value::from(t.logprob)))
                     .collect(),
             );
-            out.text_offset.push(offset);
-            offset += step.chosen.token.chars().count();
+            out.text_offset.push(*offset);
+            *offset += step.chosen.token.chars().count();
         }
         out
     }

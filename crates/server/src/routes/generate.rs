@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
 use prophetkv_engine::logprobs::StepLogprobs;
-use prophetkv_engine::{Event, Summary};
+use prophetkv_engine::{Event, FinishReason, Summary};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -116,13 +116,12 @@ impl Shaper {
         out
     }
 
-    /// The calls `answer` makes, when the request has tools to call and the
-    /// answer is calls.
-    fn calls(&self, answer: &str) -> Option<Vec<ToolCall>> {
-        if self.tool_calls {
-            parse_calls(answer)
-        } else {
-            None
+    /// The calls `answer` makes (when the request has tools to call and the
+    /// answer is calls), and why it ended: `tool_calls` then, else `reason`.
+    fn calls(&self, answer: &str, reason: FinishReason) -> (Option<Vec<ToolCall>>, Finish) {
+        match self.tool_calls.then(|| parse_calls(answer)).flatten() {
+            Some(calls) => (Some(calls), Finish::ToolCalls),
+            None => (None, reason.into()),
         }
     }
 
@@ -133,12 +132,7 @@ impl Shaper {
         }
         Some(match self.kind {
             Kind::Completion => {
-                let lp = CompletionLogprobs::of(steps, self.offset);
-                self.offset += steps
-                    .iter()
-                    .map(|s| s.chosen.token.chars().count())
-                    .sum::<usize>();
-                Logprobs::Completion(lp)
+                Logprobs::Completion(CompletionLogprobs::of(steps, &mut self.offset))
             }
             Kind::Chat => Logprobs::Chat(ChatLogprobs::of(steps)),
         })
@@ -232,11 +226,7 @@ async fn collect_response(
                             .into_response()
                     }
                     Kind::Chat => {
-                        let calls = shaper.calls(&text);
-                        let finish_reason = match &calls {
-                            Some(_) => Finish::ToolCalls,
-                            None => s.reason.into(),
-                        };
+                        let (calls, finish_reason) = shaper.calls(&text, s.reason);
                         let choice = ChatChoice {
                             index: 0,
                             message: AssistantMessage {
@@ -416,11 +406,7 @@ impl Chunks {
                 let mut out = Vec::new();
                 let held = std::mem::take(&mut self.held);
                 let steps = std::mem::take(&mut self.held_steps);
-                let calls = self.shaper.calls(&held);
-                let finish = match &calls {
-                    Some(_) => Finish::ToolCalls,
-                    None => s.reason.into(),
-                };
+                let (calls, finish) = self.shaper.calls(&held, s.reason);
                 match calls {
                     Some(calls) => {
                         let calls = calls

@@ -52,12 +52,7 @@ pub async fn model(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    if model != state.config.defaults.model {
-        return Err(ApiError::unknown_model(
-            &model,
-            &state.config.defaults.model,
-        ));
-    }
+    state.config.defaults.check_model(Some(&model))?;
     Ok(Json(served_model(&state)))
 }
 

@@ -52,15 +52,6 @@ pub struct Detokenized {
     pub prompt: String,
 }
 
-fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        Some(m) if m != state.config.defaults.model => {
-            Err(ApiError::unknown_model(m, &state.config.defaults.model))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// The served model's token ids of a text.
 #[utoipa::path(
     post,
@@ -76,7 +67,7 @@ pub async fn tokenize(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Tokenized>, ApiError> {
-    check_model(&state, body.model.as_deref())?;
+    state.config.defaults.check_model(body.model.as_deref())?;
     let tokens = state
         .engine
         .tokenize(&body.prompt, body.add_special_tokens)?;
@@ -102,7 +93,7 @@ pub async fn detokenize(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DetokenizeRequest>,
 ) -> Result<Json<Detokenized>, ApiError> {
-    check_model(&state, body.model.as_deref())?;
+    state.config.defaults.check_model(body.model.as_deref())?;
     let prompt = state.engine.detokenize(&body.tokens)?;
     Ok(Json(Detokenized { prompt }))
 }
