@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{decode_q5_0, decode_q8_0, hsum, row_loop, scale, MAX_ROWS};
+use super::avx2::{decode_q5_0, decode_q8_0, hsum, row_loop, scale, MAX_ROWS, PREFETCH_BYTES};
 use super::formats::{BlockFormat, QuantizedRows, BLOCK};
 
 /// [`super::avx2::gemv`] with VNNI dot products; same contract.

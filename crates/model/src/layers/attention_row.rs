@@ -54,12 +54,50 @@ pub(crate) fn attend_one_row(
     let (k_rows, v_rows) = (&k_all[k0..][span.clone()], &v_all[v0..][span]);
     let group = heads / kv_heads;
     let mut out = vec![0f32; heads * head_dim];
-    let mut scores = vec![0f32; keys.len()];
-    for h in 0..heads {
-        let q_h = &q[h * head_dim..(h + 1) * head_dim];
-        let offset = (h / group) * head_dim;
-        for (s, key) in scores.iter_mut().zip(k_rows.chunks_exact(stride)) {
-            *s = dot(q_h, &key[offset..offset + head_dim]);
+    let out_addr = out.as_mut_ptr() as usize;
+    // Heads in parallel on candle's spinning pool (the one the matrix-vector
+    // products of the same step use): a lone thread over a long cache left
+    // the other core waiting.
+    candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
+        let mut scores = vec![0f32; keys.len()];
+        for h in range {
+            // SAFETY: `out` holds `heads * head_dim` values and each head
+            // writes only its own `head_dim` of them.
+            let out_h = unsafe {
+                std::slice::from_raw_parts_mut((out_addr as *mut f32).add(h * head_dim), head_dim)
+            };
+            let head = Head {
+                q: &q[h * head_dim..(h + 1) * head_dim],
+                offset: (h / group) * head_dim,
+                stride,
+            };
+            head.attend(k_rows, v_rows, &mut scores, out_h);
+        }
+    });
+    Ok(Some(Tensor::from_vec(
+        out,
+        (1, heads * head_dim),
+        &Device::Cpu,
+    )?))
+}
+
+/// One query head against the key and value rows of its KV head.
+struct Head<'a> {
+    /// The head's query, `head_dim` values.
+    q: &'a [f32],
+    /// Where its KV head starts within a slot's row.
+    offset: usize,
+    /// Values per slot (KV heads × head_dim).
+    stride: usize,
+}
+
+impl Head<'_> {
+    /// Softmax attention over every row of `k_rows`/`v_rows` into `out`
+    /// (zeroed, `head_dim` values); `scores` holds one value per row.
+    fn attend(&self, k_rows: &[f32], v_rows: &[f32], scores: &mut [f32], out: &mut [f32]) {
+        let (dim, offset) = (self.q.len(), self.offset);
+        for (s, key) in scores.iter_mut().zip(k_rows.chunks_exact(self.stride)) {
+            *s = dot(self.q, &key[offset..offset + dim]);
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut total = 0f32;
@@ -67,19 +105,13 @@ pub(crate) fn attend_one_row(
             *s = (*s - max).exp();
             total += *s;
         }
-        let out_h = &mut out[h * head_dim..(h + 1) * head_dim];
-        for (&p, value) in scores.iter().zip(v_rows.chunks_exact(stride)) {
+        for (&p, value) in scores.iter().zip(v_rows.chunks_exact(self.stride)) {
             let weight = p / total;
-            for (o, &x) in out_h.iter_mut().zip(&value[offset..offset + head_dim]) {
+            for (o, &x) in out.iter_mut().zip(&value[offset..offset + dim]) {
                 *o += weight * x;
             }
         }
     }
-    Ok(Some(Tensor::from_vec(
-        out,
-        (1, heads * head_dim),
-        &Device::Cpu,
-    )?))
 }
 
 /// `a · b` over [`LANES`] independent partial sums.
