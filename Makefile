@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
+.PHONY: run demo test model deps venv build lint reference docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -58,6 +58,11 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+## Regenerate SmolLM2's reference outputs (HF transformers, llama.cpp) in crates/model/tests/data
+## (pinned versions in their own venv; the files are committed, tests need none of this).
+reference: model
+	scripts/reference-logits.sh
 
 ## Prefill/decode throughput of our weight paths next to llama.cpp's llama-bench (built from
 ## source into target/llama.cpp by scripts/llama-bench.sh), same file, same threads (docs/RESULTS.md).

@@ -17,7 +17,7 @@ use crate::kv::Kv;
 use crate::layers::attention::{AttnPlan, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
 use crate::layers::embedding::Embedding;
-use crate::layers::linear::Linear;
+use crate::layers::linear::{Linear, PassKind};
 use crate::layers::norm::RmsNorm;
 use crate::layers::rope::Rope;
 use crate::{ModelError, Result};
@@ -219,6 +219,7 @@ impl Model {
             angles: &angles,
             windows: &self.kind_windows,
             observe: &pass.observe,
+            kind: PassKind::Prompt,
         };
         let observing = pass.observe != Observe::None;
         let mut attention = observing.then(|| Vec::with_capacity(pass.layers.len()));
@@ -283,6 +284,7 @@ impl Model {
             angles: &angles,
             windows: &self.kind_windows,
             observe: &Observe::None,
+            kind: PassKind::Step,
         };
         let mut x = self.embed(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -294,7 +296,9 @@ impl Model {
     /// Logits `(rows, vocab)` of final-layer hidden states `(rows, hidden)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let h = self.final_norm.forward(hidden)?;
-        let logits = self.lm_head.forward(&h)?;
+        // Both paths read logits of a row or two the same way: the output
+        // projection is the largest matrix, kept quantized.
+        let logits = self.lm_head.forward(&h, PassKind::Step)?;
         Ok(match self.config.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,

@@ -1,19 +1,34 @@
-//! The default model against independent implementations: Hugging Face
-//! transformers (GGUF dequantized to fp32) and llama.cpp (quantized kernels),
-//! on the three prompts of `data/` (one past the 512-token window).
+//! Both model families against independent implementations: Hugging Face
+//! transformers (GGUF dequantized to fp32, its tokenizer converted from the
+//! GGUF) and llama.cpp (quantized kernels), on the three prompts of
+//! `data/reference-prompts.json` (one past Gemma's 512-token window), and for
+//! SmolLM2 also its byte-level BPE tokenizer on the strings listed there
+//! (`scripts/reference-logits.sh` writes the reference files).
 //!
-//! Needs `models/gemma-3-270m-q4_k_m.gguf` (`scripts/fetch-model.sh`; the
-//! test command fetches it) or `PROPHETKV_MODEL`.
+//! Needs `models/gemma-3-270m-q4_k_m.gguf` and
+//! `models/SmolLM2-135M-Instruct.Q4_1.gguf` (`make model`; the test command
+//! fetches them).
 
 use std::path::PathBuf;
 
-use prophetkv_model::testing::default_model_path;
+use std::path::Path;
+
+use prophetkv_model::testing::{default_model_path, instruct_model_path};
 use prophetkv_model::{generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
 struct Reference {
     results: Vec<Prompt>,
+    /// Strings and their ids without special tokens (absent in older files).
+    #[serde(default)]
+    tokenizer: Vec<Tokenized>,
+}
+
+#[derive(Deserialize)]
+struct Tokenized {
+    text: String,
+    ids: Vec<u32>,
 }
 
 #[derive(Deserialize)]
@@ -46,20 +61,61 @@ fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
         .unwrap()
 }
 
-fn load(path: WeightPath) -> Model {
+fn load(model: &Path, path: WeightPath) -> Model {
     let options = LoadOptions {
         weight_path: path,
         ..LoadOptions::default()
     };
-    load_model(&default_model_path(), &options).unwrap()
+    load_model(model, &options).unwrap()
 }
 
 #[test]
 fn default_model_matches_hf_and_llamacpp_references() {
-    let hf = reference("gemma3-270m-hf-logits.json");
-    let llama = reference("gemma3-270m-llamacpp-logits.json");
-    let tokenizer = TextTokenizer::from_path(&default_model_path()).unwrap();
+    let (f32, mixed, quantized, llama) = check_against_references(
+        &default_model_path(),
+        "gemma3-270m-hf-logits.json",
+        "gemma3-270m-llamacpp-logits.json",
+    );
+    println!(
+        "max |logit - HF| over the top-20 of 3 prompts: f32 {f32:.2e}, mixed {mixed:.4}, quantized {quantized:.4} (llama.cpp {llama:.4})"
+    );
+}
 
+#[test]
+fn llama_family_model_matches_hf_and_llamacpp_references() {
+    let (f32, mixed, quantized, llama) = check_against_references(
+        &instruct_model_path(),
+        "smollm2-135m-hf-logits.json",
+        "smollm2-135m-llamacpp-logits.json",
+    );
+    println!(
+        "SmolLM2: max |logit - HF| over the top-20 of 3 prompts: f32 {f32:.2e}, mixed {mixed:.4}, quantized {quantized:.4} (llama.cpp {llama:.4})"
+    );
+}
+
+/// Checks the model at `model` against the two reference files: prompt ids,
+/// reference strings' ids (both references), f32 logits and greedy
+/// continuations (HF), and the quantized and mixed paths within llama.cpp-like
+/// distance. Returns the largest |logit − HF| over the top-20 of each path
+/// (f32, mixed, quantized) and llama.cpp's own.
+fn check_against_references(model: &Path, hf_file: &str, llama_file: &str) -> (f32, f32, f32, f32) {
+    let model_path = model;
+    let hf = reference(hf_file);
+    let llama = reference(llama_file);
+    let tokenizer = TextTokenizer::from_path(model_path).unwrap();
+
+    for reference in [&hf, &llama] {
+        for t in &reference.tokenizer {
+            let ids = tokenizer.encode(&t.text).unwrap();
+            assert_eq!(ids, t.ids, "{:?}: token ids differ", t.text);
+            assert_eq!(
+                tokenizer.decode(&ids).unwrap(),
+                t.text,
+                "{:?}: round trip",
+                t.text
+            );
+        }
+    }
     for p in &hf.results {
         let ids = tokenizer.prompt_ids(&p.text).unwrap();
         assert_eq!(
@@ -70,7 +126,7 @@ fn default_model_matches_hf_and_llamacpp_references() {
     }
 
     // f32: exact reference path.
-    let model = load(WeightPath::F32);
+    let model = load(model_path, WeightPath::F32);
     let mut max_f32 = 0f32;
     for p in &hf.results {
         let logits = last_logits(&model, &p.token_ids);
@@ -91,7 +147,7 @@ fn default_model_matches_hf_and_llamacpp_references() {
     drop(model);
 
     // Quantized: within llama.cpp-like distance of HF.
-    let model = load(WeightPath::Quantized);
+    let model = load(model_path, WeightPath::Quantized);
     let mut max_q = 0f32;
     let mut max_llama = 0f32;
     for (p, l) in hf.results.iter().zip(&llama.results) {
@@ -115,7 +171,7 @@ fn default_model_matches_hf_and_llamacpp_references() {
     drop(model);
 
     // Mixed (the default): f32 prefill, quantized output projection and decode.
-    let model = load(WeightPath::Mixed);
+    let model = load(model_path, WeightPath::Mixed);
     let mut max_mixed = 0f32;
     for p in &hf.results {
         let logits = last_logits(&model, &p.token_ids);
@@ -130,7 +186,5 @@ fn default_model_matches_hf_and_llamacpp_references() {
             assert_eq!(top1, p.top_ids[0], "{}: mixed top-1 differs", p.name);
         }
     }
-    println!(
-        "max |logit - HF| over the top-20 of 3 prompts: f32 {max_f32:.2e}, mixed {max_mixed:.4}, quantized {max_q:.4} (llama.cpp {max_llama:.4})"
-    );
+    (max_f32, max_mixed, max_q, max_llama)
 }

@@ -227,3 +227,58 @@ fn ranks_of(out: &ReuseOutput, slots: &[usize]) -> Vec<usize> {
         .map(|s| rank[out.layout.eligible.iter().position(|e| e == s).unwrap()])
         .collect()
 }
+
+#[test]
+fn prophetkv_at_ratio_one_equals_full_on_the_llama_family_model() {
+    let path = prophetkv_model::testing::instruct_model_path();
+    let tokenizer = TextTokenizer::from_path(&path).unwrap();
+    let task = task();
+    let anchor_ids = tokenizer.prompt_ids(&task.prefix).unwrap();
+    let ids: Vec<Vec<u32>> = task
+        .documents
+        .iter()
+        .map(|d| tokenizer.encode(d).unwrap())
+        .collect();
+    let query = tokenizer.encode(&task.question).unwrap();
+    for weight_path in [WeightPath::F32, WeightPath::Mixed] {
+        let options = LoadOptions {
+            weight_path,
+            ..LoadOptions::default()
+        };
+        let model = load_model(&path, &options).unwrap();
+        let cached = CachedDocuments::compute(&model, &anchor_ids, &ids).unwrap();
+        let pieces = cached.pieces();
+        let request = ReuseRequest {
+            anchor: &cached.anchor,
+            pieces: &pieces,
+            query: &query,
+        };
+        let full = run(
+            &model,
+            &request,
+            &config(StrategyKind::Full, 1.0),
+            model.device(),
+        )
+        .unwrap();
+        let exact = run(
+            &model,
+            &request,
+            &config(StrategyKind::ProphetKv, 1.0),
+            model.device(),
+        )
+        .unwrap();
+        let d = max_abs_diff(&exact.logits, &full.logits);
+        let per_layer: Vec<String> = (0..full.kv.num_layers())
+            .map(|l| {
+                let dk = max_abs_diff(&exact.kv.k(l).unwrap(), &full.kv.k(l).unwrap());
+                let dv = max_abs_diff(&exact.kv.v(l).unwrap(), &full.kv.v(l).unwrap());
+                format!("{l}:{dk:.1e}/{dv:.1e}")
+            })
+            .collect();
+        println!("{weight_path:?}: logits differ by {d}; K/V by layer {per_layer:?}");
+        assert!(
+            d <= 1e-3,
+            "{weight_path:?}: prophetkv at ratio 1 differs from full by {d}"
+        );
+    }
+}

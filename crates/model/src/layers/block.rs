@@ -9,7 +9,7 @@ use std::ops::Range;
 use candle_core::Tensor;
 
 use super::attention::{attend, AttnPlan, Observe, ObserveCtx};
-use super::linear::Linear;
+use super::linear::{Linear, PassKind};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 use super::rope::{Rope, RopeAngles};
@@ -68,6 +68,8 @@ pub(crate) struct CallContext<'a> {
     pub(crate) windows: &'a [Option<usize>],
     /// What attention statistics to return (single-sequence calls).
     pub(crate) observe: &'a Observe,
+    /// Prompt rows or a decode step (picks the weights' copy).
+    pub(crate) kind: PassKind,
 }
 
 impl Block {
@@ -104,7 +106,9 @@ impl Block {
         let a = &self.attn;
         let n = x.dim(0)?;
         let h = self.attn_norm.forward(x)?;
-        let k = a.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+        let k =
+            a.k.forward(&h, PassKind::Prompt)?
+                .reshape((n, a.num_kv_heads, a.head_dim))?;
         match &a.k_norm {
             Some(norm) => norm.forward(&k),
             None => Ok(k),
@@ -123,9 +127,16 @@ impl Block {
         let a = &self.attn;
         let n = x.dim(0)?;
         let h = self.attn_norm.forward(x)?;
-        let mut q = a.q.forward(&h)?.reshape((n, a.num_heads, a.head_dim))?;
-        let mut k = a.k.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
-        let v = a.v.forward(&h)?.reshape((n, a.num_kv_heads, a.head_dim))?;
+        let kind = ctx.kind;
+        let mut q =
+            a.q.forward(&h, kind)?
+                .reshape((n, a.num_heads, a.head_dim))?;
+        let mut k =
+            a.k.forward(&h, kind)?
+                .reshape((n, a.num_kv_heads, a.head_dim))?;
+        let v =
+            a.v.forward(&h, kind)?
+                .reshape((n, a.num_kv_heads, a.head_dim))?;
         if let Some(norm) = &a.q_norm {
             q = norm.forward(&q)?;
         }
@@ -169,12 +180,12 @@ impl Block {
         } else {
             Tensor::cat(&outs, 0)?
         };
-        let mut attn_out = a.o.forward(&attn_out)?;
+        let mut attn_out = a.o.forward(&attn_out, kind)?;
         if let Some(norm) = &self.post_attn_norm {
             attn_out = norm.forward(&attn_out)?;
         }
         let x = (x + attn_out)?;
-        let mut mlp_out = self.mlp.forward(&self.mlp_norm.forward(&x)?)?;
+        let mut mlp_out = self.mlp.forward(&self.mlp_norm.forward(&x)?, kind)?;
         if let Some(norm) = &self.post_mlp_norm {
             mlp_out = norm.forward(&mlp_out)?;
         }

@@ -1,9 +1,14 @@
 //! A projection `y = x W^T (+ b)` over quantized weights, dense weights, or both.
 //!
-//! With both, the number of rows picks the copy: a few rows (a decode step)
-//! are a matrix-vector product bound by reading the weights, so the smaller
-//! quantized copy wins; many rows (prefill, a recompute) are a GEMM bound by
-//! arithmetic, where the f32 copy runs at the GEMM's speed.
+//! With both, the pass picks the copy. Prompt rows (prefill, a document's
+//! cache, Stage I, a recompute) always take the f32 copy: a row's keys and
+//! values must not depend on how many rows share its pass, or a question of
+//! 12 tokens, or the 13-token anchor every document attends to, would carry
+//! the 8-bit activations of the quantized kernels where full prefill has f32
+//! ones (on SmolLM2 that alone moved the first-token logits of ProphetKV at
+//! ratio 1 by 0.24 from full's). Decode steps of a few rows are matrix-vector
+//! products bound by reading the weights, so the smaller quantized copy wins;
+//! a decode batch of many rows is a GEMM again and takes the f32 copy.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
@@ -11,7 +16,7 @@ use candle_core::{Module, Tensor};
 use crate::kernels::{self, QuantGemv};
 use crate::Result;
 
-/// From this many rows on, a projection with a dense copy uses it.
+/// From this many rows on, a decode step with a dense copy uses it.
 ///
 /// Below it the quantized kernels, which read each weight once for all rows,
 /// beat the f32 GEMM on every format of the default model (timed on a 2-core
@@ -19,6 +24,15 @@ use crate::Result;
 /// Q6_K still 4× faster), and one pass of our Q5_0/Q8_0 kernels over the
 /// weights takes up to [`kernels::MAX_ROWS`] rows.
 pub(crate) const GEMM_MIN_ROWS: usize = kernels::MAX_ROWS + 1;
+
+/// What a pass computes, which picks the copy of weights kept in both forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassKind {
+    /// Rows of a prompt (prefill, a cache, a probe, a recompute): the f32 copy.
+    Prompt,
+    /// A decode step: the quantized copy below [`GEMM_MIN_ROWS`] rows.
+    Step,
+}
 
 /// Block-quantized weights, multiplied as stored: by our kernels where they
 /// handle the format (at any number of rows: 2.6× candle's Q5_0 product at
@@ -105,12 +119,12 @@ impl Linear {
         Self { bias, ..self }
     }
 
-    /// Applies the projection to `(rows, in)`, giving `(rows, out)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Applies the projection to `(rows, in)` in a pass of `kind`, giving `(rows, out)`.
+    pub(crate) fn forward(&self, x: &Tensor, kind: PassKind) -> Result<Tensor> {
         let rows = x.dims().iter().rev().skip(1).product::<usize>();
         let y = match &self.weights {
             Copies::Both { quantized, dense } => {
-                if rows < GEMM_MIN_ROWS {
+                if kind == PassKind::Step && rows < GEMM_MIN_ROWS {
                     quantized.forward(x)?
                 } else {
                     dense_forward(x, dense)?

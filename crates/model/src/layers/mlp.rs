@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::activation::gated;
-use super::linear::Linear;
+use super::linear::{Linear, PassKind};
 use crate::config::Activation;
 use crate::Result;
 
@@ -16,9 +16,10 @@ pub(crate) struct Mlp {
 }
 
 impl Mlp {
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate.forward(x)?;
-        let up = self.up.forward(x)?;
-        self.down.forward(&gated(&gate, &up, self.activation)?)
+    pub(crate) fn forward(&self, x: &Tensor, kind: PassKind) -> Result<Tensor> {
+        let gate = self.gate.forward(x, kind)?;
+        let up = self.up.forward(x, kind)?;
+        self.down
+            .forward(&gated(&gate, &up, self.activation)?, kind)
     }
 }
