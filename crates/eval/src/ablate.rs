@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::report::group_label;
 use crate::run::{Answered, Evaluator};
 use crate::score::agrees_with_full;
+use crate::stats::Gap;
 use crate::task::Task;
 use crate::Result;
 
@@ -103,11 +104,7 @@ pub fn ablate(
         .collect();
     let mut trials = Vec::new();
     for (done, task) in tasks.iter().enumerate() {
-        // The reference answer as the model would continue the question.
-        let gold = match task.answers.first() {
-            Some(a) => evaluator.tokenizer.encode(&format!(" {a}"))?,
-            None => Vec::new(),
-        };
+        let gold = evaluator.gold_ids(task)?;
         let answered = evaluator.answer_task(task, &configs, Some(&gold))?;
         let positions = answer_positions(evaluator.tokenizer, task)?;
         let reference = answered[0].prediction.trim().to_string();
@@ -265,15 +262,6 @@ pub fn summarize(trials: &[Trial], variants: &[Variant]) -> Vec<AblationRow> {
         .collect()
 }
 
-/// A mean over tasks with its standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Gap {
-    /// The mean.
-    pub mean: f64,
-    /// Its standard error (absent with fewer than two tasks).
-    pub stderr: Option<f64>,
-}
-
 /// Full's gold log-probability minus each trial's, per task, averaged.
 fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<Gap> {
     let gaps: Vec<f64> = mine
@@ -286,16 +274,7 @@ fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<Gap> {
             Some(full - t.gold_logprob?)
         })
         .collect();
-    if gaps.is_empty() {
-        return None;
-    }
-    let n = gaps.len() as f64;
-    let mean = gaps.iter().sum::<f64>() / n;
-    let stderr = (gaps.len() > 1).then(|| {
-        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        (var / n).sqrt()
-    });
-    Some(Gap { mean, stderr })
+    Gap::of(&gaps)
 }
 
 /// The summaries as markdown: one overall table, one of accuracy per group.
@@ -314,14 +293,7 @@ pub fn ablation_markdown(rows: &[AblationRow]) -> String {
             pct(Some(r.accuracy)),
             pct(r.relative_to_full),
             pct(Some(r.agreement)),
-            match r.logprob_gap {
-                Some(Gap {
-                    mean,
-                    stderr: Some(se),
-                }) => format!("{mean:.2} ± {se:.2}"),
-                Some(Gap { mean, stderr: None }) => format!("{mean:.2}"),
-                None => "–".to_string(),
-            },
+            r.logprob_gap.map_or("–".to_string(), |g| g.display()),
             pct(r.answer_recall),
             pct(r.answer_covered),
             pct(r.late_share),

@@ -1,6 +1,9 @@
 //! `prophetkv eval`: strategies × ratios over a task file, resumable, with
-//! `results.json`, `results.md` and accuracy-vs-ratio plots in the run
-//! directory. The results files are written only once every task is done.
+//! `results.json`, `results.md`, accuracy-vs-ratio plots and the
+//! accuracy/cost frontier (accuracy against the mean recomputed share and
+//! against TTFT, so that a method is not credited for recomputing more) in
+//! the run directory. The results files are written only once every task is
+//! done.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +11,7 @@ use serde::Serialize;
 
 use crate::journal::Journal;
 use crate::plot::{draw, Chart, Series};
-use crate::report::{markdown, summarize, Row};
+use crate::report::{compare, comparison_markdown, markdown, summarize, Comparison, Row};
 use crate::run::{has_budget, Arm, Evaluator, Outcome};
 use crate::task::Task;
 use crate::{EvalError, Result};
@@ -47,6 +50,8 @@ pub struct EvalReport {
     pub identity: RunIdentity,
     /// Tables: all tasks, then each group.
     pub summary: Vec<Row>,
+    /// ProphetKV against the other strategies at the same ratio, task by task.
+    pub comparisons: Vec<Comparison>,
     /// Per task and arm.
     pub outcomes: Vec<Outcome>,
 }
@@ -111,6 +116,7 @@ pub fn evaluate(
     let report = EvalReport {
         identity,
         summary: summarize(&outcomes, arms),
+        comparisons: compare(&outcomes, arms),
         outcomes,
     };
     write_report(dir, &report, arms)?;
@@ -140,12 +146,22 @@ fn write(path: PathBuf, text: &str) -> Result<()> {
     std::fs::write(&path, text).map_err(|source| EvalError::Io { path, source })
 }
 
-/// `results.json`, `results.md` and `accuracy_vs_ratio*.png` in `dir`.
+/// `results.json`, `results.md`, `accuracy_vs_ratio*.png` and
+/// `frontier_{recompute,ttft}.png` in `dir`.
 pub fn write_report(dir: &Path, report: &EvalReport, arms: &[Arm]) -> Result<()> {
     let json =
         serde_json::to_string_pretty(report).map_err(|e| EvalError::Invalid(e.to_string()))?;
     write(dir.join("results.json"), &json)?;
-    write(dir.join("results.md"), &markdown(&report.summary))?;
+    let mut text = markdown(&report.summary);
+    if !report.comparisons.is_empty() {
+        text.push_str("\nProphetKV against each strategy, task by task (all tasks):\n\n");
+        text.push_str(&comparison_markdown(&report.comparisons));
+    }
+    write(dir.join("results.md"), &text)?;
+    let all: Vec<&Row> = report.summary.iter().filter(|r| r.group == "all").collect();
+    for cost in [Cost::Recompute, Cost::Ttft] {
+        draw(&frontier_chart(&all, arms, cost), &dir.join(cost.file()))?;
+    }
     let mut groups: Vec<&str> = report.summary.iter().map(|r| r.group.as_str()).collect();
     groups.dedup();
     for group in groups {
@@ -158,6 +174,71 @@ pub fn write_report(dir: &Path, report: &EvalReport, arms: &[Arm]) -> Result<()>
         draw(&accuracy_chart(group, &rows, arms), &dir.join(name))?;
     }
     Ok(())
+}
+
+/// The cost axis of a frontier chart.
+#[derive(Debug, Clone, Copy)]
+enum Cost {
+    /// Mean share of eligible rows recomputed (`full` at 1).
+    Recompute,
+    /// Mean time to first token.
+    Ttft,
+}
+
+impl Cost {
+    fn file(self) -> &'static str {
+        match self {
+            Cost::Recompute => "frontier_recompute.png",
+            Cost::Ttft => "frontier_ttft.png",
+        }
+    }
+
+    fn of(self, row: &Row) -> f64 {
+        match (self, row.arm.strategy) {
+            (Cost::Recompute, prophetkv_reuse::StrategyKind::Full) => 1.0,
+            (Cost::Recompute, _) => row.selected_ratio,
+            (Cost::Ttft, _) => row.ttft_ms,
+        }
+    }
+}
+
+/// Accuracy of each strategy against what it spent, one line per strategy
+/// through its ratios (`full` and `naive` one point each).
+fn frontier_chart(rows: &[&Row], arms: &[Arm], cost: Cost) -> Chart {
+    let mut strategies: Vec<_> = arms.iter().map(|a| a.strategy).collect();
+    strategies.dedup();
+    let series = strategies
+        .into_iter()
+        .filter_map(|s| {
+            let mut points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.arm.strategy == s)
+                .map(|r| (cost.of(r), 100.0 * r.accuracy))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!points.is_empty()).then(|| Series {
+                label: s.name().to_string(),
+                points,
+                horizontal: false,
+            })
+        })
+        .collect();
+    let n = rows.iter().map(|r| r.tasks).max().unwrap_or(0);
+    let (title, x_label) = match cost {
+        Cost::Recompute => (
+            "Accuracy vs share of context recomputed",
+            "mean share of eligible rows recomputed",
+        ),
+        Cost::Ttft => ("Accuracy vs time to first token", "mean TTFT (ms)"),
+    };
+    Chart {
+        title: format!("{title} ({n} tasks)"),
+        x_label: x_label.into(),
+        y_label: "accuracy (%)".into(),
+        series,
+        y_range: Some((0.0, 100.0)),
+        legend_upper_left: false,
+    }
 }
 
 fn accuracy_chart(group: &str, rows: &[&Row], arms: &[Arm]) -> Chart {

@@ -205,6 +205,8 @@ mod tests {
             },
             prediction: prediction.into(),
             correct: true,
+            recall: None,
+            gold_logprob: None,
             ttft_ms: 1.0,
             context_tokens: 10,
             eligible: 0,

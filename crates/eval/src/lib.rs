@@ -15,6 +15,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod score;
+pub mod stats;
 pub mod task;
 
 pub use error::{EvalError, Result};

@@ -1,7 +1,10 @@
-//! Tables of outcomes: accuracy, accuracy relative to `full`, agreement with
-//! `full`'s answer, the share of eligible rows recomputed, Stage I time, and
+//! Tables of outcomes: accuracy, recall over multi-value answers, accuracy
+//! relative to `full`, the paired measures against `full` (agreement with its
+//! answer, the gap in the reference answer's log-probability, each with its
+//! standard error), the share of eligible rows recomputed, Stage I time, and
 //! TTFT with its speedup over `full`, per group of tasks (kind and context
-//! length) and over all of them.
+//! length) and over all of them; and ProphetKV against each other strategy at
+//! the same ratio, task by task (wins, losses, sign test).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +13,7 @@ use serde::Serialize;
 
 use crate::run::{Arm, Outcome};
 use crate::score::agrees_with_full;
+use crate::stats::{sign_test, Gap};
 
 /// One line of a table.
 #[derive(Debug, Clone, Serialize)]
@@ -22,12 +26,20 @@ pub struct Row {
     pub tasks: usize,
     /// Share answered correctly.
     pub accuracy: f64,
+    /// Mean share of each task's answers found (RULER's string_match_all;
+    /// equals accuracy on single-answer tasks).
+    pub recall: f64,
     /// Accuracy over `full`'s on the same tasks (absent without `full`).
     pub relative_to_full: Option<f64>,
     /// Share of tasks whose generated text equals `full`'s (surrounding
     /// whitespace aside): a paired measure, less noisy than accuracy
     /// differences (absent without `full`).
     pub agrees_with_full: Option<f64>,
+    /// Standard error of `agrees_with_full`.
+    pub agrees_stderr: Option<f64>,
+    /// `full`'s log-probability of the reference answer minus this arm's,
+    /// per task, averaged (absent without `full` or recorded log-probabilities).
+    pub logprob_gap: Option<Gap>,
     /// Mean share of eligible rows recomputed.
     pub selected_ratio: f64,
     /// Mean selection time (ProphetKV's Stage I, CacheBlend's layer-0 pass), ms.
@@ -73,6 +85,10 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
         .iter()
         .map(|o| (o.id.as_str(), o.prediction.as_str()))
         .collect();
+    let full_logprob: HashMap<&str, f64> = full
+        .iter()
+        .filter_map(|o| Some((o.id.as_str(), o.gold_logprob?)))
+        .collect();
     arms.iter()
         .filter_map(|arm| {
             let mine = of(arm);
@@ -81,21 +97,34 @@ fn rows_of(group: &str, outcomes: &[&Outcome], arms: &[Arm]) -> Vec<Row> {
             }
             let accuracy = mean(mine.iter().map(|o| f64::from(u8::from(o.correct))));
             let ttft_ms = mean(mine.iter().map(|o| o.ttft_ms));
-            let paired: Vec<bool> = mine
+            let paired: Vec<f64> = mine
                 .iter()
                 .filter_map(|o| {
                     let reference = full_answer.get(o.id.as_str())?;
-                    Some(agrees_with_full(&o.prediction, reference))
+                    Some(f64::from(u8::from(agrees_with_full(
+                        &o.prediction,
+                        reference,
+                    ))))
                 })
+                .collect();
+            let agreement = Gap::of(&paired);
+            let gaps: Vec<f64> = mine
+                .iter()
+                .filter_map(|o| Some(full_logprob.get(o.id.as_str())? - o.gold_logprob?))
                 .collect();
             Some(Row {
                 group: group.to_string(),
                 arm: *arm,
                 tasks: mine.len(),
                 accuracy,
+                recall: mean(
+                    mine.iter()
+                        .map(|o| o.recall.unwrap_or(f64::from(u8::from(o.correct)))),
+                ),
                 relative_to_full: full_accuracy.filter(|f| *f > 0.0).map(|f| accuracy / f),
-                agrees_with_full: (!paired.is_empty())
-                    .then(|| mean(paired.iter().map(|&a| f64::from(u8::from(a))))),
+                agrees_with_full: agreement.map(|g| g.mean),
+                agrees_stderr: agreement.and_then(|g| g.stderr),
+                logprob_gap: Gap::of(&gaps),
                 selected_ratio: mean(
                     mine.iter()
                         .filter(|o| o.eligible > 0)
@@ -128,24 +157,109 @@ pub fn summarize(outcomes: &[Outcome], arms: &[Arm]) -> Vec<Row> {
 /// A markdown table of `rows`.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| tasks | strategy | ratio | n | accuracy | vs full | agrees with full | selected | Stage I (ms) | TTFT (ms) | speedup |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| tasks | strategy | ratio | n | accuracy | recall | vs full | agrees with full | log-prob gap to full | selected | Stage I (ms) | TTFT (ms) | speedup |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
     for r in rows {
         let ratio = r.arm.ratio.map_or("–".to_string(), |x| format!("{x}"));
         let speedup = r.speedup.map_or("–".to_string(), |x| format!("{x:.2}×"));
+        let agrees = match (r.agrees_with_full, r.agrees_stderr) {
+            (Some(a), Some(e)) => format!("{:.1}% ± {:.1}", 100.0 * a, 100.0 * e),
+            (a, _) => pct(a),
+        };
+        let gap = r.logprob_gap.map_or("–".to_string(), |g| g.display());
         out.push_str(&format!(
-            "| {} | {} | {ratio} | {} | {:.1}% | {} | {} | {:.3} | {:.0} | {:.0} | {speedup} |\n",
+            "| {} | {} | {ratio} | {} | {:.1}% | {:.1}% | {} | {agrees} | {gap} | {:.3} | {:.0} | {:.0} | {speedup} |\n",
             r.group,
             r.arm.strategy.name(),
             r.tasks,
             100.0 * r.accuracy,
+            100.0 * r.recall,
             pct(r.relative_to_full),
-            pct(r.agrees_with_full),
             r.selected_ratio,
             r.probe_ms,
             r.ttft_ms,
+        ));
+    }
+    out
+}
+
+/// ProphetKV against another arm on the same tasks, task by task.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The ProphetKV arm.
+    pub arm: Arm,
+    /// The arm it is compared with.
+    pub against: Arm,
+    /// Tasks both arms ran.
+    pub tasks: usize,
+    /// Tasks ProphetKV answers correctly and `against` does not.
+    pub wins: usize,
+    /// Tasks `against` answers correctly and ProphetKV does not.
+    pub losses: usize,
+    /// Two-sided exact sign test over the `wins + losses` discordant tasks.
+    pub p_value: f64,
+}
+
+/// Every ProphetKV arm against each other arm with the same ratio, and
+/// against `naive`, over all outcomes.
+pub fn compare(outcomes: &[Outcome], arms: &[Arm]) -> Vec<Comparison> {
+    let correct = |arm: &Arm| -> HashMap<&str, bool> {
+        outcomes
+            .iter()
+            .filter(|o| o.arm == *arm)
+            .map(|o| (o.id.as_str(), o.correct))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for arm in arms
+        .iter()
+        .filter(|a| a.strategy == StrategyKind::ProphetKv)
+    {
+        let mine = correct(arm);
+        let others = arms.iter().filter(|b| {
+            b.strategy != StrategyKind::ProphetKv
+                && (b.ratio == arm.ratio || b.strategy == StrategyKind::Naive)
+        });
+        for against in others {
+            let theirs = correct(against);
+            let (mut tasks, mut wins, mut losses) = (0, 0, 0);
+            for (id, &a) in &mine {
+                let Some(&b) = theirs.get(id) else { continue };
+                tasks += 1;
+                wins += usize::from(a && !b);
+                losses += usize::from(b && !a);
+            }
+            if tasks > 0 {
+                out.push(Comparison {
+                    arm: *arm,
+                    against: *against,
+                    tasks,
+                    wins,
+                    losses,
+                    p_value: sign_test(wins, losses),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A markdown table of `comparisons`.
+pub fn comparison_markdown(comparisons: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| prophetkv | against | tasks | wins | losses | sign test p |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for c in comparisons {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.3} |\n",
+            c.arm.label(),
+            c.against.label(),
+            c.tasks,
+            c.wins,
+            c.losses,
+            c.p_value
         ));
     }
     out
@@ -162,6 +276,8 @@ mod tests {
             arm,
             prediction: prediction.into(),
             correct,
+            recall: None,
+            gold_logprob: None,
             ttft_ms,
             context_tokens: 1990,
             eligible: 100,
@@ -206,7 +322,7 @@ mod tests {
         let table = markdown(&rows);
         assert!(
             table.contains(
-                "| all | prophetkv | 0.2 | 3 | 33.3% | 50.0% | 66.7% | 0.200 | 10 | 50 | 4.00× |"
+                "| all | prophetkv | 0.2 | 3 | 33.3% | 33.3% | 50.0% | 66.7% ± 33.3 | – | 0.200 | 10 | 50 | 4.00× |"
             ),
             "{table}"
         );
@@ -222,6 +338,68 @@ mod tests {
         assert_eq!(rows[0].relative_to_full, None);
         assert_eq!(rows[0].agrees_with_full, None);
         assert_eq!(rows[0].speedup, None);
-        assert!(markdown(&rows).contains("| 100.0% | – | – |"));
+        assert!(markdown(&rows).contains("| 100.0% | 100.0% | – | – | – |"));
+    }
+
+    #[test]
+    fn recall_and_the_log_probability_gap_are_paired_with_full() {
+        let full = Arm {
+            strategy: StrategyKind::Full,
+            ratio: None,
+        };
+        let pkv = Arm {
+            strategy: StrategyKind::ProphetKv,
+            ratio: Some(0.2),
+        };
+        let with = |mut o: Outcome, recall: f64, logprob: f64| {
+            o.recall = Some(recall);
+            o.gold_logprob = Some(logprob);
+            o
+        };
+        let outcomes = vec![
+            with(outcome("a", full, " 1 and 2", true, 100.0), 1.0, -1.0),
+            with(outcome("b", full, " 3 and 4", true, 100.0), 1.0, -2.0),
+            with(outcome("a", pkv, " 1 and 9", false, 50.0), 0.5, -2.0),
+            with(outcome("b", pkv, " 3 and 4", true, 50.0), 1.0, -4.0),
+        ];
+        let rows = summarize(&outcomes, &[full, pkv]);
+        let p = &rows[1];
+        assert_eq!(p.recall, 0.75);
+        let gap = p.logprob_gap.unwrap();
+        assert_eq!(gap.mean, 1.5);
+        assert_eq!(gap.stderr, Some(0.5));
+        assert_eq!(rows[0].logprob_gap.unwrap().mean, 0.0);
+    }
+
+    #[test]
+    fn prophetkv_is_compared_with_each_arm_of_its_ratio_and_with_naive() {
+        let arm = |strategy, ratio| Arm { strategy, ratio };
+        let pkv = arm(StrategyKind::ProphetKv, Some(0.2));
+        let blend = arm(StrategyKind::CacheBlend, Some(0.2));
+        let blend_high = arm(StrategyKind::CacheBlend, Some(0.3));
+        let naive = arm(StrategyKind::Naive, None);
+        let full = arm(StrategyKind::Full, None);
+        let mut outcomes = Vec::new();
+        // 7 tasks: prophetkv alone right on 6, cacheblend alone right on 1.
+        for i in 0..7 {
+            let id = format!("t{i}");
+            outcomes.push(outcome(&id, pkv, "", i < 6, 1.0));
+            outcomes.push(outcome(&id, blend, "", i == 6, 1.0));
+            outcomes.push(outcome(&id, blend_high, "", true, 1.0));
+            outcomes.push(outcome(&id, naive, "", false, 1.0));
+            outcomes.push(outcome(&id, full, "", true, 1.0));
+        }
+        let c = compare(&outcomes, &[full, naive, pkv, blend, blend_high]);
+        let labels: Vec<String> = c.iter().map(|c| c.against.label()).collect();
+        assert_eq!(
+            labels,
+            ["naive", "cacheblend@0.2"],
+            "same ratio and naive only"
+        );
+        let blend = &c[1];
+        assert_eq!((blend.tasks, blend.wins, blend.losses), (7, 6, 1));
+        assert!((blend.p_value - 16.0 / 128.0).abs() < 1e-12);
+        assert!(comparison_markdown(&c)
+            .contains("| prophetkv@0.2 | cacheblend@0.2 | 7 | 6 | 1 | 0.125 |"));
     }
 }

@@ -11,7 +11,7 @@ use prophetkv_reuse::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::score::is_correct;
+use crate::score::{is_correct, recall};
 use crate::task::Task;
 use crate::{EvalError, Result};
 
@@ -90,6 +90,15 @@ pub struct Outcome {
     pub prediction: String,
     /// Whether it answers the task.
     pub correct: bool,
+    /// Share of the task's answers found ([`recall`]; absent in runs
+    /// recorded before it was kept).
+    #[serde(default)]
+    pub recall: Option<f64>,
+    /// Log-probability of the first answer (with a leading space) as the
+    /// continuation under this arm's cache: a paired, continuous measure
+    /// next to accuracy (absent in runs recorded before it was kept).
+    #[serde(default)]
+    pub gold_logprob: Option<f64>,
     /// Time to the first token (reuse pass + first token), documents' caches
     /// already computed, in ms.
     pub ttft_ms: f64,
@@ -251,7 +260,8 @@ impl<'a> Evaluator<'a> {
                 ..self.base.clone()
             })
             .collect();
-        let answered = self.answer_task(task, &configs, None)?;
+        let gold = self.gold_ids(task)?;
+        let answered = self.answer_task(task, &configs, Some(&gold))?;
         Ok(arms
             .iter()
             .zip(answered)
@@ -259,6 +269,8 @@ impl<'a> Evaluator<'a> {
                 id: task.id.clone(),
                 task: task.task.clone(),
                 arm: *arm,
+                recall: Some(recall(task, &a.prediction)),
+                gold_logprob: a.gold_logprob,
                 prediction: a.prediction,
                 correct: a.correct,
                 ttft_ms: a.ttft_ms,
@@ -270,6 +282,15 @@ impl<'a> Evaluator<'a> {
                 recompute_ms: a.stats.timings.recompute_ms,
             })
             .collect())
+    }
+
+    /// The first answer as the model would continue the question (with a
+    /// leading space); empty for a task without answers.
+    pub fn gold_ids(&self, task: &Task) -> Result<Vec<u32>> {
+        Ok(match task.answers.first() {
+            Some(a) => self.tokenizer.encode(&format!(" {a}"))?,
+            None => Vec::new(),
+        })
     }
 
     /// Runs each configuration on `task` (the documents' caches computed

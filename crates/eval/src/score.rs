@@ -13,6 +13,23 @@ pub fn is_correct(task: &Task, prediction: &str) -> bool {
     }
 }
 
+/// Share of `task`'s answers that occur in `prediction` (case-insensitive):
+/// RULER's `string_match_all`, which credits a multi-value answer per value.
+/// For `match: any` it is 1 when any answer occurs, else 0, as
+/// [`is_correct`].
+pub fn recall(task: &Task, prediction: &str) -> f64 {
+    if task.match_mode == Match::Any || task.answers.is_empty() {
+        return f64::from(u8::from(is_correct(task, prediction)));
+    }
+    let prediction = prediction.to_lowercase();
+    let found = task
+        .answers
+        .iter()
+        .filter(|a| prediction.contains(&a.to_lowercase()))
+        .count();
+    found as f64 / task.answers.len() as f64
+}
+
 /// Whether an arm's answer agrees with full prefill's on the same task:
 /// the same generated text, up to surrounding whitespace (two wrong answers
 /// with the same text agree).
@@ -48,6 +65,17 @@ mod tests {
         let t = task(&["12345", "67890"], Match::All);
         assert!(is_correct(&t, " 67890 and 12345."));
         assert!(!is_correct(&t, " 12345 and 11111."));
+    }
+
+    #[test]
+    fn recall_credits_each_value_found_and_equals_correctness_for_any() {
+        let all = task(&["12345", "67890", "24680"], Match::All);
+        assert_eq!(recall(&all, " 67890 and 11111."), 1.0 / 3.0);
+        assert_eq!(recall(&all, " 24680, 12345 and 67890."), 1.0);
+        assert_eq!(recall(&all, " none"), 0.0);
+        let any = task(&["Seoul", "서울"], Match::Any);
+        assert_eq!(recall(&any, " seoul"), 1.0);
+        assert_eq!(recall(&any, " Busan"), 0.0);
     }
 
     #[test]
