@@ -202,25 +202,39 @@ impl Cost {
     }
 }
 
+/// For each strategy of `arms` (in order) with rows, `point` of each of its rows.
+fn by_strategy(
+    rows: &[&Row],
+    arms: &[Arm],
+    point: impl Fn(&Row) -> (f64, f64),
+) -> Vec<(prophetkv_reuse::StrategyKind, Vec<(f64, f64)>)> {
+    let mut strategies: Vec<_> = arms.iter().map(|a| a.strategy).collect();
+    strategies.dedup();
+    strategies
+        .into_iter()
+        .filter_map(|s| {
+            let points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.arm.strategy == s)
+                .map(|r| point(r))
+                .collect();
+            (!points.is_empty()).then_some((s, points))
+        })
+        .collect()
+}
+
 /// Accuracy of each strategy against what it spent, one line per strategy
 /// through its ratios (`full` and `naive` one point each).
 fn frontier_chart(rows: &[&Row], arms: &[Arm], cost: Cost) -> Chart {
-    let mut strategies: Vec<_> = arms.iter().map(|a| a.strategy).collect();
-    strategies.dedup();
-    let series = strategies
+    let series = by_strategy(rows, arms, |r| (cost.of(r), 100.0 * r.accuracy))
         .into_iter()
-        .filter_map(|s| {
-            let mut points: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.arm.strategy == s)
-                .map(|r| (cost.of(r), 100.0 * r.accuracy))
-                .collect();
+        .map(|(s, mut points)| {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (!points.is_empty()).then(|| Series {
+            Series {
                 label: s.name().to_string(),
                 points,
                 horizontal: false,
-            })
+            }
         })
         .collect();
     let n = rows.iter().map(|r| r.tasks).max().unwrap_or(0);
@@ -243,35 +257,27 @@ fn frontier_chart(rows: &[&Row], arms: &[Arm], cost: Cost) -> Chart {
 
 fn accuracy_chart(group: &str, rows: &[&Row], arms: &[Arm]) -> Chart {
     let ratios: Vec<f64> = arms.iter().filter_map(|a| a.ratio).collect();
-    let mut strategies: Vec<_> = arms.iter().map(|a| a.strategy).collect();
-    strategies.dedup();
-    let series = strategies
-        .into_iter()
-        .filter_map(|s| {
-            let mut points: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.arm.strategy == s)
-                .map(|r| (r.arm.ratio.unwrap_or(0.0), 100.0 * r.accuracy))
-                .collect();
+    let series = by_strategy(rows, arms, |r| {
+        (r.arm.ratio.unwrap_or(0.0), 100.0 * r.accuracy)
+    })
+    .into_iter()
+    .map(|(s, mut points)| {
+        let horizontal = !has_budget(s);
+        if horizontal {
+            // Span the ratios measured, as a reference line.
+            let y = points[0].1;
+            points = ratios.iter().map(|&x| (x, y)).collect();
             if points.is_empty() {
-                return None;
+                points = vec![(0.0, y)];
             }
-            let horizontal = !has_budget(s);
-            if horizontal {
-                // Span the ratios measured, as a reference line.
-                let y = points[0].1;
-                points = ratios.iter().map(|&x| (x, y)).collect();
-                if points.is_empty() {
-                    points = vec![(0.0, y)];
-                }
-            }
-            Some(Series {
-                label: s.name().to_string(),
-                points,
-                horizontal,
-            })
-        })
-        .collect();
+        }
+        Series {
+            label: s.name().to_string(),
+            points,
+            horizontal,
+        }
+    })
+    .collect();
     let n = rows.iter().map(|r| r.tasks).max().unwrap_or(0);
     Chart {
         title: format!("Accuracy vs recompute ratio ({group}, {n} tasks)"),

@@ -288,8 +288,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn accuracy_agreement_and_speedup_are_computed_per_arm_on_paired_tasks() {
+    /// `full` and `prophetkv@0.2`.
+    fn full_and_prophetkv() -> (Arm, Arm) {
         let full = Arm {
             strategy: StrategyKind::Full,
             ratio: None,
@@ -298,6 +298,12 @@ mod tests {
             strategy: StrategyKind::ProphetKv,
             ratio: Some(0.2),
         };
+        (full, pkv)
+    }
+
+    #[test]
+    fn accuracy_agreement_and_speedup_are_computed_per_arm_on_paired_tasks() {
+        let (full, pkv) = full_and_prophetkv();
         // Task c: both wrong with the same text, which agrees; task b:
         // prophetkv wrong where full was right, which does not.
         let outcomes = vec![
@@ -343,14 +349,7 @@ mod tests {
 
     #[test]
     fn recall_and_the_log_probability_gap_are_paired_with_full() {
-        let full = Arm {
-            strategy: StrategyKind::Full,
-            ratio: None,
-        };
-        let pkv = Arm {
-            strategy: StrategyKind::ProphetKv,
-            ratio: Some(0.2),
-        };
+        let (full, pkv) = full_and_prophetkv();
         let with = |mut o: Outcome, recall: f64, logprob: f64| {
             o.recall = Some(recall);
             o.gold_logprob = Some(logprob);

@@ -33,6 +33,32 @@ fn task() -> Task {
     task
 }
 
+/// A task's anchor, documents and question in one model's token ids.
+struct Tokenized {
+    anchor: Vec<u32>,
+    documents: Vec<Vec<u32>>,
+    query: Vec<u32>,
+}
+
+impl Tokenized {
+    fn new(tokenizer: &TextTokenizer, task: &Task) -> Self {
+        Self {
+            anchor: tokenizer.prompt_ids(&task.prefix).unwrap(),
+            documents: task
+                .documents
+                .iter()
+                .map(|d| tokenizer.encode(d).unwrap())
+                .collect(),
+            query: tokenizer.encode(&task.question).unwrap(),
+        }
+    }
+
+    /// The anchor's and the documents' caches under `model`.
+    fn cached(&self, model: &Model) -> CachedDocuments {
+        CachedDocuments::compute(model, &self.anchor, &self.documents).unwrap()
+    }
+}
+
 /// Validates `config` for `model`, then runs the request.
 fn run(
     model: &Model,
@@ -75,15 +101,10 @@ fn prophetkv_on_the_default_model_matches_full_and_finds_the_needle() {
         .unwrap();
     assert_eq!(needle_doc, 3);
 
-    let anchor_ids = tokenizer.prompt_ids(&task.prefix).unwrap();
-    let ids: Vec<Vec<u32>> = task
-        .documents
-        .iter()
-        .map(|d| tokenizer.encode(d).unwrap())
-        .collect();
-    let cached = CachedDocuments::compute(&model, &anchor_ids, &ids).unwrap();
+    let ids = Tokenized::new(&tokenizer, &task);
+    let cached = ids.cached(&model);
     let pieces = cached.pieces();
-    let query = tokenizer.encode(&task.question).unwrap();
+    let query = ids.query.clone();
     let request = ReuseRequest {
         anchor: &cached.anchor,
         pieces: &pieces,
@@ -233,20 +254,15 @@ fn prophetkv_at_ratio_one_equals_full_on_the_llama_family_model() {
     let path = prophetkv_model::testing::instruct_model_path();
     let tokenizer = TextTokenizer::from_path(&path).unwrap();
     let task = task();
-    let anchor_ids = tokenizer.prompt_ids(&task.prefix).unwrap();
-    let ids: Vec<Vec<u32>> = task
-        .documents
-        .iter()
-        .map(|d| tokenizer.encode(d).unwrap())
-        .collect();
-    let query = tokenizer.encode(&task.question).unwrap();
+    let ids = Tokenized::new(&tokenizer, &task);
+    let query = ids.query.clone();
     for weight_path in [WeightPath::F32, WeightPath::Mixed] {
         let options = LoadOptions {
             weight_path,
             ..LoadOptions::default()
         };
         let model = load_model(&path, &options).unwrap();
-        let cached = CachedDocuments::compute(&model, &anchor_ids, &ids).unwrap();
+        let cached = ids.cached(&model);
         let pieces = cached.pieces();
         let request = ReuseRequest {
             anchor: &cached.anchor,
