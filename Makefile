@@ -27,13 +27,13 @@ model:
 ## Test dependencies: redis-server (the store's tests start their own servers), chromium
 ## and chromium-driver (the web page's test).
 deps:
-	@command -v redis-server >/dev/null
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  echo "installing chromium and chromium-driver (tests/ui_check.py drives the web page)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || { \
+	@command -v redis-server >/dev/null || { \
 	  echo "installing redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-	@command -v redis-server >/dev/null
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (tests/ui_check.py drives the web page)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v redis-server >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null
 
 ## Python venv with the official openai package (tests/openai_sdk.py drives the server with it)
 ## openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it),
