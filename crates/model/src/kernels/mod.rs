@@ -10,21 +10,18 @@
 //! a portable baseline runs its AVX-512 code only where the kernel enabled
 //! the AVX-512 state).
 //!
-//! The MLP's gated GELU gets the same treatment (libm's `tanhf` is scalar), and
-//! dense products skip the zero-fill of candle's matmul output.
+//! The MLP's gated GELU gets the same treatment (libm's `tanhf` is scalar).
 //!
 //! Every SIMD kernel is tested against the scalar one on random inputs.
 
 mod activation;
 mod avx2;
 mod avx512;
-mod dense;
 mod formats;
 mod gemv;
 mod isa;
 mod scalar;
 
 pub(crate) use activation::gelu_tanh_mul;
-pub(crate) use dense::matmul_t;
 pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;

@@ -127,11 +127,11 @@ impl Linear {
                 if kind == PassKind::Step && rows < GEMM_MIN_ROWS {
                     quantized.forward(x)?
                 } else {
-                    dense_forward(x, dense)?
+                    x.matmul(&dense.t()?)?
                 }
             }
             Copies::Quantized(q) => q.forward(x)?,
-            Copies::Dense(d) => dense_forward(x, d)?,
+            Copies::Dense(d) => x.matmul(&d.t()?)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -158,15 +158,6 @@ impl Linear {
             Copies::Both { quantized, dense } => quantized.resident_bytes() + tensor_bytes(dense),
         };
         weights + self.bias.as_ref().map_or(0, tensor_bytes)
-    }
-}
-
-/// `x Wᵀ` with dense `(out, in)` weights: our GEMM call where it applies
-/// (contiguous f32 on the CPU), candle's matmul otherwise.
-fn dense_forward(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    match kernels::matmul_t(x, w)? {
-        Some(y) => Ok(y),
-        None => Ok(x.matmul(&w.t()?)?),
     }
 }
 
