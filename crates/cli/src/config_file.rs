@@ -25,6 +25,8 @@ pub struct ServerSection {
     pub api_keys: Vec<String>,
     pub max_body_mb: usize,
     pub shutdown_grace_secs: u64,
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -35,6 +37,8 @@ impl Default for ServerSection {
             api_keys: Vec::new(),
             max_body_mb: 8,
             shutdown_grace_secs: 30,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct EngineSection {
     pub max_queue: usize,
     pub max_prefills_per_step: usize,
     pub chat_max_tokens: usize,
+    pub max_documents: usize,
+    pub max_document_tokens: usize,
 }
 
 impl Default for EngineSection {
@@ -95,9 +101,14 @@ impl Default for EngineSection {
             max_queue: 64,
             max_prefills_per_step: 2,
             chat_max_tokens: 256,
+            max_documents: prophetkv_engine::validate::DEFAULT_MAX_DOCUMENTS,
+            max_document_tokens: 0,
         }
     }
 }
+
+/// Documents one tenant may keep registered unless configured otherwise.
+pub const DEFAULT_TENANT_MAX_DOCUMENTS: u64 = 100_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -109,6 +120,8 @@ pub struct StoreSection {
     pub redis_budget_mb: u64,
     pub redis_prefix: String,
     pub kv_dtype: String,
+    pub tenant_max_documents: u64,
+    pub tenant_max_tokens: u64,
 }
 
 impl Default for StoreSection {
@@ -121,6 +134,8 @@ impl Default for StoreSection {
             redis_budget_mb: 8192,
             redis_prefix: "prophetkv".into(),
             kv_dtype: "f16".into(),
+            tenant_max_documents: DEFAULT_TENANT_MAX_DOCUMENTS,
+            tenant_max_tokens: 0,
         }
     }
 }

@@ -131,6 +131,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let file = FileConfig::load(args.config.as_deref())?;
     let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
     let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
+    let quota = args.store.quota(&file.store);
     let store_config = args.store.config(file.store)?;
     let (model, tokenizer, store) = runtime::open(
         &args.model,
@@ -139,7 +140,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         &instruction,
         &store_config,
     )?;
-    let store = Arc::new(store);
+    let store = Arc::new(store.with_quota(quota));
     let caches = DocumentCaches::new(store.clone());
 
     let bar = ProgressBar::new(documents.len() as u64);

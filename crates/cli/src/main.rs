@@ -32,7 +32,7 @@ enum Command {
     /// Register documents and precompute their KV caches (resumable).
     Ingest(ingest::IngestArgs),
     /// Run the OpenAI-compatible server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Task files for evaluation.
     #[command(subcommand)]
     Tasks(eval::TasksCommand),
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Ingest(args) => ingest::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Tasks(command) => eval::tasks(command),
         Command::Eval(args) => eval::eval(args),
         Command::Bench(command) => eval::bench(command),

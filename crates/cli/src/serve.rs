@@ -14,7 +14,7 @@ use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts, StrategyKind};
 use prophetkv_model::TextTokenizer;
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
-use prophetkv_server::{AppState, ServerConfig};
+use prophetkv_server::{AppState, ServeOptions, ServerConfig};
 
 use crate::config_file::FileConfig;
 use crate::runtime::{self, weight_path};
@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Most prefills admitted per decode step [default: 2].
     #[arg(long, env = "PROPHETKV_MAX_PREFILLS_PER_STEP")]
     pub max_prefills_per_step: Option<usize>,
+    /// Most documents in one request [default: 64].
+    #[arg(long, env = "PROPHETKV_MAX_DOCUMENTS")]
+    pub max_documents: Option<usize>,
+    /// Most tokens in one document, registered or inline; 0: only the
+    /// model's context bounds it [default: 0].
+    #[arg(long, env = "PROPHETKV_MAX_DOCUMENT_TOKENS")]
+    pub max_document_tokens: Option<usize>,
     /// max_tokens of a chat request that sets none [default: 256].
     #[arg(long, env = "PROPHETKV_CHAT_MAX_TOKENS")]
     pub chat_max_tokens: Option<usize>,
@@ -87,6 +94,14 @@ pub struct ServeArgs {
     /// Seconds running streams get to finish after SIGTERM [default: 30].
     #[arg(long, env = "PROPHETKV_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds a client gets to send a request's headers; then the
+    /// connection is closed; 0: no limit [default: 30].
+    #[arg(long, env = "PROPHETKV_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds without request body data before the request gets 408 and
+    /// the connection is closed; 0: no limit [default: 60].
+    #[arg(long, env = "PROPHETKV_BODY_READ_TIMEOUT_SECS")]
+    pub body_read_timeout_secs: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, env = "PROPHETKV_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -120,6 +135,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("server.host {:?}", file.server.host))?,
     };
     let addr = SocketAddr::new(host, args.port.unwrap_or(file.server.port));
+    let quota = args.store.quota(&file.store);
     let store_config = args.store.config(file.store)?;
 
     let (model, tokenizer, store) = runtime::open(
@@ -129,13 +145,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         &instruction,
         &store_config,
     )?;
-    let store = Arc::new(store);
+    let store = Arc::new(store.with_quota(quota));
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
         max_queue: args.max_queue.unwrap_or(file.engine.max_queue),
         max_prefills_per_step: args
             .max_prefills_per_step
             .unwrap_or(file.engine.max_prefills_per_step),
+        max_documents: args.max_documents.unwrap_or(file.engine.max_documents),
+        max_document_tokens: args
+            .max_document_tokens
+            .unwrap_or(file.engine.max_document_tokens),
     };
     let parts = EngineParts {
         model,
@@ -163,15 +183,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let state = AppState::new(engine, config);
-    let grace = Duration::from_secs(
-        args.shutdown_grace_secs
-            .unwrap_or(file.server.shutdown_grace_secs),
-    );
+    let secs = |flag: Option<u64>, file: u64| Duration::from_secs(flag.unwrap_or(file));
+    let timeout = |flag: Option<u64>, file: u64| Some(secs(flag, file)).filter(|d| !d.is_zero());
+    let options = ServeOptions {
+        shutdown_grace: secs(args.shutdown_grace_secs, file.server.shutdown_grace_secs),
+        header_read_timeout: timeout(
+            args.header_read_timeout_secs,
+            file.server.header_read_timeout_secs,
+        ),
+        body_read_timeout: timeout(
+            args.body_read_timeout_secs,
+            file.server.body_read_timeout_secs,
+        ),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime
-        .block_on(prophetkv_server::serve(state, addr, grace))
+        .block_on(prophetkv_server::serve(state, addr, options))
         .with_context(|| format!("serving on {addr}"))?;
     tracing::info!("stopped");
     Ok(())

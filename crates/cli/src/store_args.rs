@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use prophetkv_store::{KvDtype, RemoteConfig, StoreConfig};
+use prophetkv_store::{KvDtype, RemoteConfig, StoreConfig, TenantQuota};
 
 use crate::config_file::StoreSection;
 
@@ -33,9 +33,25 @@ pub struct StoreArgs {
     /// Element type of stored K/V: f16, bf16 or f32 [default: f16].
     #[arg(long, env = "PROPHETKV_KV_DTYPE")]
     kv_dtype: Option<String>,
+    /// Most documents one tenant may keep registered; 0: no limit [default: 100000].
+    #[arg(long, env = "PROPHETKV_TENANT_MAX_DOCUMENTS")]
+    tenant_max_documents: Option<u64>,
+    /// Most tokens over all of one tenant's documents; 0: no limit [default: 0].
+    #[arg(long, env = "PROPHETKV_TENANT_MAX_TOKENS")]
+    tenant_max_tokens: Option<u64>,
 }
 
 impl StoreArgs {
+    /// Each tenant's storage quota: these options over `file`'s values.
+    pub fn quota(&self, file: &StoreSection) -> TenantQuota {
+        TenantQuota {
+            max_documents: self
+                .tenant_max_documents
+                .unwrap_or(file.tenant_max_documents),
+            max_tokens: self.tenant_max_tokens.unwrap_or(file.tenant_max_tokens),
+        }
+    }
+
     /// These options over `file`'s values.
     pub fn config(&self, file: StoreSection) -> anyhow::Result<StoreConfig> {
         const MIB: u64 = 1 << 20;

@@ -134,6 +134,8 @@ impl Worker {
                             if ids.is_empty() {
                                 return Err(no_tokens(documents));
                             }
+                            self.limits
+                                .check_inline_document_length(documents, ids.len())?;
                             self.caches.of_ids(&self.model, &req.tenant, &ids)?
                         }
                     };

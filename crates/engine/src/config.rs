@@ -9,6 +9,11 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Most prefills per step (each stalls the running batch).
     pub max_prefills_per_step: usize,
+    /// Most documents in one request.
+    pub max_documents: usize,
+    /// Most tokens in one document (registered or inline); 0: only the
+    /// model's context bounds it.
+    pub max_document_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -17,6 +22,8 @@ impl Default for EngineConfig {
             max_batch: 16,
             max_queue: 64,
             max_prefills_per_step: 2,
+            max_documents: crate::validate::DEFAULT_MAX_DOCUMENTS,
+            max_document_tokens: 0,
         }
     }
 }

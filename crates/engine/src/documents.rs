@@ -53,8 +53,9 @@ impl Documents {
         }
     }
 
-    /// Registers `documents` for `tenant` (all are checked before any is
-    /// stored) and queues their caches; the records come back in order.
+    /// Registers `documents` for `tenant` (all are checked, the tenant's
+    /// quota included, before any is stored) and queues their caches; the
+    /// records come back in order.
     pub fn register(
         &self,
         tenant: &str,
@@ -83,13 +84,10 @@ impl Documents {
             checked.push((doc, ids));
         }
         self.engine.precompute_room(checked.len())?;
-        let mut records = Vec::with_capacity(checked.len());
-        for (doc, ids) in checked {
-            let record = self.store.register(tenant, doc, ids)?;
-            if !record.ready {
-                self.engine.precompute(tenant, &record.id);
-            }
-            records.push(record);
+        // One quota decision for the whole call: all or none.
+        let records = self.store.register_all(tenant, checked)?;
+        for record in records.iter().filter(|r| !r.ready) {
+            self.engine.precompute(tenant, &record.id);
         }
         Ok(records)
     }

@@ -17,11 +17,15 @@ pub enum EngineError {
         /// Requests waiting.
         depth: usize,
     },
-    /// Too many registered documents are waiting for their caches.
-    #[error("{pending} registered documents are waiting for their caches; retry later")]
+    /// Too many registered documents are waiting for their caches. The
+    /// message names the limit, not how many wait: those are every
+    /// tenant's, and one tenant must not learn another's count.
+    #[error("the backlog of registered documents waiting for their caches is full (at most {max}); retry later")]
     PrecomputeQueueFull {
-        /// Documents waiting.
+        /// Documents waiting, of every tenant (not for clients).
         pending: usize,
+        /// The backlog's capacity.
+        max: usize,
     },
     /// The engine is shutting down or its worker stopped.
     #[error("the engine is not running")]
@@ -34,18 +38,22 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
-    /// A document too long for any request: with the instruction, one token
-    /// of question and one to generate it exceeds the model's context.
-    #[error("documents[{index}] has {tokens} tokens; a request holds at most {max} document tokens (the model's context is {context} tokens)")]
+    /// A document longer than a document may be: beyond the configured
+    /// `max_document_tokens`, or too long for any request (with the
+    /// instruction, one token of question and one to generate it exceeds
+    /// the model's context).
+    #[error("documents[{index}] has {tokens} tokens; a document may have at most {max} ({bound})")]
     DocumentTooLong {
+        /// The request field it came in: `text` (registration) or `documents`.
+        field: &'static str,
         /// Its place in the call.
         index: usize,
         /// Its tokens.
         tokens: usize,
-        /// Most document tokens a request can hold.
+        /// Most tokens a document may have.
         max: usize,
-        /// The model's context.
-        context: usize,
+        /// What sets that.
+        bound: DocumentBound,
     },
     /// A document id that the tenant does not have.
     #[error("document {0:?} not found")]
@@ -72,6 +80,27 @@ pub enum EngineError {
     /// The worker thread could not be started.
     #[error("engine worker: {0}")]
     Worker(String),
+}
+
+/// What bounds a document's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocumentBound {
+    /// The server's configured `max_document_tokens`.
+    Configured,
+    /// The model's context, of this many tokens.
+    Context(usize),
+}
+
+impl std::fmt::Display for DocumentBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Configured => write!(f, "the server's max_document_tokens"),
+            Self::Context(n) => write!(
+                f,
+                "the model's context is {n} tokens, less the instruction, one token of question and one to generate"
+            ),
+        }
+    }
 }
 
 /// Result alias of this crate.

@@ -73,6 +73,8 @@ impl EngineHandle {
             vocab_size: parts.model.config().vocab_size,
             context: parts.model.config().max_position,
             anchor: anchor_ids.len(),
+            max_documents: config.max_documents,
+            document_tokens: config.max_document_tokens,
         };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = channel();
@@ -91,6 +93,7 @@ impl EngineHandle {
             tokenizer: parts.tokenizer.clone(),
             caches: DocumentCaches::new(parts.store.clone()),
             anchor,
+            limits,
             config: config.clone(),
             shared: shared.clone(),
         };
@@ -174,7 +177,10 @@ impl EngineHandle {
     pub(crate) fn precompute_room(&self, n: usize) -> Result<()> {
         let pending = self.shared.precompute().pending();
         if pending + n > MAX_PENDING_DOCUMENTS {
-            return Err(EngineError::PrecomputeQueueFull { pending });
+            return Err(EngineError::PrecomputeQueueFull {
+                pending,
+                max: MAX_PENDING_DOCUMENTS,
+            });
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ pub use caches::DocumentCaches;
 pub use config::EngineConfig;
 pub use constrain::{compact_json_schema, OutputConstraint};
 pub use documents::{DocumentStatus, Documents};
-pub use error::{EngineError, Result};
+pub use error::{DocumentBound, EngineError, Result};
 pub use handle::{EngineHandle, EngineParts};
 pub use metrics::EngineMetrics;
 pub use request::{

@@ -10,6 +10,7 @@
 use prophetkv_reuse::ValidReuseConfig;
 
 use crate::constrain::OutputConstraint;
+use crate::error::DocumentBound;
 use crate::logprobs::MAX_TOP_LOGPROBS;
 use crate::request::{DocumentRef, GenerateRequest, PromptText, Segment, TextPiece};
 use crate::sampling::SamplingParams;
@@ -17,8 +18,9 @@ use crate::{EngineError, Result};
 
 /// Most stop strings a client may send (a prompt layout may add its own).
 pub const MAX_STOP_STRINGS: usize = 8;
-/// Most documents in one request.
-pub const MAX_DOCUMENTS: usize = 64;
+/// Most documents in one request unless configured otherwise
+/// (`max_documents`).
+pub const DEFAULT_MAX_DOCUMENTS: usize = 64;
 /// Most documents registered in one call.
 pub const MAX_REGISTRATIONS: usize = 256;
 /// Most registered documents waiting for their caches; registering more
@@ -42,9 +44,9 @@ pub const MAX_LOGIT_BIAS: f32 = 100.0;
 /// Most tokens one request may bias.
 pub const MAX_LOGIT_BIAS_TOKENS: usize = 1024;
 
-/// What requests are checked against: the constants above plus the served
-/// model's shape. The context length is checked at admission, once the
-/// prompt is tokenized.
+/// What requests are checked against: the constants above, the configured
+/// document limits, and the served model's shape. The context length is
+/// checked at admission, once the prompt is tokenized.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Layers of the model (score layers must exist).
@@ -55,6 +57,11 @@ pub struct Limits {
     pub context: usize,
     /// Tokens of the anchor (BOS + instruction) every request starts with.
     pub anchor: usize,
+    /// Most documents in one request (`max_documents`).
+    pub max_documents: usize,
+    /// Most tokens in one document as configured (`max_document_tokens`);
+    /// 0: only the context bounds it.
+    pub document_tokens: usize,
 }
 
 /// A request that passed [`Limits::validate`]: the only thing
@@ -92,7 +99,7 @@ impl Limits {
         if request.query.is_empty() {
             return Err(EngineError::invalid("prompt", "must not be empty"));
         }
-        check_documents(&request.segments)?;
+        self.check_documents(&request.segments)?;
         self.check_prompt_ids(&request.query)?;
         let reuse = request.reuse.validate(self.num_layers)?;
         Ok(ValidRequest {
@@ -111,22 +118,77 @@ impl Limits {
 }
 
 impl Limits {
-    /// Most tokens one document may have: the context less the anchor, one
-    /// token of question and one to generate.
-    pub fn max_document_tokens(&self) -> usize {
-        self.context.saturating_sub(self.anchor + 2)
+    /// Most tokens one document may have, and what sets it: the configured
+    /// `max_document_tokens`, or the context less the anchor, one token of
+    /// question and one to generate, whichever is lower.
+    pub fn max_document_tokens(&self) -> (usize, DocumentBound) {
+        let fits = self.context.saturating_sub(self.anchor + 2);
+        if self.document_tokens > 0 && self.document_tokens < fits {
+            (self.document_tokens, DocumentBound::Configured)
+        } else {
+            (fits, DocumentBound::Context(self.context))
+        }
     }
 
-    /// Refuses a document of `tokens` tokens that no request could hold.
+    /// Refuses a document (to register) of `tokens` tokens beyond
+    /// [`Self::max_document_tokens`].
     pub fn check_document_length(&self, index: usize, tokens: usize) -> Result<()> {
-        let max = self.max_document_tokens();
+        self.check_length("text", index, tokens, self.max_document_tokens())
+    }
+
+    /// Refuses a request's inline document of `tokens` tokens beyond the
+    /// configured `max_document_tokens` (one beyond the context is the
+    /// context check's, at admission).
+    pub fn check_inline_document_length(&self, index: usize, tokens: usize) -> Result<()> {
+        match self.document_tokens {
+            0 => Ok(()),
+            max => self.check_length("documents", index, tokens, (max, DocumentBound::Configured)),
+        }
+    }
+
+    fn check_length(
+        &self,
+        field: &'static str,
+        index: usize,
+        tokens: usize,
+        (max, bound): (usize, DocumentBound),
+    ) -> Result<()> {
         if tokens > max {
             return Err(EngineError::DocumentTooLong {
+                field,
                 index,
                 tokens,
                 max,
-                context: self.context,
+                bound,
             });
+        }
+        Ok(())
+    }
+
+    /// At most `max_documents` documents, each with a valid id or text.
+    fn check_documents(&self, segments: &[Segment]) -> Result<()> {
+        let documents: Vec<&DocumentRef> = segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Document(d) => Some(d),
+                Segment::Fresh(_) => None,
+            })
+            .collect();
+        if documents.len() > self.max_documents {
+            return Err(EngineError::invalid(
+                "documents",
+                format!(
+                    "at most {} documents per request (max_documents), got {}",
+                    self.max_documents,
+                    documents.len()
+                ),
+            ));
+        }
+        for (index, document) in documents.into_iter().enumerate() {
+            match document {
+                DocumentRef::Id(id) => check_document_id(index, id)?,
+                DocumentRef::Text(text) => check_document_text(index, text)?,
+            }
         }
         Ok(())
     }
@@ -217,29 +279,6 @@ fn check_logit_bias(bias: &[(u32, f32)], vocab_size: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_documents(segments: &[Segment]) -> Result<()> {
-    let documents: Vec<&DocumentRef> = segments
-        .iter()
-        .filter_map(|s| match s {
-            Segment::Document(d) => Some(d),
-            Segment::Fresh(_) => None,
-        })
-        .collect();
-    if documents.len() > MAX_DOCUMENTS {
-        return Err(EngineError::invalid(
-            "documents",
-            format!("at most {MAX_DOCUMENTS} documents, got {}", documents.len()),
-        ));
-    }
-    for (index, document) in documents.into_iter().enumerate() {
-        match document {
-            DocumentRef::Id(id) => check_document_id(index, id)?,
-            DocumentRef::Text(text) => check_document_text(index, text)?,
-        }
-    }
-    Ok(())
-}
-
 /// A document's text must not be empty; `index` is its place in the request.
 pub fn check_document_text(index: usize, text: &str) -> Result<()> {
     if text.is_empty() {
@@ -310,6 +349,8 @@ mod tests {
         vocab_size: 100,
         context: 64,
         anchor: 4,
+        max_documents: DEFAULT_MAX_DOCUMENTS,
+        document_tokens: 0,
     };
 
     fn field_of(r: GenerateRequest) -> &'static str {
@@ -350,7 +391,8 @@ mod tests {
         r.segments = vec![Segment::Document(DocumentRef::Text(String::new()))];
         assert_eq!(field_of(r), "documents");
         let mut r = request();
-        r.segments = vec![Segment::Document(DocumentRef::Id("a".into())); MAX_DOCUMENTS + 1];
+        r.segments =
+            vec![Segment::Document(DocumentRef::Id("a".into())); DEFAULT_MAX_DOCUMENTS + 1];
         assert_eq!(field_of(r), "documents");
         let mut r = request();
         r.reuse.ratio = 1.5;
@@ -377,17 +419,84 @@ mod tests {
 
     #[test]
     fn a_document_is_refused_only_when_no_request_could_hold_it() {
-        assert_eq!(LIMITS.max_document_tokens(), 58);
+        assert_eq!(
+            LIMITS.max_document_tokens(),
+            (58, DocumentBound::Context(64))
+        );
         assert!(LIMITS.check_document_length(0, 58).is_ok());
+        assert!(LIMITS.check_inline_document_length(0, 500).is_ok());
+        let refused = LIMITS.check_document_length(3, 59).unwrap_err();
         assert!(matches!(
-            LIMITS.check_document_length(3, 59),
-            Err(EngineError::DocumentTooLong {
+            refused,
+            EngineError::DocumentTooLong {
+                field: "text",
                 index: 3,
                 tokens: 59,
                 max: 58,
-                context: 64
-            })
+                bound: DocumentBound::Context(64)
+            }
         ));
+        assert!(refused.to_string().contains("context"), "{refused}");
+    }
+
+    #[test]
+    fn a_configured_document_limit_applies_to_registered_and_inline_documents() {
+        let limits = Limits {
+            document_tokens: 20,
+            ..LIMITS
+        };
+        assert_eq!(
+            limits.max_document_tokens(),
+            (20, DocumentBound::Configured)
+        );
+        assert!(limits.check_document_length(0, 20).is_ok());
+        let refused = limits.check_inline_document_length(2, 21).unwrap_err();
+        assert!(matches!(
+            refused,
+            EngineError::DocumentTooLong {
+                field: "documents",
+                index: 2,
+                tokens: 21,
+                max: 20,
+                bound: DocumentBound::Configured
+            }
+        ));
+        let message = refused.to_string();
+        assert!(
+            message.contains("max_document_tokens")
+                && message.contains("21")
+                && message.contains("20"),
+            "{message}"
+        );
+        // Above the context, the context is the bound.
+        let loose = Limits {
+            document_tokens: 1000,
+            ..LIMITS
+        };
+        assert_eq!(
+            loose.max_document_tokens(),
+            (58, DocumentBound::Context(64))
+        );
+    }
+
+    #[test]
+    fn the_configured_number_of_documents_is_the_limit_and_is_named() {
+        let limits = Limits {
+            max_documents: 2,
+            ..LIMITS
+        };
+        let mut r = request();
+        r.segments = vec![Segment::Document(DocumentRef::Id("a".into())); 2];
+        assert!(limits.validate(r.clone()).is_ok());
+        r.segments
+            .push(Segment::Document(DocumentRef::Id("b".into())));
+        let message = limits.validate(r).unwrap_err().to_string();
+        assert!(
+            message.contains("max_documents")
+                && message.contains("at most 2")
+                && message.contains("got 3"),
+            "{message}"
+        );
     }
 
     #[test]

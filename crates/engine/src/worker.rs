@@ -21,6 +21,7 @@ use crate::constrain::Grammars;
 use crate::queue::{Job, Shared, Work};
 use crate::request::Event;
 use crate::sequence::{Context, Sequence, Step};
+use crate::validate::Limits;
 use crate::{EngineError, Result};
 
 pub(crate) struct Worker {
@@ -28,6 +29,7 @@ pub(crate) struct Worker {
     pub(crate) tokenizer: TextTokenizer,
     pub(crate) caches: DocumentCaches,
     pub(crate) anchor: Arc<DocCache>,
+    pub(crate) limits: Limits,
     pub(crate) grammars: Arc<Grammars>,
     pub(crate) config: EngineConfig,
     pub(crate) shared: Arc<Shared>,

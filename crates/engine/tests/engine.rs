@@ -111,6 +111,7 @@ async fn concurrent_requests_share_decode_steps_and_all_finish() {
         max_batch: 8,
         max_queue: 16,
         max_prefills_per_step: 8,
+        ..EngineConfig::default()
     });
     let doc = tiny_text(&tokens(40, 4));
     let receivers: Vec<_> = (0..6)
@@ -141,6 +142,7 @@ async fn a_client_that_goes_away_is_cancelled_and_frees_its_slot() {
         max_batch: 1,
         max_queue: 4,
         max_prefills_per_step: 1,
+        ..EngineConfig::default()
     });
     let mut rx = submit(&f.engine, request(vec![], &tiny_text(&tokens(4, 5)), 900)).unwrap();
     assert!(matches!(rx.recv().await, Some(Event::Started { .. })));
@@ -170,6 +172,7 @@ async fn a_full_queue_refuses_new_requests() {
         max_batch: 1,
         max_queue: 2,
         max_prefills_per_step: 1,
+        ..EngineConfig::default()
     });
     let mut accepted = Vec::new();
     let mut refused = 0;

@@ -8,8 +8,9 @@ use prophetkv_engine::EngineHandle;
 use crate::metrics::HttpMetrics;
 use crate::openai::Defaults;
 
-/// Server settings.
-#[derive(Debug, Clone)]
+/// Server settings. Its `Debug` shows how many keys there are, never
+/// the keys.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Bearer keys; empty means no authentication.
     pub api_keys: Vec<String>,
@@ -17,6 +18,19 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Request defaults.
     pub defaults: Defaults,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("defaults", &self.defaults)
+            .finish()
+    }
 }
 
 /// Shared handler state. Handlers reach the model, the store and the
