@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// `Json<T>` that answers 400 (bad JSON or field), 413 (too large) or 415 in our format.
+/// `Json<T>` that answers 400 (bad JSON or field), 408 (the body stopped
+/// arriving, see [`crate::ServeOptions::body_read_timeout`]), 413 (too large)
+/// or 415 in our format.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
@@ -23,10 +25,24 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 {
                     ApiError::TooLarge(state.config.max_body_bytes)
                 }
+                _ if body_timed_out(&rejection) => ApiError::RequestTimeout,
                 _ => ApiError::bad_request(plain_message(&rejection.body_text()), None),
             }),
         }
     }
+}
+
+/// Whether reading the body failed because the body read timeout passed
+/// (the timeout's error is somewhere in the rejection's source chain).
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut source = std::error::Error::source(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Rust's names for JSON's types, as serde's messages spell them.

@@ -37,9 +37,53 @@ impl Server {
     /// Starts `prophetkv serve --model model` on a free port with a fresh
     /// data dir, no Redis, and `extra` flags; waits until `/ready`.
     pub fn start(model: &Path, extra: &[&str]) -> Server {
+        Self::start_logging(model, extra, &[], None)
+    }
+
+    /// [`Server::start`] with `env` set and, when `log` is given, the
+    /// server's stdout and stderr written to that file.
+    pub fn start_logging(
+        model: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Server {
+        Self::spawn(model, extra, env, log, None)
+    }
+
+    /// [`Server::start`] with the server's stdout and stderr written to
+    /// `log` and its soft open-file limit (`RLIMIT_NOFILE`) set to
+    /// `max_open_files`, so that it runs out of file descriptors early.
+    pub fn start_with_open_file_limit(
+        model: &Path,
+        extra: &[&str],
+        log: &Path,
+        max_open_files: u64,
+    ) -> Server {
+        Self::spawn(model, extra, &[], Some(log), Some(max_open_files))
+    }
+
+    fn spawn(
+        model: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+        max_open_files: Option<u64>,
+    ) -> Server {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                (Stdio::from(file.try_clone().unwrap()), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_prophetkv"));
+        if let Some(limit) = max_open_files {
+            set_open_file_limit_on_exec(&mut command, limit);
+        }
+        let child = command
             .arg("serve")
             .arg("--model")
             .arg(model)
@@ -49,8 +93,9 @@ impl Server {
             .args(extra)
             .env_remove("PROPHETKV_REDIS_URL")
             .env_remove("PROPHETKV_API_KEYS")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let server = Server {
@@ -122,6 +167,54 @@ impl Server {
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("{name} not in /metrics"))
     }
+}
+
+/// Makes `command`'s process start with a soft `RLIMIT_NOFILE` of `limit`
+/// (its hard limit unchanged).
+fn set_open_file_limit_on_exec(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let set = move || {
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit are async-signal-safe and only read
+        // and write the struct passed to them.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            current.rlim_cur = limit.min(current.rlim_max);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &current) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: `set` runs in the child between fork and exec and calls only
+    // async-signal-safe functions (no allocation, no locks).
+    unsafe {
+        command.pre_exec(set);
+    }
+}
+
+/// Raises this process's soft open-file limit to at least `needed` (up to
+/// its hard limit) and returns the soft limit now in force. Children
+/// started afterwards inherit it.
+pub fn raise_open_file_limit(needed: u64) -> u64 {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut current), 0);
+        if current.rlim_cur < needed {
+            current.rlim_cur = needed.min(current.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &current), 0);
+        }
+    }
+    current.rlim_cur
 }
 
 /// An HTTP client that returns error statuses instead of failing on them.
