@@ -106,7 +106,7 @@ impl Grammars {
         if let Some(e) = matcher.get_error() {
             return Err(EngineError::invalid(field, e));
         }
-        Ok(Constraint { matcher })
+        Ok(Constraint { matcher, field })
     }
 }
 
@@ -136,27 +136,39 @@ fn token_env(tokenizer: &TextTokenizer, vocab_size: usize) -> TokEnv {
 /// One sequence's place in its grammar.
 pub(crate) struct Constraint {
     matcher: Matcher,
+    /// The request field the grammar came from (`response_format`, `tools`).
+    field: &'static str,
 }
 
 impl Constraint {
     /// Sets the logits of tokens the grammar does not allow next to -∞
     /// (only end-of-sequence once the output is complete).
     pub(crate) fn mask(&mut self, logits: &mut [f32]) -> Result<()> {
-        let allowed: SimpleVob = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|e| EngineError::Worker(format!("constrained decoding: {e}")))?;
-        if allowed.num_set() == 0 {
-            return Err(EngineError::Worker(
-                "constrained decoding: no token of the vocabulary continues the output".into(),
-            ));
-        }
+        let allowed: SimpleVob = match self.matcher.compute_mask_or_eos() {
+            Ok(allowed) if allowed.num_set() > 0 => allowed,
+            Ok(_) => return Err(self.cannot_continue("no token allowed")),
+            Err(e) => return Err(self.cannot_continue(&e.to_string())),
+        };
         allowed.iter_unset_entries(|id| {
             if let Some(logit) = logits.get_mut(id) {
                 *logit = f32::NEG_INFINITY;
             }
         });
         Ok(())
+    }
+
+    /// The request's constraint cannot go on in the served vocabulary (a
+    /// model whose tokens cannot spell what it requires next, or a grammar
+    /// too complex to follow): the client's to change, naming its field.
+    /// llguidance's reason is its first line (the rest is a state dump).
+    fn cannot_continue(&self, reason: &str) -> EngineError {
+        let reason = reason.lines().next().unwrap_or_default();
+        EngineError::invalid(
+            self.field,
+            format!(
+                "no token of the served model's vocabulary continues the output it allows ({reason})"
+            ),
+        )
     }
 
     /// Advances past `token` (not end-of-sequence).

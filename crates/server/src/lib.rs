@@ -5,7 +5,8 @@
 //!   `/detokenize`, `/ui` (the web page), `/health`,
 //!   `/ready`, `/metrics`, `/openapi.json` — behind bearer-key auth and a
 //!   body limit; the OpenAPI document is built from the same table.
-//! - [`serve`]: binds, serves, and shuts down gracefully on SIGTERM/SIGINT.
+//! - [`serve`]: binds, serves each connection under header- and body-read
+//!   timeouts ([`ServeOptions`]), and shuts down gracefully on SIGTERM/SIGINT.
 //! - Handlers are thin: extract ([`json::ApiJson`]), map onto an engine
 //!   request ([`openai`]), have the engine validate and run it, answer with
 //!   a typed body ([`responses`]); every error goes through
@@ -18,10 +19,12 @@ pub mod access_log;
 pub mod auth;
 pub mod chat_template;
 pub mod error;
+pub mod examples;
 pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod params;
 pub mod request_id;
 pub mod responses;
 pub mod routes;
@@ -38,7 +41,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use serve::serve;
+pub use serve::{serve, ServeOptions};
 pub use state::{AppState, ServerConfig};
 
 /// Every route, with auth on the `/v1` ones, and the OpenAPI document made

@@ -135,6 +135,7 @@ pub struct Common {
     /// Streaming options.
     pub stream_options: Option<StreamOptions>,
     /// Choices per prompt (only 1).
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<usize>,
     /// Penalty in [-2, 2] on tokens already generated, once each.
     pub presence_penalty: Option<f32>,
@@ -152,6 +153,7 @@ pub struct Common {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// `auto` or `default` (one tier here); others are refused.
+    #[schema(pattern = "^(auto|default)$")]
     pub service_tier: Option<String>,
     /// Completions are not stored: `true` is refused.
     pub store: Option<bool>,
@@ -179,6 +181,7 @@ pub struct CompletionRequest {
     /// The prompt: text or token ids (one).
     pub prompt: Prompt,
     /// Most tokens to generate (OpenAI default 16).
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     /// Log-probabilities of each token with this many alternatives (0-5).
     pub logprobs: Option<usize>,
@@ -187,6 +190,7 @@ pub struct CompletionRequest {
     /// Text after the completion (not supported: refused when not empty).
     pub suffix: Option<String>,
     /// Candidates to pick the best of (only 1).
+    #[schema(minimum = 1, maximum = 1)]
     pub best_of: Option<usize>,
     /// Everything else.
     #[serde(flatten)]
@@ -202,6 +206,7 @@ pub struct CompletionRequest {
 #[serde(deny_unknown_fields)]
 pub struct Message {
     /// system, developer, user, assistant or tool.
+    #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
     pub role: String,
     /// The content (null in an assistant message with tool calls).
     #[serde(default)]
@@ -259,10 +264,13 @@ impl Content {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ChatRequest {
     /// The conversation; an assistant message last is continued.
+    #[schema(min_items = 1)]
     pub messages: Vec<Message>,
     /// Most tokens to generate.
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     /// Newer name of `max_tokens`.
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<usize>,
     /// Return each token's log-probability.
     pub logprobs: Option<bool>,

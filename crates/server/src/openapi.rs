@@ -2,6 +2,7 @@
 //! request and response types, collected as the router is built, so that
 //! every route is in it.
 
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -41,9 +42,70 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document as JSON text.
+/// The document as JSON text, each event stream described event by event
+/// ([`describe_event_streams`]).
 pub fn to_json(openapi: &utoipa::openapi::OpenApi) -> String {
-    openapi.to_pretty_json().unwrap_or_else(|e| {
+    let json = serde_json::to_value(openapi).and_then(|mut doc| {
+        describe_event_streams(&mut doc);
+        serde_json::to_string_pretty(&doc)
+    });
+    json.unwrap_or_else(|e| {
         format!(r#"{{"error": "the OpenAPI document did not serialise: {e}"}}"#)
+    })
+}
+
+/// Where a response object holds the schema of a streamed answer
+/// (`text/event-stream`, `/` escaped as JSON pointers escape it).
+const EVENT_STREAM_SCHEMA: &str = "/content/text~1event-stream/schema";
+
+/// Rewrites the schema of every `text/event-stream` response, written in
+/// the annotations as the payload of one event, into the shape of one
+/// server-sent event (as OpenAPI 3.2's `itemSchema` and tools reading
+/// 3.1 take it): `data` is that payload as JSON text, an error body when
+/// the answer fails mid-stream, or `[DONE]` at the end. utoipa has no
+/// `contentSchema`, hence the JSON.
+pub fn describe_event_streams(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for response in responses.values_mut() {
+            if let Some(schema) = response.pointer_mut(EVENT_STREAM_SCHEMA) {
+                *schema = event_schema(schema.take());
+            }
+        }
+    }
+}
+
+/// One server-sent event whose `data` is `payload` (or an error, or `[DONE]`).
+fn event_schema(payload: Value) -> Value {
+    json!({
+        "type": "object",
+        "description": "One server-sent event: `data` is a chunk as JSON, an error body if the answer fails mid-stream, or `[DONE]` last",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"type": "string", "enum": ["[DONE]"]},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "anyOf": [payload, {"$ref": "#/components/schemas/ErrorBody"}]
+                        }
+                    }
+                ]
+            }
+        }
     })
 }

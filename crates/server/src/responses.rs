@@ -312,8 +312,8 @@ pub struct Document {
     pub tokens: usize,
     /// Unix seconds of registration.
     pub created: u64,
-    /// The metadata it was registered with.
-    #[schema(value_type = Object)]
+    /// The metadata it was registered with: any JSON value, null when none
+    /// was given.
     pub metadata: serde_json::Value,
     /// Whether its KV cache is computed and stored.
     pub ready: bool,

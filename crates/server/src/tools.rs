@@ -25,6 +25,7 @@ pub const CALL_CLOSE: &str = "</tool_call>";
 pub struct Tool {
     /// `function`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
     pub kind: String,
     /// The function.
     pub function: FunctionSpec,
@@ -79,6 +80,7 @@ pub enum ToolMode {
 pub struct NamedTool {
     /// `function`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^function$")]
     pub kind: String,
     /// The function's name.
     pub function: NamedFunction,

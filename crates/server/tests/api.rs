@@ -1409,3 +1409,93 @@ async fn twenty_registered_documents_become_ready_without_a_request_while_one_is
     let (_, one) = call(&app, "GET", "/v1/documents/bg-07", None, None).await;
     assert!(one.contains("\"status\":\"ready\""), "{one}");
 }
+
+#[tokio::test]
+async fn a_malformed_query_or_path_is_a_json_400_naming_it() {
+    let app = app(vec![]);
+    for uri in [
+        "/v1/documents?limit=-1",
+        "/v1/documents/%FF",
+        "/v1/models/%C0",
+    ] {
+        let (status, text) = call(&app, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{uri}: {text}"));
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{uri}");
+    }
+    let (_, text) = call(&app, "GET", "/v1/documents?limit=-1", None, None).await;
+    assert!(text.contains("limit"), "{text}");
+}
+
+#[tokio::test]
+async fn an_output_the_models_vocabulary_cannot_spell_is_a_400_naming_the_field() {
+    // The tiny vocabulary has no `{`: no JSON object can start.
+    let app = app(vec![]);
+    let (status, body) = post(
+        &app,
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "t3"}], "response_format": {"type": "json_object"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["param"], "response_format");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("vocabulary") && !message.contains('\n'),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_streams_event_by_event_and_metadata_as_any_json() {
+    let app = app(vec![]);
+    let (_, text) = call(&app, "GET", "/openapi.json", None, None).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for path in ["/v1/completions", "/v1/chat/completions"] {
+        let ok = &doc["paths"][path]["post"]["responses"]["200"]["content"];
+        assert!(ok["application/json"]["schema"].is_object(), "{path}");
+        let data = &ok["text/event-stream"]["schema"]["properties"]["data"]["anyOf"];
+        assert_eq!(data[0]["enum"][0], "[DONE]", "{path}: {data}");
+        assert_eq!(data[1]["contentMediaType"], "application/json", "{path}");
+        let examples =
+            &doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"];
+        assert!(
+            examples.as_object().is_some_and(|e| !e.is_empty()),
+            "{path}"
+        );
+    }
+    let metadata = &doc["components"]["schemas"]["Document"]["properties"]["metadata"];
+    assert!(metadata.get("type").is_none(), "{metadata}");
+}
+
+#[tokio::test]
+async fn every_request_example_of_the_openapi_document_is_answered() {
+    let app = app(vec![]);
+    let (_, text) = call(&app, "GET", "/openapi.json", None, None).await;
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let mut answered = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(content) = item["post"]["requestBody"]["content"]["application/json"].as_object()
+        else {
+            continue;
+        };
+        let examples = content
+            .get("examples")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        let values = examples
+            .map(|(_, e)| e["value"].clone())
+            .chain(content.get("example").cloned());
+        for example in values {
+            if example.get("response_format").is_some() {
+                // The tiny vocabulary cannot spell JSON (the test above).
+                continue;
+            }
+            let (status, body) = post(&app, path, example.clone()).await;
+            assert!(status.is_success(), "{path} {example}: {status} {body}");
+            answered += 1;
+        }
+    }
+    assert!(answered >= 10, "{answered} examples");
+}

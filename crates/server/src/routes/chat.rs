@@ -7,6 +7,7 @@ use axum::Extension;
 use super::generate::{respond, Kind};
 use crate::auth::Tenant;
 use crate::error::{ApiError, ErrorBody};
+use crate::examples;
 use crate::json::ApiJson;
 use crate::openai::ChatRequest;
 use crate::responses::{ChatChoice, ChatChunkChoice, Envelope};
@@ -17,7 +18,13 @@ use crate::state::AppState;
     post,
     path = "/v1/chat/completions",
     tag = "generation",
-    request_body = ChatRequest,
+    request_body(content = ChatRequest, examples(
+        ("plain" = (summary = "A question", value = json!(examples::chat_plain()))),
+        ("documents" = (summary = "Over inline documents, with log-probabilities", value = json!(examples::chat_documents()))),
+        ("stream" = (summary = "Streamed, with a usage chunk", value = json!(examples::chat_stream()))),
+        ("json_schema" = (summary = "Held to a JSON schema", value = json!(examples::chat_json_schema()))),
+        ("tools" = (summary = "With a function to call", value = json!(examples::chat_tools()))),
+    )),
     responses(
         (status = 200, description = "The reply; with `stream`, SSE `chat.completion.chunk` events ending in `[DONE]`", content(
             (Envelope<ChatChoice> = "application/json"),

@@ -3,7 +3,7 @@
 //! (`ready` turns true), or on first use, whichever comes first. The
 //! registry (and Redis) block, so every call runs on a blocking thread.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,7 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ErrorBody};
+use crate::examples;
 use crate::json::ApiJson;
+use crate::params::{ApiPath, ApiQuery};
 use crate::responses::{DeletedDocument, Document, DocumentList};
 use crate::state::AppState;
 
@@ -28,9 +30,8 @@ pub struct DocumentBody {
     pub name: Option<String>,
     /// The text.
     pub text: String,
-    /// Free-form metadata.
+    /// Free-form metadata: any JSON value, returned as given.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
@@ -92,10 +93,14 @@ async fn blocking<T: Send + 'static>(
     post,
     path = "/v1/documents",
     tag = "documents",
-    request_body = RegisterBody,
+    request_body(content = RegisterBody, examples(
+        ("one" = (summary = "One document", value = json!(examples::register_one()))),
+        ("many" = (summary = "Several", value = json!(examples::register_many()))),
+    )),
     responses(
         (status = 201, description = "Registered (or already registered with the same text)", body = DocumentList),
         (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
+        (status = "5XX", description = "Failed inside the server, or the store is out of reach (503)", body = ErrorBody),
     ),
 )]
 pub async fn register(
@@ -154,12 +159,13 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "A page of the tenant's documents", body = DocumentList),
         (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
+        (status = "5XX", description = "Failed inside the server, or the store is out of reach (503)", body = ErrorBody),
     ),
 )]
 pub async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let (records, has_more) = blocking(&state, move |docs| {
         let (records, has_more) = docs.page(&tenant.0, query.after.as_deref(), query.limit)?;
@@ -187,13 +193,14 @@ pub async fn list(
     params(DocumentPath),
     responses(
         (status = 200, description = "The document", body = Document),
-        (status = 404, description = "No such document in this tenant", body = ErrorBody),
+        (status = "4XX", description = "No such document in this tenant (404), or refused, naming the field", body = ErrorBody),
+        (status = "5XX", description = "Failed inside the server, or the store is out of reach (503)", body = ErrorBody),
     ),
 )]
 pub async fn get(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(DocumentPath { id }): Path<DocumentPath>,
+    ApiPath(DocumentPath { id }): ApiPath<DocumentPath>,
 ) -> Result<Json<Document>, ApiError> {
     let (record, status) = blocking(&state, move |docs| {
         let record = docs.get(&tenant.0, &id)?;
@@ -212,13 +219,14 @@ pub async fn get(
     params(DocumentPath),
     responses(
         (status = 200, description = "Deleted", body = DeletedDocument),
-        (status = 404, description = "No such document in this tenant", body = ErrorBody),
+        (status = "4XX", description = "No such document in this tenant (404), or refused, naming the field", body = ErrorBody),
+        (status = "5XX", description = "Failed inside the server, or the store is out of reach (503)", body = ErrorBody),
     ),
 )]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(DocumentPath { id }): Path<DocumentPath>,
+    ApiPath(DocumentPath { id }): ApiPath<DocumentPath>,
 ) -> Result<Json<DeletedDocument>, ApiError> {
     let record = blocking(&state, move |docs| docs.delete(&tenant.0, &id)).await?;
     Ok(Json(DeletedDocument {

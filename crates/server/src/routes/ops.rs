@@ -4,13 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::params::ApiPath;
 use crate::responses::{ModelCard, ModelList, Status};
 use crate::state::AppState;
 
@@ -19,7 +20,10 @@ use crate::state::AppState;
     get,
     path = "/v1/models",
     tag = "models",
-    responses((status = 200, description = "The served model", body = ModelList)),
+    responses(
+        (status = 200, description = "The served model", body = ModelList),
+        (status = "4XX", description = "A missing or unknown API key (401)", body = ErrorBody),
+    ),
 )]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
@@ -45,12 +49,12 @@ fn served_model(state: &AppState) -> ModelCard {
     params(("model" = String, Path, description = "A model id from /v1/models")),
     responses(
         (status = 200, description = "The model", body = ModelCard),
-        (status = 404, description = "Not served here", body = ErrorBody),
+        (status = "4XX", description = "Not served here (404), or a missing or unknown API key (401)", body = ErrorBody),
     ),
 )]
 pub async fn model(
     State(state): State<AppState>,
-    Path(model): Path<String>,
+    ApiPath(model): ApiPath<String>,
 ) -> Result<Json<ModelCard>, ApiError> {
     state.config.defaults.check_model(Some(&model))?;
     Ok(Json(served_model(&state)))

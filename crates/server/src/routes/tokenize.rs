@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
+use crate::examples;
 use crate::json::ApiJson;
 use crate::state::AppState;
 
@@ -57,7 +58,7 @@ pub struct Detokenized {
     post,
     path = "/tokenize",
     tag = "tokens",
-    request_body = TokenizeRequest,
+    request_body(content = TokenizeRequest, example = json!(examples::tokenize())),
     responses(
         (status = 200, description = "The ids", body = Tokenized),
         (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
@@ -83,7 +84,7 @@ pub async fn tokenize(
     post,
     path = "/detokenize",
     tag = "tokens",
-    request_body = DetokenizeRequest,
+    request_body(content = DetokenizeRequest, example = json!(examples::detokenize())),
     responses(
         (status = 200, description = "The text", body = Detokenized),
         (status = "4XX", description = "Refused, naming the field", body = ErrorBody),
