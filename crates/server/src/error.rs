@@ -37,6 +37,10 @@ pub enum ApiError {
         /// The path.
         path: String,
     },
+    /// 408: the client stopped sending the request body (no data within
+    /// the body read timeout).
+    #[error("the request body stopped arriving: no data within the server's body read timeout")]
+    RequestTimeout,
     /// 413: the body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
@@ -48,12 +52,20 @@ pub enum ApiError {
         /// The field, when known.
         param: Option<String>,
     },
-    /// 429: the queue is full.
+    /// 429: the queue is full (retry after a second).
     #[error("{0}")]
     Overloaded(String),
+    /// 429 `insufficient_quota` (OpenAI's quota error): the tenant's storage
+    /// quota is used up. Retrying does not help, deleting documents does, so
+    /// no `Retry-After`.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// 503: not ready, shutting down, or a dependency (Redis) is down.
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the data disk is full; nothing of the request was kept.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500: a bug or an internal failure.
     #[error("{0}")]
     Internal(String),
@@ -119,6 +131,12 @@ impl ApiError {
                 None,
                 Some("method_not_allowed"),
             ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                None,
+                Some("timeout"),
+            ),
             Self::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
@@ -137,11 +155,23 @@ impl ApiError {
                 None,
                 Some("queue_full"),
             ),
+            Self::QuotaExceeded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                None,
+                Some("insufficient_quota"),
+            ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 None,
                 Some("unavailable"),
+            ),
+            Self::InsufficientStorage(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "server_error",
+                None,
+                Some("insufficient_storage"),
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,7 +212,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, "request failed");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
+        if matches!(self, Self::Overloaded(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -200,7 +230,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Unavailable => Self::Unavailable(message),
             EngineError::Invalid { field, .. } => Self::bad_request(message, Some(field)),
-            EngineError::DocumentTooLong { .. } => Self::unprocessable(message, Some("text")),
+            EngineError::DocumentTooLong { field, .. } => Self::unprocessable(message, Some(field)),
             EngineError::UnknownDocument(_) => Self::NotFound(message),
             EngineError::ContextOverflow { .. } => Self::context_length_exceeded(message),
             EngineError::Store(inner) => store_error(inner, message),
@@ -218,6 +248,8 @@ fn store_error(e: &StoreError, message: String) -> ApiError {
         StoreError::NotFound { .. } => ApiError::NotFound(message),
         StoreError::Invalid { field, .. } => ApiError::bad_request(message, Some(field)),
         StoreError::Redis(_) => ApiError::Unavailable(message),
+        StoreError::QuotaExceeded { .. } => ApiError::QuotaExceeded(message),
+        StoreError::DiskFull { .. } => ApiError::InsufficientStorage(message),
         _ => ApiError::Internal(message),
     }
 }
@@ -258,7 +290,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Human-readable, naming the field, the limit and the value given.
     pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `server_error`.
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error`,
+    /// `insufficient_quota` or `server_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The offending field, when known.

@@ -16,6 +16,13 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The data directory's disk is full: the write was refused and nothing
+    /// of it kept.
+    #[error("no space left on the data disk writing {path}: free space there (delete documents, raise the disk) and retry")]
+    DiskFull {
+        /// The file that could not be written.
+        path: PathBuf,
+    },
     /// The Redis tier failed (connection, command).
     #[error("redis: {0}")]
     Redis(String),
@@ -41,6 +48,21 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Registering would take the tenant beyond its storage quota; deleting
+    /// documents frees room.
+    #[error("tenant quota exceeded: {limit} is {max} {unit}; the tenant holds {held} and this call would add {adding} (delete documents to free room)")]
+    QuotaExceeded {
+        /// The configuration key of the limit.
+        limit: &'static str,
+        /// What it counts: `documents` or `tokens`.
+        unit: &'static str,
+        /// The limit.
+        max: u64,
+        /// What the tenant holds now.
+        held: u64,
+        /// What the refused call would add.
+        adding: u64,
+    },
     /// A tensor operation failed.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
@@ -50,7 +72,15 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    /// An I/O failure on `path`; a full disk (or disk quota) is [`StoreError::DiskFull`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        let full = source.kind() == std::io::ErrorKind::StorageFull
+            || matches!(source.raw_os_error(), Some(ENOSPC | EDQUOT));
+        if full {
+            return Self::DiskFull { path: path.into() };
+        }
         Self::Io {
             path: path.into(),
             source,

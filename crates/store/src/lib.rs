@@ -9,6 +9,8 @@
 //!   text is kept so any cache can be rebuilt.
 //! - [`blob`]: the checksummed on-disk / in-Redis format.
 //! - [`CacheKey`]: content addresses, `blake3(model, anchor ids, document ids)`.
+//! - [`TenantQuota`]: how many documents and tokens a tenant may keep
+//!   registered; registering beyond it is refused.
 //!
 //! Everything is synchronous; Redis I/O uses blocking connections with timeouts.
 
@@ -17,7 +19,9 @@
 pub mod blob;
 mod error;
 mod identity;
+mod journal;
 mod key;
+mod quota;
 mod registry;
 mod store;
 #[cfg(feature = "testing")]
@@ -28,6 +32,7 @@ pub use blob::{Codec, KvDtype};
 pub use error::{Result, StoreError};
 pub use identity::{model_fingerprint, ModelIdentity};
 pub use key::CacheKey;
+pub use quota::{TenantQuota, TenantUsage};
 pub use registry::{DocumentRecord, Registry};
 pub use store::{DocumentStore, NewDocument, StoreConfig, StoreStats};
 pub use tier::{BlobTier, Entry, KvTier, RemoteConfig, Tier};

@@ -1,16 +1,24 @@
-//! The document registry: an embedded redb database.
+//! The document registry: an embedded redb database, and its journal.
 //!
 //! redb was chosen over SQLite because it is pure Rust (no C build, no
 //! system library), ACID with copy-on-write pages (a crash leaves the last
 //! committed state, never a torn one), and the registry needs only two
 //! key-value tables, not SQL. Keys are `tenant \0 id`, so a tenant's
 //! documents are one contiguous range and no lookup can cross tenants.
+//!
+//! Every change is first appended to the [`Journal`] beside the database.
+//! At open the database's page checksums are verified; a file that fails
+//! them, cannot be opened, or lost its records (truncated to nothing) is
+//! moved aside and rebuilt from the journal, so no registered document is
+//! lost to damage at rest.
 
 use std::path::Path;
+use std::sync::Mutex;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::journal::{Change, Journal, Replayed};
 use crate::{Result, StoreError};
 
 const DOCUMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
@@ -42,28 +50,178 @@ pub struct DocumentRecord {
 /// The registry database.
 pub struct Registry {
     db: Database,
+    /// Held while a change is journalled and committed, so both see the
+    /// changes in one order.
+    journal: Mutex<Journal>,
 }
 
 fn row_key(tenant: &str, id: &str) -> String {
     format!("{tenant}\0{id}")
 }
 
+fn encode_ids(ids: &[u32]) -> Vec<u8> {
+    ids.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn decode_ids(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The database at `path` with its tables, if it opens and passes redb's
+/// integrity check; otherwise why not.
+fn open_checked(path: &Path) -> std::result::Result<Database, String> {
+    let mut db = Database::create(path).map_err(|e| e.to_string())?;
+    match db.check_integrity() {
+        Ok(true) => {}
+        Ok(false) => return Err("it failed its integrity check (redb repaired it)".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.open_table(DOCUMENTS).map_err(|e| e.to_string())?;
+    txn.open_table(TOKENS).map_err(|e| e.to_string())?;
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(db)
+}
+
+/// A new database at `path` holding `contents`; a damaged file there is
+/// kept beside it as `<name>.damaged-<unix seconds>`.
+fn rebuild(path: &Path, contents: &Replayed) -> Result<Database> {
+    if path.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let aside = path.with_extension(format!("redb.damaged-{stamp}"));
+        std::fs::rename(path, &aside).map_err(|e| StoreError::io(path, e))?;
+    }
+    let db = Database::create(path).map_err(StoreError::registry)?;
+    let txn = db.begin_write().map_err(StoreError::registry)?;
+    {
+        let mut docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
+        let mut tokens = txn.open_table(TOKENS).map_err(StoreError::registry)?;
+        for ((tenant, id), (record, ids)) in contents {
+            let key = row_key(tenant, id);
+            let json = serde_json::to_vec(record).map_err(StoreError::registry)?;
+            docs.insert(key.as_str(), json.as_slice())
+                .map_err(StoreError::registry)?;
+            tokens
+                .insert(key.as_str(), encode_ids(ids).as_slice())
+                .map_err(StoreError::registry)?;
+        }
+    }
+    txn.commit().map_err(StoreError::registry)?;
+    Ok(db)
+}
+
 impl Registry {
-    /// Opens (or creates) the registry at `path`.
+    /// Opens (or creates) the registry at `path` with its journal beside it
+    /// (`registry.journal`), rebuilding a damaged database from the journal.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(StoreError::registry)?;
-        let txn = db.begin_write().map_err(StoreError::registry)?;
-        txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
-        txn.open_table(TOKENS).map_err(StoreError::registry)?;
-        txn.commit().map_err(StoreError::registry)?;
-        Ok(Self { db })
+        let journal = Journal::open(&path.with_extension("journal"))?;
+        let db = match open_checked(path) {
+            Ok(db) if journal.is_empty() || count(&db)? > 0 => db,
+            Ok(db) => {
+                drop(db);
+                let contents = journal.replay()?;
+                tracing::warn!(
+                    path = %path.display(), documents = contents.len(),
+                    "the registry holds no document but its journal does: rebuilding it"
+                );
+                rebuild(path, &contents)?
+            }
+            Err(reason) => {
+                let contents = journal.replay()?;
+                tracing::error!(
+                    path = %path.display(), %reason, documents = contents.len(),
+                    "the registry is damaged: rebuilt from its journal, the damaged file kept beside it"
+                );
+                rebuild(path, &contents)?
+            }
+        };
+        let registry = Self {
+            db,
+            journal: Mutex::new(journal),
+        };
+        registry.compact_journal()?;
+        Ok(registry)
+    }
+
+    /// Rewrites the journal from the database when it is empty beside a
+    /// database with records (one made before journals), or much longer
+    /// than the database.
+    fn compact_journal(&self) -> Result<()> {
+        let mut journal = self.lock();
+        let live = count(&self.db)?;
+        if (journal.is_empty() && live > 0) || journal.wants_compaction(live) {
+            journal.rewrite(&self.contents()?)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        // A panic while holding it cannot leave the journal torn (appends
+        // cut partial lines), so a poisoned lock is still usable.
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything the database holds.
+    fn contents(&self) -> Result<Replayed> {
+        let txn = self.db.begin_read().map_err(StoreError::registry)?;
+        let docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
+        let tokens = txn.open_table(TOKENS).map_err(StoreError::registry)?;
+        let mut out = Replayed::new();
+        for row in docs.iter().map_err(StoreError::registry)? {
+            let (key, value) = row.map_err(StoreError::registry)?;
+            let record: DocumentRecord =
+                serde_json::from_slice(value.value()).map_err(StoreError::registry)?;
+            let ids = tokens
+                .get(key.value())
+                .map_err(StoreError::registry)?
+                .map(|v| decode_ids(v.value()))
+                .unwrap_or_default();
+            out.insert((record.tenant.clone(), record.id.clone()), (record, ids));
+        }
+        Ok(out)
+    }
+
+    /// Commits `txn` after journalling `change`. Should the commit fail
+    /// after the journal took the change, the journal is told what the
+    /// database still holds for that row, so the two agree again.
+    fn commit(
+        &self,
+        journal: &mut Journal,
+        txn: redb::WriteTransaction,
+        change: &Change,
+        (tenant, id): (&str, &str),
+    ) -> Result<()> {
+        journal.append(change)?;
+        if let Err(e) = txn.commit() {
+            let undo = match (self.get(tenant, id), self.ids(tenant, id)) {
+                (Ok(Some(record)), Ok(Some(ids))) => Some(Change::Put { record, ids }),
+                (Ok(None), _) => Some(Change::Remove {
+                    tenant: tenant.to_string(),
+                    id: id.to_string(),
+                }),
+                _ => None,
+            };
+            if let Some(undo) = undo {
+                if let Err(j) = journal.append(&undo) {
+                    tracing::error!(%j, "the journal could not take back a change the registry refused");
+                }
+            }
+            return Err(StoreError::registry(e));
+        }
+        Ok(())
     }
 
     /// Inserts or replaces a record and its token ids, atomically.
     pub fn put(&self, record: &DocumentRecord, ids: &[u32]) -> Result<()> {
         let key = row_key(&record.tenant, &record.id);
         let json = serde_json::to_vec(record).map_err(StoreError::registry)?;
-        let ids: Vec<u8> = ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut journal = self.lock();
         let txn = self.db.begin_write().map_err(StoreError::registry)?;
         {
             let mut docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
@@ -71,10 +229,14 @@ impl Registry {
                 .map_err(StoreError::registry)?;
             let mut tokens = txn.open_table(TOKENS).map_err(StoreError::registry)?;
             tokens
-                .insert(key.as_str(), ids.as_slice())
+                .insert(key.as_str(), encode_ids(ids).as_slice())
                 .map_err(StoreError::registry)?;
         }
-        txn.commit().map_err(StoreError::registry)
+        let change = Change::Put {
+            record: record.clone(),
+            ids: ids.to_vec(),
+        };
+        self.commit(&mut journal, txn, &change, (&record.tenant, &record.id))
     }
 
     /// Replaces `before` with `after` only if the stored record is still
@@ -88,6 +250,7 @@ impl Registry {
         let key = row_key(&before.tenant, &before.id);
         let expected = serde_json::to_vec(before).map_err(StoreError::registry)?;
         let json = serde_json::to_vec(after).map_err(StoreError::registry)?;
+        let mut journal = self.lock();
         let txn = self.db.begin_write().map_err(StoreError::registry)?;
         let replaced = {
             let mut docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
@@ -101,8 +264,14 @@ impl Registry {
             }
             unchanged
         };
-        txn.commit().map_err(StoreError::registry)?;
-        Ok(replaced)
+        if !replaced {
+            return Ok(false);
+        }
+        let change = Change::Update {
+            record: after.clone(),
+        };
+        self.commit(&mut journal, txn, &change, (&after.tenant, &after.id))?;
+        Ok(true)
     }
 
     /// The record of `id` in `tenant`.
@@ -130,12 +299,7 @@ impl Registry {
         else {
             return Ok(None);
         };
-        let ids = v
-            .value()
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Some(ids))
+        Ok(Some(decode_ids(v.value())))
     }
 
     /// Every record of `tenant`, ordered by id.
@@ -176,14 +340,33 @@ impl Registry {
         Ok(out)
     }
 
+    /// How many documents `tenant` has and their tokens in all, read from
+    /// the token rows alone (4 bytes per token; no record is decoded).
+    pub fn usage(&self, tenant: &str) -> Result<(u64, u64)> {
+        let txn = self.db.begin_read().map_err(StoreError::registry)?;
+        let tokens = txn.open_table(TOKENS).map_err(StoreError::registry)?;
+        let (start, end) = (format!("{tenant}\0"), format!("{tenant}\u{1}"));
+        let (mut documents, mut total) = (0u64, 0u64);
+        for row in tokens
+            .range::<&str>(start.as_str()..end.as_str())
+            .map_err(StoreError::registry)?
+        {
+            let (_, v) = row.map_err(StoreError::registry)?;
+            documents += 1;
+            total += v.value().len() as u64 / 4;
+        }
+        Ok((documents, total))
+    }
+
     /// Removes `id` from `tenant`; returns the removed record.
     pub fn remove(&self, tenant: &str, id: &str) -> Result<Option<DocumentRecord>> {
         let key = row_key(tenant, id);
+        let mut journal = self.lock();
         let txn = self.db.begin_write().map_err(StoreError::registry)?;
         let removed = {
             let mut docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
             let removed = docs.remove(key.as_str()).map_err(StoreError::registry)?;
-            let removed = match removed {
+            let removed: Option<DocumentRecord> = match removed {
                 Some(v) => Some(serde_json::from_slice(v.value()).map_err(StoreError::registry)?),
                 None => None,
             };
@@ -191,9 +374,24 @@ impl Registry {
             tokens.remove(key.as_str()).map_err(StoreError::registry)?;
             removed
         };
-        txn.commit().map_err(StoreError::registry)?;
+        if removed.is_none() {
+            return Ok(None);
+        }
+        let change = Change::Remove {
+            tenant: tenant.to_string(),
+            id: id.to_string(),
+        };
+        self.commit(&mut journal, txn, &change, (tenant, id))?;
         Ok(removed)
     }
+}
+
+/// Records in the database.
+fn count(db: &Database) -> Result<usize> {
+    let txn = db.begin_read().map_err(StoreError::registry)?;
+    let docs = txn.open_table(DOCUMENTS).map_err(StoreError::registry)?;
+    let n = docs.len().map_err(StoreError::registry)?;
+    Ok(n as usize)
 }
 
 #[cfg(test)]

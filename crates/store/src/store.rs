@@ -7,6 +7,8 @@
 //! compute (the store never runs the model): it hands the cache back with
 //! [`DocumentStore::insert`]. Blobs are stored per tenant (see
 //! [`CacheKey::scoped`]), so tenants never share or observe each other's caches.
+//! Registrations and deletions pass through the tenant's quota (see
+//! [`crate::quota`]): a call that would exceed it registers nothing.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use serde::Serialize;
 use crate::blob::{Codec, KvDtype};
 use crate::identity::ModelIdentity;
 use crate::key::CacheKey;
+use crate::quota::{change_of, forget_removed, Ledger, Quotas, TenantQuota, TenantUsage};
 use crate::registry::{DocumentRecord, Registry};
 use crate::tier::{DiskTier, Entry, HostTier, KvTier, RemoteConfig, RemoteTier, Tier};
 use crate::{Result, StoreError};
@@ -101,6 +104,7 @@ pub struct DocumentStore {
     model: ModelIdentity,
     codec: Codec,
     counters: Counters,
+    quotas: Quotas,
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<()> {
@@ -138,7 +142,29 @@ impl DocumentStore {
             codec: Codec::new(&model, config.kv_dtype, device),
             model,
             counters: Counters::default(),
+            quotas: Quotas::default(),
         })
+    }
+
+    /// This store with `quota` for every tenant (none by default).
+    pub fn with_quota(mut self, quota: TenantQuota) -> Self {
+        self.quotas = Quotas::new(quota);
+        self
+    }
+
+    /// What `tenant` holds in the registry, as its quota counts it.
+    pub fn usage(&self, tenant: &str) -> Result<TenantUsage> {
+        self.usage_in(&mut self.quotas.lock(), tenant)
+    }
+
+    fn usage_in(&self, ledger: &mut Ledger<'_>, tenant: &str) -> Result<TenantUsage> {
+        if let Some(usage) = ledger.get(tenant) {
+            return Ok(*usage);
+        }
+        let (documents, tokens) = self.registry.usage(tenant)?;
+        let usage = TenantUsage { documents, tokens };
+        ledger.insert(tenant.to_string(), usage);
+        Ok(usage)
     }
 
     /// Registers a document of `tenant` whose text tokenizes to `ids`. The
@@ -149,21 +175,71 @@ impl DocumentStore {
         doc: NewDocument,
         ids: Vec<u32>,
     ) -> Result<DocumentRecord> {
+        let mut records = self.register_all(tenant, vec![(doc, ids)])?;
+        records
+            .pop()
+            .ok_or_else(|| StoreError::registry("a registration returned no record"))
+    }
+
+    /// Registers `documents` of `tenant`, each with its token ids, in order,
+    /// as one quota decision: when together they would take the tenant
+    /// beyond its quota, none is registered.
+    pub fn register_all(
+        &self,
+        tenant: &str,
+        documents: Vec<(NewDocument, Vec<u32>)>,
+    ) -> Result<Vec<DocumentRecord>> {
         check_name("tenant", tenant)?;
-        if ids.is_empty() {
-            return Err(StoreError::Invalid {
-                field: "text",
-                reason: "the document is empty".into(),
-            });
-        }
-        let id = match doc.id {
-            Some(id) => id,
-            None => {
-                let h = blake3::hash(format!("{tenant}\0{}", doc.text).as_bytes());
-                format!("doc-{}", &h.to_hex()[..16])
+        let mut planned = Vec::with_capacity(documents.len());
+        for (doc, ids) in documents {
+            if ids.is_empty() {
+                return Err(StoreError::Invalid {
+                    field: "text",
+                    reason: "the document is empty".into(),
+                });
             }
-        };
-        check_name("id", &id)?;
+            let id = match &doc.id {
+                Some(id) => id.clone(),
+                None => {
+                    let h = blake3::hash(format!("{tenant}\0{}", doc.text).as_bytes());
+                    format!("doc-{}", &h.to_hex()[..16])
+                }
+            };
+            check_name("id", &id)?;
+            planned.push((id, doc, ids));
+        }
+        let mut ledger = self.quotas.lock();
+        let held = self.usage_in(&mut ledger, tenant)?;
+        let change = change_of(
+            planned
+                .iter()
+                .map(|(id, doc, ids)| (id.as_str(), doc.text.as_str(), ids.len())),
+            |id| self.registry.get(tenant, id),
+        )?;
+        self.quotas.quota.check(held, change)?;
+        let mut records = Vec::with_capacity(planned.len());
+        for (id, doc, ids) in planned {
+            match self.put_document(tenant, id, doc, ids) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    // Part of the call may be stored: count again next time.
+                    ledger.remove(tenant);
+                    return Err(e);
+                }
+            }
+        }
+        ledger.insert(tenant.to_string(), held.after(change));
+        Ok(records)
+    }
+
+    /// Stores one checked document (quota held by the caller).
+    fn put_document(
+        &self,
+        tenant: &str,
+        id: String,
+        doc: NewDocument,
+        ids: Vec<u32>,
+    ) -> Result<DocumentRecord> {
         if let Some(existing) = self.registry.get(tenant, &id)? {
             if existing.text == doc.text {
                 return Ok(existing);
@@ -212,12 +288,16 @@ impl DocumentStore {
         self.registry.list_after(tenant, after, limit)
     }
 
-    /// Deletes `id` from `tenant`, with its blobs in every tier.
+    /// Deletes `id` from `tenant`, with its blobs in every tier; its share
+    /// of the tenant's quota is free at once.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<DocumentRecord> {
-        let record = self
-            .registry
-            .remove(tenant, id)?
-            .ok_or_else(|| StoreError::NotFound { id: id.to_string() })?;
+        let removed = {
+            let mut ledger = self.quotas.lock();
+            let removed = self.registry.remove(tenant, id);
+            forget_removed(&mut ledger, tenant, &removed);
+            removed
+        };
+        let record = removed?.ok_or_else(|| StoreError::NotFound { id: id.to_string() })?;
         self.drop_blobs(tenant, &record)?;
         Ok(record)
     }
@@ -296,6 +376,9 @@ impl DocumentStore {
 
     /// Stores `cache`, computed for `ids` in `tenant` after a missed lookup,
     /// in every tier; it must be of these ids after this store's anchor.
+    /// Returns it as every tier gives it back: in the stored element type
+    /// (`kv_dtype`, f16 by default), so that a document's answers never
+    /// depend on which tier its cache came from.
     pub fn insert(&self, tenant: &str, ids: &[u32], cache: DocCache) -> Result<Arc<DocCache>> {
         check_name("tenant", tenant)?;
         if cache.tokens() != ids || cache.anchor() != self.model.anchor.as_slice() {
@@ -305,11 +388,23 @@ impl DocumentStore {
             });
         }
         let key = self.key(ids).scoped(tenant);
-        let cache = Arc::new(cache);
-        let entry = Entry::decoded(cache.clone());
+        // The blob's values, not the computed ones: rounded to f16 they
+        // differ, and a greedy answer from a reloaded copy could differ from
+        // the first one (the soak, crates/cli/tests/soak.rs, saw it).
+        let entry = Entry::encoded(self.codec.encode(&cache, &key)?);
+        let cache = entry.cache(&key, &self.codec)?;
         // Slowest first, so a cache is in memory only once it is durable.
         for at in (0..self.tiers.len()).rev() {
-            self.put_into(at, &key, &entry)?;
+            match self.put_into(at, &key, &entry) {
+                Ok(()) => {}
+                // The caller still has its cache; the text can rebuild it later.
+                Err(StoreError::DiskFull { path }) => {
+                    tracing::warn!(path = %path.display(), "the data disk is full: a computed cache is used but not kept");
+                    self.counters.tier_errors.fetch_add(1, Ordering::Relaxed);
+                    return Ok(cache);
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.counters.computed.fetch_add(1, Ordering::Relaxed);
         Ok(cache)

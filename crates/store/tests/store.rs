@@ -142,6 +142,32 @@ fn flipped_bytes_in_a_disk_blob_lead_to_a_recompute_never_a_wrong_kv() {
 }
 
 #[test]
+fn a_computed_cache_is_handed_back_as_the_disk_gives_it_so_answers_never_depend_on_the_tier() {
+    let (_m, model) = tiny(Tiny::Gemma3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), None); // f16 blobs
+    cfg.host_budget = 0; // every lookup reads the disk
+    let store = DocumentStore::open(&cfg, identity(&model), model.device()).unwrap();
+    let ids = tokens(30, 3);
+    let (first, tier) = cached_ids(&store, &model, "t", &ids).unwrap();
+    assert_eq!(tier, Tier::Computed);
+    let (again, tier) = cached_ids(&store, &model, "t", &ids).unwrap();
+    assert_eq!(tier, Tier::Disk);
+    for (l, ((k, v), (k2, v2))) in first.layers().iter().zip(again.layers()).enumerate() {
+        let d = max_abs_diff(k, k2).max(max_abs_diff(v, v2));
+        assert_eq!(
+            d, 0.0,
+            "layer {l}: the first use and the reloaded copy differ"
+        );
+    }
+    // Rounding to f16 does change the computed values: handing those back
+    // (as the store once did) would differ from every reloaded copy.
+    let computed = compute_doc_cache(&model, store.anchor(), &ids).unwrap();
+    let (k, _) = &computed.layers()[0];
+    assert!(max_abs_diff(k, &first.layers()[0].0) > 0.0);
+}
+
+#[test]
 fn blob_from_another_model_or_key_is_rejected() {
     let (_m, model) = tiny(Tiny::Gemma3);
     let dir = tempfile::tempdir().unwrap();
