@@ -201,7 +201,8 @@ pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<
             .iter()
             .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())),
     );
-    if sum != field("checksum") {
+    // Fuzzing skips the checksum, so that mutated blobs reach the checks behind it.
+    if sum != field("checksum") && !cfg!(fuzzing) {
         return Err(integrity(key, "checksum mismatch"));
     }
     let ids = |name: &str| -> Result<Vec<u32>> {

@@ -117,9 +117,37 @@ impl GgufSource {
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         // A truncated download parses fine up to the tensor data; catch it here.
         for (name, info) in &content.tensor_infos {
-            let bytes = info.shape.elem_count() / info.ggml_dtype.block_size()
-                * info.ggml_dtype.type_size();
-            let end = content.tensor_data_offset + info.offset + bytes as u64;
+            // No weight is empty; candle cannot read one (it would view an
+            // unaligned empty buffer as blocks).
+            if info.shape.dims().contains(&0) {
+                return Err(ModelError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "tensor {name} has no elements: shape {:?}",
+                        info.shape.dims()
+                    ),
+                });
+            }
+            // A damaged header can claim any shape: count in checked arithmetic.
+            let end = info
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                .map(|n| n / info.ggml_dtype.block_size() as u64)
+                .and_then(|blocks| blocks.checked_mul(info.ggml_dtype.type_size() as u64))
+                .and_then(|bytes| bytes.checked_add(info.offset))
+                .and_then(|bytes| bytes.checked_add(content.tensor_data_offset));
+            let Some(end) = end else {
+                return Err(ModelError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "tensor {name} has shape {:?} at offset {}: larger than any file",
+                        info.shape.dims(),
+                        info.offset
+                    ),
+                });
+            };
             if end > file_len {
                 return Err(ModelError::Corrupt {
                     path: path.to_path_buf(),
