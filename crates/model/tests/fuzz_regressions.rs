@@ -59,3 +59,17 @@ fn a_gguf_with_an_empty_tensor_is_refused_as_corrupt() {
         Ok(_) => panic!("a model with an empty tensor loaded"),
     }
 }
+
+#[test]
+fn a_gguf_claiming_millions_of_layers_is_refused_before_allocating_for_them() {
+    // Its block_count is in the millions; allocating a block for each ran
+    // out of memory. Every layer's tensors must be in the file.
+    let path = data("gguf-layer-count-beyond-its-tensors.gguf");
+    match load_model(&path, &LoadOptions::default()) {
+        Err(ModelError::Config { field, reason }) => {
+            assert!(field.ends_with("block_count"), "{field}: {reason}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a model with missing layers loaded"),
+    }
+}

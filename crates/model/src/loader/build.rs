@@ -26,6 +26,15 @@ pub(crate) fn build_model(
     config.validate()?;
     let names = source.names().clone();
     let c = &config;
+    // The last layer's weights must be there before anything is allocated
+    // per layer: a damaged layer count is refused, not allocated for.
+    let last = names.name(W::AttnNorm, c.num_layers().saturating_sub(1));
+    if !source.has(&last) {
+        return Err(ModelError::weight(
+            last,
+            format!("missing, yet the model claims {} layers", c.num_layers()),
+        ));
+    }
 
     let embed_name = names.name(W::Embed, 0);
     let embed = embedding_for(source.stored(&embed_name)?, options)?;

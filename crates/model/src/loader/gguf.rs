@@ -195,6 +195,15 @@ impl GgufSource {
         let key = |k: &str| format!("{arch}.{k}");
         let hidden = md.usize(&key("embedding_length"))?;
         let num_layers = md.usize(&key("block_count"))?;
+        // Every layer has its tensors in the file, so a damaged count cannot
+        // make the loader allocate for layers that are not there.
+        let last = format!("blk.{}.attn_norm.weight", num_layers.saturating_sub(1));
+        if num_layers == 0 || !self.has(&last) {
+            return Err(ModelError::config(
+                key("block_count"),
+                format!("is {num_layers}, but the file has no tensor {last}"),
+            ));
+        }
         let num_heads = md.usize(&key("attention.head_count"))?;
         let num_kv_heads = md
             .usize_opt(&key("attention.head_count_kv"))?
