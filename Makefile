@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint reference docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve eval-tasks eval bench-ttft ablate
+.PHONY: run demo test model deps venv build lint fuzz fuzz-smoke reference docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve soak soak-real eval-tasks eval bench-ttft ablate
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -38,8 +38,9 @@ deps:
 ## Python venv with the official openai package (tests/openai_sdk.py drives the server with it)
 ## openapi-spec-validator (tests/openapi_check.py checks /openapi.json with it),
 ## kubernetes-validate (tests/k8s_check.py checks deploy/k8s offline with it), jsonschema
-## (tests/structured_output.py validates answers with it) and langchain-openai
-## (tests/langchain_client.py).
+## (tests/structured_output.py validates answers with it), langchain-openai
+## (tests/langchain_client.py), selenium (tests/ui_check.py) and schemathesis, pinned
+## (tests/schemathesis_check.py fuzzes the API from /openapi.json with it).
 venv:
 	@test -x .venv/bin/pip || python3 -m venv .venv || { rm -rf .venv; \
 	  echo "installing python3-venv"; \
@@ -51,6 +52,7 @@ venv:
 	@.venv/bin/python -c 'import jsonschema' 2>/dev/null || .venv/bin/pip install -q jsonschema
 	@.venv/bin/python -c 'import langchain_openai' 2>/dev/null || .venv/bin/pip install -q langchain-openai
 	@.venv/bin/python -c 'import selenium' 2>/dev/null || .venv/bin/pip install -q selenium
+	@.venv/bin/python -c 'import schemathesis, sys; sys.exit(schemathesis.__version__ != "4.32.5")' 2>/dev/null || .venv/bin/pip install -q schemathesis==4.32.5
 
 build:
 	$(CARGO) build --release
@@ -58,6 +60,28 @@ build:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+FUZZ_TARGETS := gguf hf_model kv_blob request chat_template tokenizer
+FUZZ_SECS ?= 1800
+
+## Every fuzz target in fuzz/ for FUZZ_SECS seconds each (libFuzzer via cargo-fuzz, installed
+## when missing), starting from the seed corpora the test suite writes (crates/cli/tests/
+## fuzz_seeds.rs) and what earlier runs found (target/fuzz-corpus). A crash stops it and is
+## kept in fuzz/artifacts/<target>/. libFuzzer's instrumentation flags are nightly-only;
+## stable rustc takes them with RUSTC_BOOTSTRAP=1.
+fuzz: model
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version 0.13.2
+	PROPHETKV_FUZZ_SEEDS=$(CURDIR)/target/fuzz-seeds $(CARGO) test --release -p prophetkv --test fuzz_seeds
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t target/fuzz-seeds/$$t && \
+	  echo "fuzzing $$t for $(FUZZ_SECS) s" && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t target/fuzz-corpus/$$t target/fuzz-seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECS) -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
+
+## Each fuzz target for a minute (CI).
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECS=60
 
 ## Regenerate SmolLM2's reference outputs (HF transformers, llama.cpp) in crates/model/tests/data
 ## (pinned versions in their own venv; the files are committed, tests need none of this).
@@ -87,6 +111,17 @@ bench-serve: model build
 	until curl -sf localhost:$$port/ready >/dev/null; do sleep 0.5; done; \
 	$(CARGO) run --release -p prophetkv --example serve_bench -- --url http://127.0.0.1:$$port; \
 	status=$$?; kill $$pid; wait $$pid; rm -rf $$data; exit $$status
+
+## 64 concurrent streaming clients for 10 minutes on a tiny random model, the server's RSS read
+## every second: no errors, greedy answers equal to their references, peak RSS within the host
+## tier's budget plus a stated constant, no leak trend, TTFT p99 stable (docs/results/soak.md;
+## SOAK_SECS and SOAK_CLIENTS override the length and the clients).
+soak:
+	$(CARGO) test --release -p prophetkv --test soak -- --ignored --nocapture sixty_four_streaming_clients
+
+## The same soak on the default model, 8 clients for 5 minutes (docs/results/soak_real.md).
+soak-real: model
+	$(CARGO) test --release -p prophetkv --test soak -- --ignored --nocapture on_the_default_model
 
 EVAL_DIR ?= eval-out
 EVAL_N ?= 50
