@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_venv_script, Server};
+use common::{run_venv_script, Server, TINY_ARGS};
 use prophetkv_model::testing::{write_tiny, Tiny};
 
 #[test]
@@ -13,19 +13,9 @@ fn schemathesis_finds_no_server_error_or_schema_mismatch_over_the_whole_api() {
     write_tiny(model.path(), Tiny::Gemma3);
     // A chat request that sets no max_tokens stays short; the script caps
     // the generated ones.
-    let server = Server::start(
-        model.path(),
-        &[
-            "--dtype",
-            "f32",
-            "--instruction",
-            "t5 ",
-            "--model-name",
-            "tiny",
-            "--chat-max-tokens",
-            "4",
-        ],
-    );
+    let mut args = TINY_ARGS.to_vec();
+    args.extend(["--chat-max-tokens", "4"]);
+    let server = Server::start(model.path(), &args);
     let stdout = run_venv_script("schemathesis_check.py", &[&server.base]);
     let count = |label: &str| -> usize {
         stdout

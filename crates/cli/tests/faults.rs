@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, free_port, streamed_text};
+use common::{agent, free_port, streamed_text, TINY_ARGS};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
 use prophetkv_store::testing::RedisServer;
 use serde_json::{json, Value};
@@ -49,14 +49,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(data)
             .args(["--port", &port.to_string()])
-            .args([
-                "--dtype",
-                "f32",
-                "--instruction",
-                "t5 ",
-                "--model-name",
-                "tiny",
-            ])
+            .args(TINY_ARGS)
             .args(extra)
             .env_remove("PROPHETKV_REDIS_URL")
             .env_remove("PROPHETKV_API_KEYS")

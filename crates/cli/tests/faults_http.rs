@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, raise_open_file_limit, streamed_text, Server};
+use common::{agent, raise_open_file_limit, streamed_text, Server, TINY_ARGS};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
 use serde_json::{json, Value};
 
@@ -32,15 +32,6 @@ impl std::ops::Deref for TinyServer {
         &self.server
     }
 }
-
-const TINY_ARGS: [&str; 6] = [
-    "--dtype",
-    "f32",
-    "--instruction",
-    "t5 ",
-    "--model-name",
-    "tiny",
-];
 
 /// Starts the server with `extra` flags and, when given, a soft open-file
 /// limit.

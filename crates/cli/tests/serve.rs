@@ -7,39 +7,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{agent, run_venv_script, streamed_text, Server};
-use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
+use common::{agent, run_venv_script, streamed_text, Server, TinyServer};
+use prophetkv_model::testing::{tiny_text, tokens};
 use serde_json::{json, Value};
 
-/// The tiny model's directory and a server on it (the model dir must outlive it).
-struct TinyServer {
-    server: Server,
-    _model: tempfile::TempDir,
-}
-
-impl std::ops::Deref for TinyServer {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
 fn start(extra: &[&str]) -> TinyServer {
-    let model = tempfile::tempdir().unwrap();
-    write_tiny(model.path(), Tiny::Gemma3);
-    let mut args = vec![
-        "--dtype",
-        "f32",
-        "--instruction",
-        "t5 ",
-        "--model-name",
-        "tiny",
-    ];
-    args.extend_from_slice(extra);
-    TinyServer {
-        server: Server::start(model.path(), &args),
-        _model: model,
-    }
+    TinyServer::start(extra, &[], None)
 }
 
 fn completion(max_tokens: usize, seed: u64) -> Value {

@@ -252,9 +252,9 @@ fn tiny(clients: usize) -> Workload {
         // K and V, f32, 3 layers, 2 heads of 16); at most ~600 slots (a
         // ~300-token context, capacity doubled), 0.7 MB.
         sequence_mb: 1.0,
-        // ~700 bytes per request at the ~24 requests/s of the 10-minute run
-        // on the shared 2-core machine; the floors of that run fit
-        // +0.013 MB/min once the host tier was full.
+        // ~600 bytes per request at the ~27 requests/s of the 10-minute run
+        // on the shared 2-core machine; three leak-free 10-minute runs fit
+        // +0.013 to +0.036 MB/min once the host tier was full.
         leak_mb_per_min: 1.0,
         register: json!({ "documents": register }),
         cases,

@@ -8,47 +8,20 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{agent, Server};
-use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
+use common::{agent, Server, TinyServer};
+use prophetkv_model::testing::{tiny_text, tokens};
 use serde_json::{json, Value};
 
 const KEY_A: &str = "sk-tenant-a-7f3c9e1d2b4a5566";
 const KEY_B: &str = "sk-tenant-b-0c8e6a5f4d3b7788";
 
-/// The tiny model's directory and a server on it (the model dir must outlive it).
-struct TinyServer {
-    server: Server,
-    _model: tempfile::TempDir,
-}
-
-impl std::ops::Deref for TinyServer {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
 /// A server with both tenants' keys, `extra` flags and `env`, logging to
 /// `log` when given.
 fn start(extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> TinyServer {
-    let model = tempfile::tempdir().unwrap();
-    write_tiny(model.path(), Tiny::Gemma3);
     let keys = format!("{KEY_A},{KEY_B}");
-    let mut args = vec![
-        "--dtype",
-        "f32",
-        "--instruction",
-        "t5 ",
-        "--model-name",
-        "tiny",
-        "--api-keys",
-        &keys,
-    ];
+    let mut args = vec!["--api-keys", &keys];
     args.extend_from_slice(extra);
-    TinyServer {
-        server: Server::start_logging(model.path(), &args, env, log),
-        _model: model,
-    }
+    TinyServer::start(&args, env, log)
 }
 
 /// What came back: the status, every header as `name: value` lines, the body.

@@ -10,6 +10,45 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The flags every tiny-model server starts with: exact f32 weights, a
+/// one-token instruction, the name `tiny`.
+pub const TINY_ARGS: [&str; 6] = [
+    "--dtype",
+    "f32",
+    "--instruction",
+    "t5 ",
+    "--model-name",
+    "tiny",
+];
+
+/// The tiny model's directory and a server on it (the model dir must outlive it).
+pub struct TinyServer {
+    pub server: Server,
+    _model: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TinyServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl TinyServer {
+    /// A server on a fresh tiny Gemma 3 with [`TINY_ARGS`], `extra` flags and
+    /// `env`, its output written to `log` when given.
+    pub fn start(extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> TinyServer {
+        let model = tempfile::tempdir().unwrap();
+        prophetkv_model::testing::write_tiny(model.path(), prophetkv_model::testing::Tiny::Gemma3);
+        let mut args = TINY_ARGS.to_vec();
+        args.extend_from_slice(extra);
+        TinyServer {
+            server: Server::start_logging(model.path(), &args, env, log),
+            _model: model,
+        }
+    }
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     pub child: Child,
