@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{agent, streamed_text, Server};
+use common::{agent, streamed_text, Server, TINY_ARGS};
 use prophetkv_eval::plot::{draw, Chart, Series};
 use prophetkv_eval::task::load_tasks;
 use prophetkv_model::testing::{
@@ -231,17 +231,10 @@ fn tiny(clients: usize) -> Workload {
         model: dir.path().to_path_buf(),
         flags: flags(
             &[
-                "--dtype",
-                "f32",
-                "--instruction",
-                "t5 ",
-                "--model-name",
-                "tiny",
-                "--host-budget-mb",
-                "32",
-                "--disk-budget-mb",
-                "64",
-            ],
+                &TINY_ARGS[..],
+                &["--host-budget-mb", "32", "--disk-budget-mb", "64"],
+            ]
+            .concat(),
             clients,
         ),
         host_budget_mb: 32.0,

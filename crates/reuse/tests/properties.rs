@@ -155,6 +155,30 @@ fn piece_lengths() -> impl Strategy<Value = Vec<i32>> {
     prop::collection::vec(prop_oneof![1i32..30, -3i32..=-1], 0..7)
 }
 
+/// The fresh segments of `lengths` (its negative entries), as token ids.
+fn fresh_segments(lengths: &[i32]) -> Vec<Vec<u32>> {
+    lengths
+        .iter()
+        .filter(|&&l| l < 0)
+        .map(|&l| vec![9; l.unsigned_abs() as usize])
+        .collect()
+}
+
+/// `lengths` as pieces in order: documents from `docs`, fresh segments from `fresh`.
+fn pieces<'a>(lengths: &[i32], docs: &'a [DocCache], fresh: &'a [Vec<u32>]) -> Vec<Piece<'a>> {
+    let (mut d, mut f) = (docs.iter(), fresh.iter());
+    lengths
+        .iter()
+        .map(|&l| {
+            if l > 0 {
+                Piece::Document(d.next().unwrap())
+            } else {
+                Piece::Fresh(f.next().unwrap())
+            }
+        })
+        .collect()
+}
+
 proptest! {
     #[test]
     fn a_layout_places_every_piece_contiguously_and_only_documents_are_eligible(
@@ -165,14 +189,8 @@ proptest! {
         let anchor = DocCache::from_parts(Vec::new(), anchor_ids.clone(), anchor.layers().to_vec()).unwrap();
         let docs: Vec<DocCache> = lengths.iter().enumerate().filter(|(_, &l)| l > 0)
             .map(|(i, &l)| synthetic_doc(&anchor_ids, l as usize, i as u64 + 1)).collect();
-        let fresh: Vec<Vec<u32>> = lengths.iter().filter(|&&l| l < 0)
-            .map(|&l| vec![9; (-l) as usize]).collect();
-        let (mut d, mut f) = (docs.iter(), fresh.iter());
-        let pieces: Vec<Piece<'_>> = lengths.iter().map(|&l| if l > 0 {
-            Piece::Document(d.next().unwrap())
-        } else {
-            Piece::Fresh(f.next().unwrap())
-        }).collect();
+        let fresh = fresh_segments(&lengths);
+        let pieces = pieces(&lengths, &docs, &fresh);
         let query_ids = tokens(query, 5);
         let layout = Layout::new(&anchor, &pieces, &query_ids, first_eligible).unwrap();
 
@@ -240,14 +258,8 @@ proptest! {
             let docs: Vec<DocCache> = lengths.iter().enumerate().filter(|(_, &l)| l > 0)
                 .map(|(i, &l)| compute_doc_cache(model, &[1, 2, 3], &tokens(l as usize, i as u64)).unwrap())
                 .collect();
-            let fresh: Vec<Vec<u32>> = lengths.iter().filter(|&&l| l < 0)
-                .map(|&l| vec![9; (-l) as usize]).collect();
-            let (mut d, mut f) = (docs.iter(), fresh.iter());
-            let pieces: Vec<Piece<'_>> = lengths.iter().map(|&l| if l > 0 {
-                Piece::Document(d.next().unwrap())
-            } else {
-                Piece::Fresh(f.next().unwrap())
-            }).collect();
+            let fresh = fresh_segments(&lengths);
+            let pieces = pieces(&lengths, &docs, &fresh);
             let query_ids = tokens(query, 77);
             let request = ReuseRequest { anchor: &t.anchor, pieces: &pieces, query: &query_ids };
             let config = ReuseConfig { strategy, ratio, ..ReuseConfig::default() }
