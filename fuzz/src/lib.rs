@@ -35,7 +35,7 @@ pub fn blob_codec() -> (Codec, prophetkv_store::CacheKey) {
     };
     let key = prophetkv_store::CacheKey::new(BLOB_FINGERPRINT, &BLOB_ANCHOR, &BLOB_DOCUMENT);
     (
-        Codec::new(&identity, KvDtype::F16, &candle_core::Device::Cpu),
+        Codec::new(&identity, KvDtype::F16),
         key,
     )
 }

@@ -52,6 +52,9 @@ pub struct ModelSection {
     pub device: String,
     pub instruction: String,
     pub chat_template: String,
+    /// A shape whose random weights are served instead of `path` ("": none).
+    pub random_weights: String,
+    pub random_seed: u64,
 }
 
 impl Default for ModelSection {
@@ -63,6 +66,8 @@ impl Default for ModelSection {
             device: "cpu".into(),
             instruction: "Read the documents below and answer the question at the end.\n\n".into(),
             chat_template: String::new(),
+            random_weights: String::new(),
+            random_seed: 0,
         }
     }
 }
@@ -114,6 +119,7 @@ pub const DEFAULT_TENANT_MAX_DOCUMENTS: u64 = 100_000;
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     pub data_dir: PathBuf,
+    pub device_budget_mb: u64,
     pub host_budget_mb: u64,
     pub disk_budget_mb: u64,
     pub redis_url: String,
@@ -128,6 +134,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         Self {
             data_dir: "data".into(),
+            device_budget_mb: 2048,
             host_budget_mb: 2048,
             disk_budget_mb: 20480,
             redis_url: String::new(),

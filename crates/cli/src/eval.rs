@@ -1,24 +1,26 @@
 //! `prophetkv tasks gen`, `prophetkv eval` and `prophetkv bench ttft`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prophetkv_eval::bench::{bench_ttft, ttft_chart, ttft_markdown, TtftSpec};
+use prophetkv_eval::decode_bench::{bench_decode, decode_markdown, DecodeSpec};
 use prophetkv_eval::eval::{evaluate, file_blake3, partial_summary, Progress, RunIdentity};
 use prophetkv_eval::generate::{generate, GenSpec, TaskKind};
+use prophetkv_eval::numerics::{compare, NumericsSpec, Runtimes};
 use prophetkv_eval::report::markdown;
 use prophetkv_eval::run::{Arm, Evaluator};
 use prophetkv_eval::task::{load_tasks, write_tasks};
-use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer};
+use prophetkv_model::{Model, TextTokenizer};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
 use crate::output::print_line;
-use crate::runtime::weight_path;
+use crate::runtime::ModelSource;
 use crate::strategy_args::{parse_strategy, ReuseOptionArgs};
 
 /// `prophetkv tasks ...`.
@@ -33,6 +35,58 @@ pub enum TasksCommand {
 pub enum BenchCommand {
     /// Time to first token of strategies side by side.
     Ttft(TtftArgs),
+    /// Batched decode throughput after a prompt.
+    Decode(DecodeArgs),
+    /// The runtime on a device (a GPU) against the CPU's f32, same weights.
+    Numerics(NumericsArgs),
+}
+
+/// Arguments of `prophetkv bench decode`.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Prompt tokens of every sequence.
+    #[arg(long, default_value_t = 1024)]
+    context_tokens: usize,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    batch: Vec<usize>,
+    /// Timed steps per batch size.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    /// Directory for decode.md and decode.json.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    #[command(flatten)]
+    model: WeightArgs,
+}
+
+/// Arguments of `prophetkv bench numerics`.
+#[derive(Debug, Args)]
+pub struct NumericsArgs {
+    /// Generated prompts.
+    #[arg(long, default_value_t = 20)]
+    prompts: usize,
+    /// Their length in tokens.
+    #[arg(long, default_value_t = 1536)]
+    context_tokens: usize,
+    /// Documents per prompt.
+    #[arg(long, default_value_t = 8)]
+    docs: usize,
+    /// Greedy tokens compared.
+    #[arg(long, default_value_t = 16)]
+    greedy_tokens: usize,
+    /// ProphetKV's ratio for the selection check.
+    #[arg(long, default_value_t = 0.2)]
+    ratio: f64,
+    /// Low precision checked against the CPU's f32: bf16 or f16.
+    #[arg(long, default_value = "bf16")]
+    low: String,
+    /// Directory for numerics.json.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Model (its --device is the one checked; the CPU is the reference).
+    #[command(flatten)]
+    model: WeightArgs,
 }
 
 /// Arguments of `prophetkv tasks gen`.
@@ -59,30 +113,46 @@ pub struct GenArgs {
     /// Model whose tokenizer measures the context.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
+    /// Measure the context for random weights of this shape instead (one
+    /// byte per token, whatever the shape).
+    #[arg(long)]
+    random_weights: Option<String>,
 }
 
-/// The model and its weight path, shared by eval, bench and ablate.
+/// The model, its precision and device, shared by eval, bench and ablate.
 #[derive(Debug, Args)]
 pub(crate) struct WeightArgs {
     /// Model path.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// Weight path: mixed (the server's default), q or f32.
+    /// Precision: mixed (the server's default), q, f32, or on a GPU bf16 or f16.
     #[arg(long, default_value = "mixed")]
     dtype: String,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, env = "PROPHETKV_DEVICE", default_value = "cpu")]
+    device: String,
+    /// Random weights of this shape instead of --model (gemma-3-270m,
+    /// llama-3.1-8b, qwen2.5-7b, smollm2-135m or a config.json), one byte
+    /// per token: for timing where the weights cannot be sent.
+    #[arg(long)]
+    random_weights: Option<String>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    random_seed: u64,
 }
 
 impl WeightArgs {
     pub(crate) fn load(&self) -> anyhow::Result<(Model, TextTokenizer)> {
-        let options = LoadOptions {
-            weight_path: weight_path(&self.dtype)?,
-            ..LoadOptions::default()
-        };
-        let model = load_model(&self.model, &options)
-            .with_context(|| format!("loading model {}", self.model.display()))?;
-        let tokenizer = TextTokenizer::from_path(&self.model)
-            .with_context(|| format!("loading tokenizer of {}", self.model.display()))?;
+        let (model, tokenizer, _) = self.source().load(&self.dtype, &self.device)?;
         Ok((model, tokenizer))
+    }
+
+    pub(crate) fn source(&self) -> ModelSource {
+        ModelSource::new(
+            &self.model,
+            self.random_weights.as_deref(),
+            self.random_seed,
+        )
     }
 }
 
@@ -166,8 +236,11 @@ pub struct TtftArgs {
 pub fn tasks(command: TasksCommand) -> anyhow::Result<()> {
     let TasksCommand::Gen(args) = command;
     let kind: TaskKind = args.kind.parse()?;
-    let tokenizer = TextTokenizer::from_path(&args.model)
-        .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
+    let tokenizer = match &args.random_weights {
+        Some(_) => TextTokenizer::bytes()?,
+        None => TextTokenizer::from_path(&args.model)
+            .with_context(|| format!("loading tokenizer of {}", args.model.display()))?,
+    };
     let count = |t: &str| tokenizer.encode(t).map(|ids| ids.len()).unwrap_or(0);
     let spec = GenSpec {
         kind,
@@ -286,7 +359,90 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ttft(args) = command;
+    match command {
+        BenchCommand::Ttft(args) => bench_ttft_command(args),
+        BenchCommand::Decode(args) => bench_decode_command(args),
+        BenchCommand::Numerics(args) => bench_numerics_command(args),
+    }
+}
+
+fn write_results(out: &Path, name: &str, markdown: &str, json: String) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join(format!("{name}.md")), markdown)
+        .with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out.join(format!("{name}.json")), json)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+fn bench_decode_command(args: DecodeArgs) -> anyhow::Result<()> {
+    let (model, _) = args.model.load()?;
+    let spec = DecodeSpec {
+        context_tokens: args.context_tokens,
+        batches: args.batch,
+        steps: args.steps,
+    };
+    let rows = bench_decode(&model, &spec)?;
+    let table = decode_markdown(&rows);
+    write_results(
+        &args.out,
+        "decode",
+        &table,
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    print_line(&table)?;
+    Ok(())
+}
+
+fn bench_numerics_command(args: NumericsArgs) -> anyhow::Result<()> {
+    let source = args.model.source();
+    let (cpu, tokenizer, _) = source.load("f32", "cpu")?;
+    let (device, _, _) = source.load("f32", &args.model.device)?;
+    let (low, _, _) = source.load(&args.low, &args.model.device)?;
+    let base = ReuseConfig::default();
+    let evaluator = |m| Evaluator::new(m, &tokenizer, base.clone(), 1);
+    let (cpu, device, low) = (evaluator(&cpu), evaluator(&device), evaluator(&low));
+    let spec = NumericsSpec {
+        prompts: args.prompts,
+        context_tokens: args.context_tokens,
+        docs: args.docs,
+        greedy_tokens: args.greedy_tokens,
+        ratio: args.ratio,
+        seed: 0,
+    };
+    let runtimes = Runtimes {
+        cpu: &cpu,
+        device: &device,
+        low: &low,
+    };
+    let started = Instant::now();
+    let report = compare(&runtimes, &spec, &mut |line| {
+        eprintln!("{:.1}s {line}", started.elapsed().as_secs_f64())
+    })?;
+    let mut table = String::from("| check | value | bound | holds |\n|---|---:|---|---|\n");
+    for c in &report.checks {
+        table.push_str(&format!(
+            "| {} | {:.6} | {} | {} |\n",
+            c.name,
+            c.value,
+            c.bound,
+            if c.pass { "yes" } else { "NO" }
+        ));
+    }
+    write_results(
+        &args.out,
+        "numerics",
+        &table,
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    print_line(&table)?;
+    if report.checks.iter().any(|c| !c.pass) {
+        bail!("a numerics check failed (see the table)");
+    }
+    Ok(())
+}
+
+fn bench_ttft_command(args: TtftArgs) -> anyhow::Result<()> {
     ratios_valid(&[args.ratio])?;
     let (model, tokenizer) = args.model.load()?;
     let base = args.model.base(model.config().num_layers())?;

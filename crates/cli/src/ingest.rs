@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::config_file::FileConfig;
 use crate::generate::DEFAULT_MODEL;
 use crate::output::print_line;
-use crate::runtime::{self, weight_path};
+use crate::runtime::{self, ModelSource};
 use crate::store_args::StoreArgs;
 
 /// Arguments of `prophetkv ingest`.
@@ -43,7 +43,8 @@ pub struct IngestArgs {
     /// server's [default: the config's [model] instruction].
     #[arg(long)]
     prefix: Option<String>,
-    /// Weight path the caches are computed with: q or f32 [default: the config's].
+    /// Precision the caches are computed with (mixed, q, f32, bf16, f16)
+    /// [default: the config's].
     #[arg(long)]
     dtype: Option<String>,
     /// Device: cpu, cuda or cuda:N [default: the config's].
@@ -130,13 +131,14 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let documents = read_documents(&args)?;
     let file = FileConfig::load(args.config.as_deref())?;
     let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
-    let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
+    let dtype = args.dtype.clone().unwrap_or(file.model.dtype.clone());
     let quota = args.store.quota(&file.store);
-    let store_config = args.store.config(file.store)?;
+    let device = args.device.clone().unwrap_or(file.model.device);
+    let store_config = args.store.config(file.store, &device)?;
     let (model, tokenizer, store) = runtime::open(
-        &args.model,
-        weights,
-        args.device.as_deref().unwrap_or(&file.model.device),
+        &ModelSource::Path(args.model.clone()),
+        &dtype,
+        &device,
         &instruction,
         &store_config,
     )?;

@@ -17,7 +17,7 @@ use prophetkv_server::openai::Defaults;
 use prophetkv_server::{AppState, ServeOptions, ServerConfig};
 
 use crate::config_file::FileConfig;
-use crate::runtime::{self, weight_path};
+use crate::runtime::{self, ModelSource};
 use crate::store_args::StoreArgs;
 
 /// Log line format.
@@ -41,9 +41,19 @@ pub struct ServeArgs {
     /// Model id served at /v1/models [default: gemma-3-270m].
     #[arg(long, env = "PROPHETKV_MODEL_NAME")]
     pub model_name: Option<String>,
-    /// Weight path: q or f32 [default: f32].
+    /// Precision: mixed (quantized decode and f32 prompt weights on the CPU,
+    /// bf16 on a GPU), q, f32, or on a GPU bf16 or f16 [default: mixed].
     #[arg(long, env = "PROPHETKV_DTYPE")]
     pub dtype: Option<String>,
+    /// Serve random weights of this shape instead of a model file
+    /// (gemma-3-270m, llama-3.1-8b, qwen2.5-7b, smollm2-135m or a
+    /// config.json), one byte per token: a benchmark stand-in whose answers
+    /// mean nothing.
+    #[arg(long, env = "PROPHETKV_RANDOM_WEIGHTS")]
+    pub random_weights: Option<String>,
+    /// Seed of the random weights [default: 0].
+    #[arg(long, env = "PROPHETKV_RANDOM_SEED")]
+    pub random_seed: Option<u64>,
     /// Device: cpu, cuda or cuda:N (cuda needs a build with the `cuda` feature) [default: cpu].
     #[arg(long, env = "PROPHETKV_DEVICE")]
     pub device: Option<String>,
@@ -112,7 +122,14 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load(args.config.as_deref())?;
     let model_path = args.model.clone().unwrap_or(file.model.path.clone());
-    let weights = weight_path(args.dtype.as_deref().unwrap_or(&file.model.dtype))?;
+    let dtype = args.dtype.clone().unwrap_or(file.model.dtype.clone());
+    let source = ModelSource::new(
+        &model_path,
+        args.random_weights
+            .as_deref()
+            .or(Some(file.model.random_weights.as_str())),
+        args.random_seed.unwrap_or(file.model.random_seed),
+    );
     let instruction = args
         .instruction
         .clone()
@@ -136,15 +153,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = SocketAddr::new(host, args.port.unwrap_or(file.server.port));
     let quota = args.store.quota(&file.store);
-    let store_config = args.store.config(file.store)?;
+    let device = args.device.clone().unwrap_or(file.model.device);
+    let store_config = args.store.config(file.store, &device)?;
 
-    let (model, tokenizer, store) = runtime::open(
-        &model_path,
-        weights,
-        args.device.as_deref().unwrap_or(&file.model.device),
-        &instruction,
-        &store_config,
-    )?;
+    let (model, tokenizer, store) =
+        runtime::open(&source, &dtype, &device, &instruction, &store_config)?;
     let store = Arc::new(store.with_quota(quota));
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
@@ -181,6 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             chat_max_tokens: args.chat_max_tokens.unwrap_or(file.engine.chat_max_tokens),
             chat_template,
         },
+        random_weights: source.random_shape().map(str::to_string),
     };
     let state = AppState::new(engine, config);
     let secs = |flag: Option<u64>, file: u64| Duration::from_secs(flag.unwrap_or(file));

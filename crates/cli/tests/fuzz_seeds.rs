@@ -239,7 +239,7 @@ fn check_blobs(seeds: &Seeds) {
         )
         .unwrap();
         for dtype in [KvDtype::F16, KvDtype::Bf16, KvDtype::F32] {
-            let codec = Codec::new(&identity, dtype, &Device::Cpu);
+            let codec = Codec::new(&identity, dtype);
             let blob = codec.encode(&cache, &key).unwrap();
             let back = codec.decode(&blob, &key).unwrap();
             assert_eq!(back.tokens(), cache.tokens());

@@ -112,6 +112,7 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
     );
     let config = StoreConfig {
         data_dir: data.path().to_path_buf(),
+        device_budget: 0,
         host_budget: 0,
         disk_budget: 20 << 30,
         remote: None,

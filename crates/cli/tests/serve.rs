@@ -301,3 +301,49 @@ fn the_health_subcommand_passes_on_a_ready_server_and_fails_on_a_closed_port() {
         "{stderr}"
     );
 }
+
+#[test]
+fn random_weights_are_served_one_byte_a_token_and_named_in_the_model_list() {
+    let shape = tempfile::tempdir().unwrap();
+    let config = shape.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 300, "max_position_embeddings": 2048}"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // No model file at --model: the random weights replace it.
+    let server = Server::start(
+        shape.path(),
+        &[
+            "--random-weights",
+            config,
+            "--instruction",
+            "Read: ",
+            "--model-name",
+            "rnd",
+        ],
+    );
+    let mut r = agent()
+        .get(format!("{}/v1/models", server.base))
+        .call()
+        .unwrap();
+    let models: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(models["data"][0]["id"], "rnd");
+    assert_eq!(models["data"][0]["random_weights"], config);
+    let (status, body) = server.post(
+        "/v1/completions",
+        &json!({"prompt": "Paris?", "max_tokens": 3, "temperature": 0,
+                "documents": [{"text": "France's capital is Paris."}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // BOS, then one token per byte of the instruction, the document and the prompt.
+    let bytes = "Read: ".len() + "France's capital is Paris.".len() + "Paris?".len();
+    let prompt_tokens = body["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert!(
+        (1 + bytes..=1 + bytes + 8).contains(&prompt_tokens),
+        "{prompt_tokens} tokens for {bytes} bytes"
+    );
+}

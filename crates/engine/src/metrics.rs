@@ -15,7 +15,7 @@ pub(crate) struct Metrics {
     decode_steps: AtomicU64,
     decode_rows: AtomicU64,
     largest_batch: AtomicUsize,
-    hits: [AtomicU64; 4],
+    hits: [AtomicU64; 5],
     selected_rows: AtomicU64,
     eligible_rows: AtomicU64,
 }
@@ -29,11 +29,13 @@ impl Metrics {
 
     pub(crate) fn record_request(&self, hits: &TierHits, selected: usize, eligible: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        for (slot, n) in self
-            .hits
-            .iter()
-            .zip([hits.host, hits.disk, hits.remote, hits.computed])
-        {
+        for (slot, n) in self.hits.iter().zip([
+            hits.device,
+            hits.host,
+            hits.disk,
+            hits.remote,
+            hits.computed,
+        ]) {
             slot.fetch_add(n as u64, Ordering::Relaxed);
         }
         self.selected_rows
@@ -76,8 +78,8 @@ pub struct EngineMetrics {
     pub decode_rows: u64,
     /// Largest decode batch so far.
     pub largest_batch: usize,
-    /// Document cache hits: memory, disk, Redis, computed.
-    pub hits: [u64; 4],
+    /// Document cache hits: device memory, host memory, disk, Redis, computed.
+    pub hits: [u64; 5],
     /// Eligible document rows recomputed, summed over requests.
     pub selected_rows: u64,
     /// Eligible document rows, summed over requests.

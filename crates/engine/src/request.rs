@@ -133,7 +133,9 @@ pub struct Timeline {
 #[derive(Debug, Clone, Default, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TierHits {
-    /// In memory.
+    /// In the model's device memory (the GPU).
+    pub device: usize,
+    /// In host memory.
     pub host: usize,
     /// On this replica's disk.
     pub disk: usize,
@@ -146,6 +148,7 @@ pub struct TierHits {
 impl TierHits {
     pub(crate) fn add(&mut self, tier: Tier) {
         match tier {
+            Tier::Device => self.device += 1,
             Tier::Host => self.host += 1,
             Tier::Disk => self.disk += 1,
             Tier::Remote => self.remote += 1,

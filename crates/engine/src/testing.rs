@@ -61,6 +61,7 @@ pub fn tiny_engine(
     );
     let store_config = StoreConfig {
         data_dir: data_dir.path().to_path_buf(),
+        device_budget: 0,
         host_budget: 64 << 20,
         disk_budget: 64 << 20,
         remote,

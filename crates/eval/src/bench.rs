@@ -47,6 +47,22 @@ pub struct TtftRow {
     pub speedup: Option<f64>,
     /// `full`'s rows processed (summed over layers) over this strategy's.
     pub ideal_speedup: Option<f64>,
+    /// Medians of the stages within the TTFT, ms: assembly, Stage I,
+    /// recompute, first token (each waits for the device).
+    pub stages_ms: StageMedians,
+}
+
+/// Median time of each stage of a reuse pass, ms.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageMedians {
+    /// Laying out the request and re-rotating the cached keys.
+    pub assembly: f64,
+    /// Stage I (the probe; CacheBlend's layer-0 pass).
+    pub probe: f64,
+    /// Stage II: the recompute (all rows for full prefill).
+    pub recompute: f64,
+    /// The first token's logits.
+    pub first_token: f64,
 }
 
 fn median(xs: &mut [f64]) -> f64 {
@@ -88,6 +104,7 @@ pub fn bench_ttft(
         let request = prepared.request(&pieces);
         let n = spec.strategies.len();
         let mut times = vec![Vec::with_capacity(spec.runs); n];
+        let mut stages = vec![[Vec::new(), Vec::new(), Vec::new(), Vec::new()]; n];
         let mut layer_rows = vec![0usize; n];
         let mut context_tokens = 0;
         // One untimed pass warms allocations, then interleaved timed runs.
@@ -101,6 +118,11 @@ pub fn bench_ttft(
                 let (out, _, ms) = evaluator.timed_pass(&request, &config)?;
                 if round > 0 {
                     times[i].push(ms);
+                    let t = &out.stats.timings;
+                    let parts = [t.assembly_ms, t.probe_ms, t.recompute_ms, t.first_token_ms];
+                    for (all, part) in stages[i].iter_mut().zip(parts) {
+                        all.push(part);
+                    }
                 }
                 layer_rows[i] = out.stats.rows_per_layer.iter().sum();
                 context_tokens = out.stats.context_tokens;
@@ -121,6 +143,15 @@ pub fn bench_ttft(
                 max_ms: t.iter().copied().fold(0.0, f64::max),
                 speedup: full.map(|f| medians[f] / medians[i]),
                 ideal_speedup: full.map(|f| layer_rows[f] as f64 / layer_rows[i].max(1) as f64),
+                stages_ms: {
+                    let [a, p, r, f] = &mut stages[i];
+                    StageMedians {
+                        assembly: median(a),
+                        probe: median(p),
+                        recompute: median(r),
+                        first_token: median(f),
+                    }
+                },
             });
         }
         progress(&format!(
@@ -139,8 +170,8 @@ pub fn bench_ttft(
 /// A markdown table of `rows`.
 pub fn ttft_markdown(rows: &[TtftRow], ratio: f64) -> String {
     let mut out = String::from(
-        "| context tokens | strategy | TTFT median (ms) | min | max | speedup vs full | ideal speedup (rows) | of ideal |\n\
-         |---:|---|---:|---:|---:|---:|---:|---:|\n",
+        "| context tokens | strategy | TTFT median (ms) | min | max | speedup vs full | ideal speedup (rows) | of ideal | assembly / Stage I / recompute / first token (ms) |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let name = if r.strategy == StrategyKind::Full || r.strategy == StrategyKind::Naive {
@@ -153,14 +184,19 @@ pub fn ttft_markdown(rows: &[TtftRow], ratio: f64) -> String {
             (Some(s), Some(i)) if i > 0.0 => format!("{:.0}%", 100.0 * s / i),
             _ => "–".into(),
         };
+        let st = &r.stages_ms;
         out.push_str(&format!(
-            "| {} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {of_ideal} |\n",
+            "| {} | {name} | {:.0} | {:.0} | {:.0} | {} | {} | {of_ideal} | {:.1} / {:.1} / {:.1} / {:.1} |\n",
             r.context_tokens,
             r.median_ms,
             r.min_ms,
             r.max_ms,
             f(r.speedup),
             f(r.ideal_speedup),
+            st.assembly,
+            st.probe,
+            st.recompute,
+            st.first_token,
         ));
     }
     out

@@ -6,10 +6,12 @@
 
 pub mod ablate;
 pub mod bench;
+pub mod decode_bench;
 mod error;
 pub mod eval;
 pub mod generate;
 pub mod journal;
+pub mod numerics;
 pub mod plot;
 pub mod report;
 pub mod rng;

@@ -7,7 +7,8 @@
 //! Keeping the pre-RoPE keys is what lets a cached document move to another
 //! offset; keeping the rotated ones saves re-rotating every key at every step.
 //!
-//! Cost: `3 * layers * kv_heads * head_dim` f32 per slot. Appends are amortised
+//! Cost: `3 * layers * kv_heads * head_dim` values of the model's element
+//! type per slot. Appends are amortised
 //! O(1) per row (capacity doubles); overwriting scattered slots rewrites the
 //! layer's buffers once per call.
 
@@ -26,9 +27,9 @@ pub(crate) struct RowBuffer {
 }
 
 impl RowBuffer {
-    fn empty(kv_heads: usize, head_dim: usize, device: &Device) -> Result<Self> {
+    fn empty(kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<Self> {
         Ok(Self {
-            data: Tensor::zeros((0, kv_heads, head_dim), DType::F32, device)?,
+            data: Tensor::zeros((0, kv_heads, head_dim), dtype, device)?,
             len: 0,
         })
     }
@@ -59,7 +60,11 @@ impl RowBuffer {
         if self.len + added > capacity {
             let (_, heads, dim) = self.data.dims3()?;
             let new_capacity = (self.len + added).max(capacity * 2).max(16);
-            let grown = Tensor::zeros((new_capacity, heads, dim), DType::F32, self.data.device())?;
+            let grown = Tensor::zeros(
+                (new_capacity, heads, dim),
+                self.data.dtype(),
+                self.data.device(),
+            )?;
             grown.slice_set(&self.view()?, 0, 0)?;
             self.data = grown;
         }
@@ -143,11 +148,11 @@ pub(crate) struct LayerKv {
 }
 
 impl LayerKv {
-    fn empty(kv_heads: usize, head_dim: usize, device: &Device) -> Result<Self> {
+    fn empty(kv_heads: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<Self> {
         Ok(Self {
-            k_raw: RowBuffer::empty(kv_heads, head_dim, device)?,
-            k: RowBuffer::empty(kv_heads, head_dim, device)?,
-            v: RowBuffer::empty(kv_heads, head_dim, device)?,
+            k_raw: RowBuffer::empty(kv_heads, head_dim, dtype, device)?,
+            k: RowBuffer::empty(kv_heads, head_dim, dtype, device)?,
+            v: RowBuffer::empty(kv_heads, head_dim, dtype, device)?,
         })
     }
 
@@ -187,10 +192,11 @@ impl Kv {
         num_layers: usize,
         kv_heads: usize,
         head_dim: usize,
+        dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let layers = (0..num_layers)
-            .map(|_| LayerKv::empty(kv_heads, head_dim, device))
+            .map(|_| LayerKv::empty(kv_heads, head_dim, dtype, device))
             .collect::<Result<_>>()?;
         Ok(Self {
             positions: Vec::new(),

@@ -34,6 +34,8 @@ mod tokenizer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The element type of tensors (a model's compute type is one of them).
+pub use candle_core::DType;
 pub use config::{
     Activation, Family, LayerConfig, ModelConfig, RopeConfig, RopeScaling, RopeStyle,
 };
@@ -44,6 +46,6 @@ pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Genera
 pub use kernels::Isa;
 pub use kv::Kv;
 pub use layers::attention::Observe;
-pub use loader::{load_model, LoadOptions, ModelFormat};
+pub use loader::{load_model, load_random, random_config, random_shapes, LoadOptions, ModelFormat};
 pub use model::{Forward, Model, Rows, RowsOutput, WeightPath};
 pub use tokenizer::{ByteSpan, TextTokenizer, TokenPiece};

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use crate::config::ModelConfig;
@@ -106,6 +106,8 @@ pub struct RowsOutput {
 pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) device: Device,
+    /// Element type of activations, dense weights and the KV.
+    pub(crate) dtype: DType,
     pub(crate) weight_path: WeightPath,
     /// `(vocab, hidden)` embedding table.
     pub(crate) embed: Embedding,
@@ -133,6 +135,11 @@ impl Model {
         &self.device
     }
 
+    /// Element type of activations, dense weights and the KV (f32 on the CPU).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     /// The weight representation in use.
     pub fn weight_path(&self) -> WeightPath {
         self.weight_path
@@ -154,7 +161,13 @@ impl Model {
     /// An empty cache for one sequence.
     pub fn new_kv(&self) -> Result<Kv> {
         let c = &self.config;
-        Kv::empty(c.num_layers(), c.num_kv_heads, c.head_dim, &self.device)
+        Kv::empty(
+            c.num_layers(),
+            c.num_kv_heads,
+            c.head_dim,
+            self.dtype,
+            &self.device,
+        )
     }
 
     /// Ordinary prefill of `tokens` at explicit `positions`; returns the cache
@@ -247,7 +260,7 @@ impl Model {
         })?;
         let k_raw = block.keys(hidden)?;
         let rope = &self.ropes[block.kind];
-        rope.apply(&k_raw, &rope.angles(positions, &self.device)?)
+        rope.apply(&k_raw, &rope.angles(positions)?)
     }
 
     /// Decodes one token for each sequence as one batch: token `b` is appended
@@ -298,7 +311,10 @@ impl Model {
         let h = self.final_norm.forward(hidden)?;
         // Both paths read logits of a row or two the same way: the output
         // projection is the largest matrix, kept quantized.
-        let logits = self.lm_head.forward(&h, PassKind::Step)?;
+        let logits = self
+            .lm_head
+            .forward(&h, PassKind::Step)?
+            .to_dtype(DType::F32)?;
         Ok(match self.config.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
@@ -321,7 +337,7 @@ impl Model {
             )));
         }
         let rope = &self.ropes[kind];
-        rope.apply(k_raw, &rope.angles(positions, &self.device)?)
+        rope.apply(k_raw, &rope.angles(positions)?)
     }
 
     /// Builds a cache from per-layer pre-RoPE keys and values `(rows, kv_heads,
@@ -339,6 +355,7 @@ impl Model {
             .into_iter()
             .enumerate()
             .map(|(l, (k_raw, v))| {
+                let (k_raw, v) = (k_raw.to_dtype(self.dtype)?, v.to_dtype(self.dtype)?);
                 let kind = self.layer_kinds[l];
                 let k = self.ropes[kind].apply(&k_raw, &angles[kind])?;
                 Ok((k_raw, k, v))
@@ -356,10 +373,7 @@ impl Model {
     }
 
     fn angles(&self, positions: &[u32]) -> Result<Vec<crate::layers::rope::RopeAngles>> {
-        self.ropes
-            .iter()
-            .map(|r| r.angles(positions, &self.device))
-            .collect()
+        self.ropes.iter().map(|r| r.angles(positions)).collect()
     }
 
     fn plans(
@@ -371,7 +385,17 @@ impl Model {
     ) -> Result<Vec<AttnPlan>> {
         self.kind_windows
             .iter()
-            .map(|&w| AttnPlan::new(query, keys, allowed.clone(), w, whole, &self.device))
+            .map(|&w| {
+                AttnPlan::new(
+                    query,
+                    keys,
+                    allowed.clone(),
+                    w,
+                    whole,
+                    self.dtype,
+                    &self.device,
+                )
+            })
             .collect()
     }
 

@@ -135,3 +135,16 @@ fn template_text_parses_control_tokens_and_client_text_does_not() {
     // Text around control tokens is encoded as text.
     assert_eq!(tok.decode(&template).unwrap(), "user\nHi\n");
 }
+
+#[test]
+fn byte_tokenizer_gives_one_token_per_byte_and_decodes_back() {
+    let tok = TextTokenizer::bytes().unwrap();
+    for text in ["Paris.", "héllo wörld 🎉\n\n  tabs\tand <bos> text", ""] {
+        let ids = tok.encode(text).unwrap();
+        let bytes: Vec<u32> = text.bytes().map(u32::from).collect();
+        assert_eq!(ids, bytes, "{text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), text);
+    }
+    assert_eq!(tok.prompt_ids("a").unwrap(), vec![256, 97]);
+    assert_eq!(tok.eos(), &[257]);
+}

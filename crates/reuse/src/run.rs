@@ -47,8 +47,12 @@ pub struct ReuseOutput {
     pub stats: ReuseStats,
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1e3
+/// Milliseconds since `since`, once `device` has finished the work queued so
+/// far (a GPU runs ahead of the host: without the wait a stage's time would
+/// land in the next one's).
+fn ms(since: Instant, device: &Device) -> Result<f64> {
+    device.synchronize()?;
+    Ok(since.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Layer-0 outputs of CacheBlend's selection pass, by slot (ascending).
@@ -106,7 +110,7 @@ pub fn run(
             0..num_layers,
             &mut rows_per_layer,
         )?;
-        timings.recompute_ms = ms(t);
+        timings.recompute_ms = ms(t, device)?;
         let selection = Selection {
             slots: layout.eligible.clone(),
             scores: None,
@@ -115,10 +119,10 @@ pub fn run(
         (kv, selection, hidden)
     } else {
         let mut kv = assemble(model, &layout, request.anchor, request.pieces, device)?;
-        timings.assembly_ms = ms(started);
+        timings.assembly_ms = ms(started, device)?;
         let t = Instant::now();
         let selection = select(model, &mut kv, &layout, config, &mut rows_per_layer)?;
-        timings.probe_ms = ms(t);
+        timings.probe_ms = ms(t, device)?;
         let t = Instant::now();
         let hidden = recompute(
             model,
@@ -128,13 +132,13 @@ pub fn run(
             device,
             &mut rows_per_layer,
         )?;
-        timings.recompute_ms = ms(t);
+        timings.recompute_ms = ms(t, device)?;
         (kv, selection, hidden)
     };
 
     let t = Instant::now();
     let logits = model.logits(&hidden)?;
-    timings.first_token_ms = ms(t);
+    timings.first_token_ms = ms(t, device)?;
     let stats = stats(config, &layout, &selection.slots, rows_per_layer, timings);
     Ok(ReuseOutput {
         kv,
@@ -391,6 +395,7 @@ fn key_deviation(
     )?;
     let cached = kv.k(1)?.index_select(&index, 0)?;
     let deviation: Vec<f32> = (new_k - cached)?
+        .to_dtype(candle_core::DType::F32)?
         .sqr()?
         .flatten_from(1)?
         .sum(1)?

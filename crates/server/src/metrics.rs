@@ -176,7 +176,22 @@ impl HttpMetrics {
             "Failed operations on the Redis tier, taken as misses.",
             store.tier_errors,
         );
+        render_store_bytes(&mut out, store);
         out
+    }
+}
+
+/// Bytes each store tier holds, one gauge labelled by tier.
+fn render_store_bytes(out: &mut String, store: &StoreStats) {
+    let _ = writeln!(out, "# HELP prophetkv_store_used_bytes Bytes of document caches each store tier holds.\n# TYPE prophetkv_store_used_bytes gauge");
+    let used = &store.used_bytes;
+    for (tier, n) in [
+        ("device", used.device),
+        ("host", used.host),
+        ("disk", used.disk),
+        ("remote", used.remote),
+    ] {
+        let _ = writeln!(out, "prophetkv_store_used_bytes{{tier=\"{tier}\"}} {n}");
     }
 }
 
@@ -225,9 +240,14 @@ fn render_engine(out: &mut String, engine: &EngineMetrics) {
         "Requests admitted.",
         engine.requests,
     );
-    let [host, disk, remote, computed] = engine.hits;
+    let [device, host, disk, remote, computed] = engine.hits;
     let _ = writeln!(out, "# HELP prophetkv_document_cache_hits_total Document caches found, by tier.\n# TYPE prophetkv_document_cache_hits_total counter");
-    for (tier, n) in [("host", host), ("disk", disk), ("remote", remote)] {
+    for (tier, n) in [
+        ("device", device),
+        ("host", host),
+        ("disk", disk),
+        ("remote", remote),
+    ] {
         let _ = writeln!(
             out,
             "prophetkv_document_cache_hits_total{{tier=\"{tier}\"}} {n}"

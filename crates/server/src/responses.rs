@@ -391,6 +391,10 @@ pub struct ModelCard {
     pub created: u64,
     /// `prophetkv`.
     pub owned_by: &'static str,
+    /// Present when the server runs random weights of this shape: a
+    /// benchmark stand-in whose answers mean nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub random_weights: Option<String>,
 }
 
 /// `GET /v1/models`.

@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Request defaults.
     pub defaults: Defaults,
+    /// The shape whose random weights are served (a benchmark stand-in),
+    /// named in `/v1/models`; `None` for a real model.
+    pub random_weights: Option<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for ServerConfig {
             )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("defaults", &self.defaults)
+            .field("random_weights", &self.random_weights)
             .finish()
     }
 }

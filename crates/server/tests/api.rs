@@ -47,6 +47,7 @@ fn app_on(
             chat_max_tokens: 16,
             chat_template,
         },
+        random_weights: None,
     };
     let state = AppState::new(tiny.engine.clone(), config);
     App {
@@ -391,6 +392,9 @@ async fn ops_endpoints_answer() {
         "prophetkv_running_sequences",
         "prophetkv_generated_tokens_total",
         "prophetkv_document_cache_hits_total{tier=\"host\"}",
+        "prophetkv_document_cache_hits_total{tier=\"device\"} 0",
+        "prophetkv_store_used_bytes{tier=\"device\"} 0",
+        "prophetkv_store_used_bytes{tier=\"disk\"}",
         "prophetkv_document_cache_misses_total",
         "prophetkv_recompute_ratio_bucket",
         "prophetkv_decode_batch_max",

@@ -60,6 +60,7 @@ fn main() {
         };
         let config = |host: u64| StoreConfig {
             data_dir: dir.path().to_path_buf(),
+            device_budget: 0,
             host_budget: host,
             disk_budget: 1 << 34,
             remote: redis_url.as_ref().map(|url| RemoteConfig {

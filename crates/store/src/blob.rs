@@ -177,8 +177,9 @@ pub struct Expected<'a> {
     pub anchor: &'a [u32],
 }
 
-/// Parses and checks a blob; any mismatch is an [`StoreError::Integrity`] error.
-pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<DocCache> {
+/// Parses and checks a blob into a cache in host memory; any mismatch is an
+/// [`StoreError::Integrity`] error.
+pub fn decode(bytes: &[u8], expected: &Expected<'_>) -> Result<DocCache> {
     let key = expected.key;
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| integrity(key, format!("unreadable: {e}")))?;
@@ -226,26 +227,27 @@ pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<
     let want = [tokens.len(), heads, dim];
     let mut layers = Vec::with_capacity(expected.layers);
     for l in 0..expected.layers {
-        let load =
-            |name: String| -> Result<Tensor> {
-                let t = st
-                    .tensor(&name)
-                    .map_err(|_| integrity(key, format!("missing {name}")))?;
-                if t.shape() != want {
-                    return Err(integrity(
-                        key,
-                        format!("{name} has shape {:?}, expected {want:?}", t.shape()),
-                    ));
-                }
-                let dtype = match t.dtype() {
-                    Dtype::F16 => DType::F16,
-                    Dtype::BF16 => DType::BF16,
-                    Dtype::F32 => DType::F32,
-                    other => return Err(integrity(key, format!("{name} has dtype {other:?}"))),
-                };
-                Ok(Tensor::from_raw_buffer(t.data(), dtype, t.shape(), device)?
-                    .to_dtype(DType::F32)?)
+        let load = |name: String| -> Result<Tensor> {
+            let t = st
+                .tensor(&name)
+                .map_err(|_| integrity(key, format!("missing {name}")))?;
+            if t.shape() != want {
+                return Err(integrity(
+                    key,
+                    format!("{name} has shape {:?}, expected {want:?}", t.shape()),
+                ));
+            }
+            let dtype = match t.dtype() {
+                Dtype::F16 => DType::F16,
+                Dtype::BF16 => DType::BF16,
+                Dtype::F32 => DType::F32,
+                other => return Err(integrity(key, format!("{name} has dtype {other:?}"))),
             };
+            Ok(
+                Tensor::from_raw_buffer(t.data(), dtype, t.shape(), &Device::Cpu)?
+                    .to_dtype(DType::F32)?,
+            )
+        };
         layers.push((load(format!("k.{l}"))?, load(format!("v.{l}"))?));
     }
     if st.len() != 2 * expected.layers + 2 {
@@ -258,7 +260,8 @@ pub fn decode(bytes: &[u8], expected: &Expected<'_>, device: &Device) -> Result<
 }
 
 /// This store's blob format for one model: encodes caches under a key and
-/// checks a blob belongs to this model and key before it becomes a cache.
+/// checks a blob belongs to this model and key before it becomes a cache
+/// (in host memory: the device tier copies it to the model's device).
 #[derive(Debug, Clone)]
 pub struct Codec {
     fingerprint: String,
@@ -266,19 +269,17 @@ pub struct Codec {
     head_shape: (usize, usize),
     anchor: Vec<u32>,
     dtype: KvDtype,
-    device: Device,
 }
 
 impl Codec {
-    /// The codec of `model`'s caches, stored as `dtype` and decoded onto `device`.
-    pub fn new(model: &ModelIdentity, dtype: KvDtype, device: &Device) -> Self {
+    /// The codec of `model`'s caches, stored as `dtype`.
+    pub fn new(model: &ModelIdentity, dtype: KvDtype) -> Self {
         Self {
             fingerprint: model.fingerprint.clone(),
             layers: model.layers,
             head_shape: (model.kv_heads, model.head_dim),
             anchor: model.anchor.clone(),
             dtype,
-            device: device.clone(),
         }
     }
 
@@ -287,7 +288,7 @@ impl Codec {
         encode(cache, key, &self.fingerprint, self.dtype)
     }
 
-    /// The cache in a blob stored under `key`; [`StoreError::Integrity`]
+    /// The cache in a blob stored under `key`, in host memory; [`StoreError::Integrity`]
     /// when it is not this model's, not this key's, or damaged.
     pub fn decode(&self, bytes: &[u8], key: &CacheKey) -> Result<DocCache> {
         let expected = Expected {
@@ -297,6 +298,6 @@ impl Codec {
             head_shape: self.head_shape,
             anchor: &self.anchor,
         };
-        decode(bytes, &expected, &self.device)
+        decode(bytes, &expected)
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - [`DocumentStore`]: register, list, get and delete documents per tenant;
 //!   look up a document's [`prophetkv_model::DocCache`] in the fastest tier
-//!   holding a valid copy (host memory, local disk, Redis), and store one a
-//!   caller computed after a miss. The store never runs the model.
+//!   holding a valid copy (the model's device memory, host memory, local
+//!   disk, Redis), and store one a caller computed after a miss. The store
+//!   never runs the model.
 //! - [`KvTier`]: one level of the hierarchy; each tier is one implementation.
 //! - [`Registry`]: the embedded database (redb) of [`DocumentRecord`]s; the
 //!   text is kept so any cache can be rebuilt.
@@ -23,6 +24,7 @@ mod journal;
 mod key;
 mod quota;
 mod registry;
+mod stats;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -34,5 +36,6 @@ pub use identity::{model_fingerprint, ModelIdentity};
 pub use key::CacheKey;
 pub use quota::{TenantQuota, TenantUsage};
 pub use registry::{DocumentRecord, Registry};
-pub use store::{DocumentStore, NewDocument, StoreConfig, StoreStats};
+pub use stats::{StoreStats, TierBytes};
+pub use store::{DocumentStore, NewDocument, StoreConfig};
 pub use tier::{BlobTier, Entry, KvTier, RemoteConfig, Tier};

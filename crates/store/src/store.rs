@@ -1,7 +1,9 @@
 //! [`DocumentStore`]: registry + tiers, with lookups that never serve a bad blob.
 //!
-//! A lookup goes through the tiers fastest first (host → disk → Redis) and
-//! promotes what it finds into the faster ones. A blob that fails any check
+//! A lookup goes through the tiers fastest first (device → host → disk →
+//! Redis) and promotes what it finds into the faster ones; what it returns
+//! is on the model's device (the device tier's own copy when that tier
+//! holds or takes it). A blob that fails any check
 //! (checksum, shape, dtype, model fingerprint, key, token ids) is deleted from
 //! its tier, counted, and the lookup goes on. A miss is the caller's to
 //! compute (the store never runs the model): it hands the cache back with
@@ -11,20 +13,20 @@
 //! [`crate::quota`]): a call that would exceed it registers nothing.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use candle_core::Device;
 use prophetkv_model::DocCache;
-use serde::Serialize;
 
 use crate::blob::{Codec, KvDtype};
 use crate::identity::ModelIdentity;
 use crate::key::CacheKey;
 use crate::quota::{change_of, forget_removed, Ledger, Quotas, TenantQuota, TenantUsage};
 use crate::registry::{DocumentRecord, Registry};
-use crate::tier::{DiskTier, Entry, HostTier, KvTier, RemoteConfig, RemoteTier, Tier};
+use crate::stats::{Counters, StoreStats, TierBytes};
+use crate::tier::{DeviceTier, DiskTier, Entry, HostTier, KvTier, RemoteConfig, RemoteTier, Tier};
 use crate::{Result, StoreError};
 
 /// Where and how much a store keeps.
@@ -32,6 +34,11 @@ use crate::{Result, StoreError};
 pub struct StoreConfig {
     /// Registry database and disk blobs live here.
     pub data_dir: PathBuf,
+    /// Device tier budget in bytes: caches held in the model's device
+    /// memory (the GPU); 0 disables it. Used as given, on any device (the
+    /// CLI sets it only for a GPU: on the CPU it would be a second copy in
+    /// the host tier's memory).
+    pub device_budget: u64,
     /// Host (memory) tier budget in bytes; 0 disables it.
     pub host_budget: u64,
     /// Disk tier budget in bytes.
@@ -55,45 +62,6 @@ pub struct NewDocument {
     pub metadata: serde_json::Value,
 }
 
-/// Counters since the store opened.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StoreStats {
-    /// Lookups served from memory.
-    pub host_hits: u64,
-    /// Lookups served from this replica's disk.
-    pub disk_hits: u64,
-    /// Lookups served from Redis.
-    pub remote_hits: u64,
-    /// Caches stored after every tier missed (computed by the caller).
-    pub computed: u64,
-    /// Blobs rejected by integrity checks (and deleted).
-    pub integrity_failures: u64,
-    /// Failed operations on a tier whose failures are misses (Redis out of reach).
-    pub tier_errors: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    host: AtomicU64,
-    disk: AtomicU64,
-    remote: AtomicU64,
-    computed: AtomicU64,
-    integrity: AtomicU64,
-    tier_errors: AtomicU64,
-}
-
-impl Counters {
-    fn hit(&self, tier: Tier) {
-        let counter = match tier {
-            Tier::Host => &self.host,
-            Tier::Disk => &self.disk,
-            Tier::Remote => &self.remote,
-            Tier::Computed => &self.computed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// Registry plus KV tiers.
 pub struct DocumentStore {
     registry: Registry,
@@ -103,6 +71,8 @@ pub struct DocumentStore {
     blobs: Arc<DiskTier>,
     model: ModelIdentity,
     codec: Codec,
+    /// The model's: where returned caches live.
+    device: Device,
     counters: Counters,
     quotas: Quotas,
 }
@@ -121,7 +91,9 @@ fn check_name(field: &'static str, value: &str) -> Result<()> {
 }
 
 impl DocumentStore {
-    /// Opens the store under `config.data_dir` for `model`.
+    /// Opens the store under `config.data_dir` for `model`, which runs on
+    /// `device`: caches handed out are there, and the device tier (when
+    /// `config.device_budget` is not 0) holds them there.
     pub fn open(config: &StoreConfig, model: ModelIdentity, device: &Device) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::io(&config.data_dir, e))?;
@@ -130,8 +102,12 @@ impl DocumentStore {
             &config.data_dir.join("blobs"),
             config.disk_budget,
         )?);
-        let mut tiers: Vec<Arc<dyn KvTier>> =
-            vec![Arc::new(HostTier::new(config.host_budget)), disk.clone()];
+        let mut tiers: Vec<Arc<dyn KvTier>> = Vec::new();
+        if config.device_budget > 0 {
+            tiers.push(Arc::new(DeviceTier::new(device, config.device_budget)));
+        }
+        tiers.push(Arc::new(HostTier::new(config.host_budget)));
+        tiers.push(disk.clone());
         if let Some(r) = &config.remote {
             tiers.push(Arc::new(RemoteTier::connect(r.clone())?));
         }
@@ -139,7 +115,8 @@ impl DocumentStore {
             registry,
             tiers,
             blobs: disk,
-            codec: Codec::new(&model, config.kv_dtype, device),
+            codec: Codec::new(&model, config.kv_dtype),
+            device: device.clone(),
             model,
             counters: Counters::default(),
             quotas: Quotas::default(),
@@ -345,7 +322,8 @@ impl DocumentStore {
     }
 
     /// The cache of `ids` in `tenant` from the fastest tier holding a valid
-    /// copy, promoted into the tiers above it; `None` when no tier has one.
+    /// copy, promoted into the tiers above it, on the model's device; `None`
+    /// when no tier has one.
     /// A blob failing its checks is deleted from its tier and counted, and
     /// the lookup goes on as if it were absent.
     pub fn lookup(&self, tenant: &str, ids: &[u32]) -> Result<Option<(Arc<DocCache>, Tier)>> {
@@ -378,7 +356,8 @@ impl DocumentStore {
     /// in every tier; it must be of these ids after this store's anchor.
     /// Returns it as every tier gives it back: in the stored element type
     /// (`kv_dtype`, f16 by default), so that a document's answers never
-    /// depend on which tier its cache came from.
+    /// depend on which tier its cache came from, and on the model's device
+    /// (the device tier's copy when it holds one).
     pub fn insert(&self, tenant: &str, ids: &[u32], cache: DocCache) -> Result<Arc<DocCache>> {
         check_name("tenant", tenant)?;
         if cache.tokens() != ids || cache.anchor() != self.model.anchor.as_slice() {
@@ -392,7 +371,8 @@ impl DocumentStore {
         // differ, and a greedy answer from a reloaded copy could differ from
         // the first one (the soak, crates/cli/tests/soak.rs, saw it).
         let entry = Entry::encoded(self.codec.encode(&cache, &key)?);
-        let cache = entry.cache(&key, &self.codec)?;
+        // Decoded (so checked) before any tier holds it.
+        entry.cache(&key, &self.codec)?;
         // Slowest first, so a cache is in memory only once it is durable.
         for at in (0..self.tiers.len()).rev() {
             match self.put_into(at, &key, &entry) {
@@ -401,18 +381,19 @@ impl DocumentStore {
                 Err(StoreError::DiskFull { path }) => {
                     tracing::warn!(path = %path.display(), "the data disk is full: a computed cache is used but not kept");
                     self.counters.tier_errors.fetch_add(1, Ordering::Relaxed);
-                    return Ok(cache);
+                    return entry.device_cache(&key, &self.codec, &self.device);
                 }
                 Err(e) => return Err(e),
             }
         }
         self.counters.computed.fetch_add(1, Ordering::Relaxed);
-        Ok(cache)
+        entry.device_cache(&key, &self.codec, &self.device)
     }
 
-    /// A decoded entry whose tokens are `ids`, or an integrity error.
+    /// The entry's cache on the model's device, if its tokens are `ids`;
+    /// an integrity error if not (or if its blob fails to decode).
     fn checked(&self, key: &CacheKey, ids: &[u32], entry: &Entry) -> Result<Arc<DocCache>> {
-        let cache = entry.cache(key, &self.codec)?;
+        let cache = entry.device_cache(key, &self.codec, &self.device)?;
         if cache.tokens() != ids {
             return Err(StoreError::Integrity {
                 key: key.hex(),
@@ -465,31 +446,24 @@ impl DocumentStore {
         }
     }
 
-    /// Lookup counters.
+    /// Counters since the store opened, and the bytes each tier holds now
+    /// (a round trip to Redis when that tier is on; a tier that fails to
+    /// say counts 0, and is logged).
     pub fn stats(&self) -> StoreStats {
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StoreStats {
-            host_hits: load(&c.host),
-            disk_hits: load(&c.disk),
-            remote_hits: load(&c.remote),
-            computed: load(&c.computed),
-            integrity_failures: load(&c.integrity),
-            tier_errors: load(&c.tier_errors),
-        }
+        let used = self.used_bytes().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the tiers' used bytes failed");
+            TierBytes::default()
+        });
+        self.counters.snapshot(used)
     }
 
-    /// Bytes held by the host, disk and remote tiers.
-    pub fn used_bytes(&self) -> Result<(u64, u64, u64)> {
-        let mut used = (0, 0, 0);
+    /// Bytes each tier holds; a tier whose failures are misses (Redis)
+    /// counts 0 while it is out of reach.
+    pub fn used_bytes(&self) -> Result<TierBytes> {
+        let mut used = TierBytes::default();
         for tier in &self.tiers {
             let bytes = self.soft(tier.as_ref(), tier.used_bytes())?.unwrap_or(0);
-            match tier.tier() {
-                Tier::Host => used.0 = bytes,
-                Tier::Disk => used.1 = bytes,
-                Tier::Remote => used.2 = bytes,
-                Tier::Computed => {}
-            }
+            used.set(tier.tier(), bytes);
         }
         Ok(used)
     }
@@ -502,5 +476,49 @@ impl DocumentStore {
             reason: record.key.clone(),
         })?;
         Ok(self.blobs.blob_path(&key.scoped(tenant)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prophetkv_model::testing::{tiny, tokens, Tiny};
+    use prophetkv_reuse::compute_doc_cache;
+
+    use super::*;
+
+    #[test]
+    fn a_device_eviction_is_demoted_into_a_host_tier_that_lost_its_copy() {
+        let (_files, model) = tiny(Tiny::Llama);
+        let dir = tempfile::tempdir().unwrap();
+        let identity = ModelIdentity::new(model.config(), "tiny".into(), vec![1, 2]);
+        let (first, second) = (tokens(30, 1), tokens(30, 2));
+        // Decoded caches are f32.
+        let c = model.config();
+        let bytes = (2 * c.num_layers() * 30 * c.num_kv_heads * c.head_dim * 4) as u64;
+        let config = StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            device_budget: bytes * 3 / 2,
+            host_budget: 64 << 20,
+            disk_budget: 64 << 20,
+            remote: None,
+            kv_dtype: KvDtype::F16,
+        };
+        let store = DocumentStore::open(&config, identity, model.device()).unwrap();
+        let (device, host) = (store.tiers[0].clone(), store.tiers[1].clone());
+        assert_eq!((device.tier(), host.tier()), (Tier::Device, Tier::Host));
+        let insert = |ids: &[u32]| {
+            let cache = compute_doc_cache(&model, store.anchor(), ids).unwrap();
+            store.insert("t", ids, cache).unwrap()
+        };
+        let key = store.key(&first).scoped("t");
+        insert(&first);
+        // The host tier lets go of it (as moka may); the device still has it.
+        host.remove(&key).unwrap();
+        assert!(device.contains(&key).unwrap());
+        insert(&second);
+        assert!(!device.contains(&key).unwrap());
+        assert!(host.contains(&key).unwrap(), "evicted, so demoted to host");
+        let (_, tier) = store.lookup("t", &first).unwrap().unwrap();
+        assert_eq!(tier, Tier::Host);
     }
 }

@@ -13,6 +13,7 @@ use prophetkv_store::{
 fn open(dir: &Path, quota: TenantQuota) -> DocumentStore {
     let config = StoreConfig {
         data_dir: dir.to_path_buf(),
+        device_budget: 0,
         host_budget: 1 << 20,
         disk_budget: 1 << 20,
         remote: None,

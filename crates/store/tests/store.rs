@@ -48,6 +48,7 @@ fn identity(model: &Model) -> ModelIdentity {
 fn config(dir: &Path, redis: Option<&RedisServer>) -> StoreConfig {
     StoreConfig {
         data_dir: dir.to_path_buf(),
+        device_budget: 0,
         host_budget: 64 << 20,
         disk_budget: 64 << 20,
         remote: redis.map(|r| RemoteConfig {
@@ -218,10 +219,10 @@ fn budgets_hold_and_evicted_documents_come_back_from_a_lower_tier() {
             cached(&store, &model, "t", &format!("d{i}")).unwrap().1,
             Tier::Computed
         );
-        let (host, disk, remote) = store.used_bytes().unwrap();
-        assert!(host <= cfg.host_budget, "host {host} > {}", cfg.host_budget);
-        assert!(disk <= cfg.disk_budget, "disk {disk} > {}", cfg.disk_budget);
-        assert!(remote <= 64 << 20);
+        let used = store.used_bytes().unwrap();
+        assert!(used.host <= cfg.host_budget, "{used:?} > {cfg:?}");
+        assert!(used.disk <= cfg.disk_budget, "{used:?} > {cfg:?}");
+        assert!(used.remote <= 64 << 20, "{used:?}");
     }
     // d0 left memory and disk long ago; Redis still has it.
     assert_eq!(cached(&store, &model, "t", "d0").unwrap().1, Tier::Remote);
@@ -238,7 +239,7 @@ fn budgets_hold_and_evicted_documents_come_back_from_a_lower_tier() {
             .register("t", doc(&format!("e{i} text")), tokens(50, 30 + i))
             .unwrap();
         cached(&store, &model, "t", &format!("e{i}")).unwrap();
-        let (_, _, remote) = store.used_bytes().unwrap();
+        let remote = store.used_bytes().unwrap().remote;
         assert!(remote <= blob * 2 + blob / 2, "remote {remote}");
     }
 }

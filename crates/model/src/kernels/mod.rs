@@ -13,6 +13,10 @@
 //! The MLP's gated GELU gets the same treatment (libm's `tanhf` is scalar).
 //!
 //! Every SIMD kernel is tested against the scalar one on random inputs.
+//!
+//! The CUDA build adds one GPU kernel: attention's softmax with the position
+//! mask applied inside ([`masked_softmax`]), checked against the CPU by
+//! `prophetkv bench numerics` on the GPU.
 
 mod activation;
 mod avx2;
@@ -20,8 +24,12 @@ mod avx512;
 mod formats;
 mod gemv;
 mod isa;
+#[cfg(feature = "cuda")]
+mod masked_softmax;
 mod scalar;
 
 pub(crate) use activation::gelu_tanh_mul;
 pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;
+#[cfg(feature = "cuda")]
+pub(crate) use masked_softmax::masked_softmax;

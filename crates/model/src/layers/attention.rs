@@ -12,22 +12,62 @@
 
 use std::ops::Range;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::attention_row::attend_one_row;
 use crate::Result;
 
-/// Query rows per chunk. Large enough for efficient GEMMs, small enough that a
-/// sliding window skips most keys.
+/// Query rows per chunk on the CPU. Large enough for efficient GEMMs, small
+/// enough that a sliding window skips most keys.
 const QUERY_CHUNK: usize = 128;
+
+/// Query rows per chunk on a GPU: kernel launches, not arithmetic, bound a
+/// chunk there, so chunks are larger (a chunk's scores of 32 heads over 32k
+/// keys are 2 GiB in bf16).
+const GPU_QUERY_CHUNK: usize = 1024;
+
+/// Whether attention on `device` takes the fused masked softmax: on a GPU
+/// of a CUDA build, unless `PROPHETKV_FUSED_SOFTMAX=0` asks for candle's
+/// softmax over an additive mask (kept to compare the two).
+fn fused_softmax(device: &Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "cuda")
+        && !device.is_cpu()
+        && *ENABLED.get_or_init(|| std::env::var("PROPHETKV_FUSED_SOFTMAX").as_deref() != Ok("0"))
+}
+
+#[cfg(feature = "cuda")]
+fn fused(scores: &Tensor, q_pos: &Tensor, k_pos: &Tensor, window: Option<usize>) -> Result<Tensor> {
+    crate::kernels::masked_softmax(scores, q_pos, k_pos, window)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn fused(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>) -> Result<Tensor> {
+    Err(crate::ModelError::Device(
+        "the fused softmax needs a CUDA build".into(),
+    ))
+}
+
+/// Query rows per chunk on `device`.
+fn query_chunk(device: &Device) -> usize {
+    if device.is_cpu() {
+        QUERY_CHUNK
+    } else {
+        GPU_QUERY_CHUNK
+    }
+}
 
 /// One block of query rows and the key slots they read.
 #[derive(Debug)]
 struct ChunkPlan {
     rows: Range<usize>,
     keys: Range<usize>,
-    /// Additive `(rows, keys)` mask; `None` when every key in range is visible.
+    /// Additive `(rows, keys)` mask; `None` when every key in range is
+    /// visible, or when the fused softmax masks by `positions`.
     mask: Option<Tensor>,
+    /// On a GPU: the rows' and keys' positions (u32 on the device), from
+    /// which the fused softmax masks as it reads.
+    positions: Option<(Tensor, Tensor)>,
 }
 
 /// How a set of query rows attends over a set of keys, fixed per layer kind.
@@ -35,6 +75,7 @@ struct ChunkPlan {
 pub(crate) struct AttnPlan {
     chunks: Vec<ChunkPlan>,
     num_keys: usize,
+    window: Option<usize>,
 }
 
 impl AttnPlan {
@@ -48,39 +89,60 @@ impl AttnPlan {
         allowed: Range<usize>,
         window: Option<usize>,
         whole: bool,
+        dtype: DType,
         device: &Device,
     ) -> Result<Self> {
         let keys_in = &key_pos[allowed.clone()];
         let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
+        let chunk = query_chunk(device);
         let mut chunks = Vec::new();
-        for rows in row_chunks(query_pos, window, whole || !keys_sorted) {
+        for rows in row_chunks(query_pos, window, whole || !keys_sorted, chunk) {
             let local = if !keys_sorted {
                 0..keys_in.len()
             } else {
                 visible_key_range(&query_pos[rows.clone()], keys_in, window)
             };
             let keys = allowed.start + local.start..allowed.start + local.end;
-            let mask = build_mask(
-                &query_pos[rows.clone()],
-                &key_pos[keys.clone()],
-                window,
-                device,
-            )?;
-            chunks.push(ChunkPlan { rows, keys, mask });
+            let (q, k) = (&query_pos[rows.clone()], &key_pos[keys.clone()]);
+            let (mask, positions) = if fused_softmax(device) {
+                let up = |p: &[u32]| Tensor::new(p, device);
+                (None, Some((up(q)?, up(k)?)))
+            } else {
+                (build_mask(q, k, window, dtype, device)?, None)
+            };
+            chunks.push(ChunkPlan {
+                rows,
+                keys,
+                mask,
+                positions,
+            });
         }
         Ok(Self {
             chunks,
             num_keys: key_pos.len(),
+            window,
         })
+    }
+
+    /// The key slots some chunk reads: `start..end` over all chunks.
+    fn key_span(&self) -> Range<usize> {
+        let start = self.chunks.iter().map(|c| c.keys.start).min().unwrap_or(0);
+        let end = self.chunks.iter().map(|c| c.keys.end).max().unwrap_or(0);
+        start..end.max(start)
     }
 }
 
 /// Slots (in a position-sorted key list) that any of `query_pos` can see.
-/// Consecutive row ranges processed together: at most [`QUERY_CHUNK`] rows,
-/// and, under a sliding window, rows within [`QUERY_CHUNK`] positions of the
+/// Consecutive row ranges processed together: at most `chunk` rows,
+/// and, under a sliding window, rows within `chunk` positions of the
 /// chunk's first, so that scattered rows (a recomputed selection) do not make
 /// a chunk read keys far outside every row's window. `single`: one chunk.
-fn row_chunks(query_pos: &[u32], window: Option<usize>, single: bool) -> Vec<Range<usize>> {
+fn row_chunks(
+    query_pos: &[u32],
+    window: Option<usize>,
+    single: bool,
+    chunk: usize,
+) -> Vec<Range<usize>> {
     if query_pos.is_empty() {
         return Vec::new();
     }
@@ -90,8 +152,8 @@ fn row_chunks(query_pos: &[u32], window: Option<usize>, single: bool) -> Vec<Ran
     let mut chunks = Vec::new();
     let mut start = 0;
     for (i, &p) in query_pos.iter().enumerate() {
-        let full = i - start == QUERY_CHUNK;
-        let spread = window.is_some() && p.abs_diff(query_pos[start]) as usize >= QUERY_CHUNK;
+        let full = i - start == chunk;
+        let spread = window.is_some() && p.abs_diff(query_pos[start]) as usize >= chunk;
         if i > start && (full || spread) {
             chunks.push(start..i);
             start = i;
@@ -117,17 +179,21 @@ fn visible(query: u32, key: u32, window: Option<usize>) -> bool {
     key <= query && window.is_none_or(|w| ((query - key) as usize) < w)
 }
 
+/// The additive `(queries, keys)` mask of `query_pos` over `key_pos`
+/// (0 where visible, -inf elsewhere) in `dtype`; `None` when every key is
+/// visible to every query. A GPU builds it from the positions on the device.
 pub(crate) fn build_mask(
     query_pos: &[u32],
     key_pos: &[u32],
     window: Option<usize>,
+    dtype: DType,
     device: &Device,
 ) -> Result<Option<Tensor>> {
-    let all_visible = query_pos
-        .iter()
-        .all(|&q| key_pos.iter().all(|&k| visible(q, k, window)));
-    if all_visible {
+    if all_visible(query_pos, key_pos, window) {
         return Ok(None);
+    }
+    if !device.is_cpu() {
+        return device_mask(query_pos, key_pos, window, dtype, device).map(Some);
     }
     let mut mask = Vec::with_capacity(query_pos.len() * key_pos.len());
     for &q in query_pos {
@@ -139,11 +205,47 @@ pub(crate) fn build_mask(
             }
         }));
     }
-    Ok(Some(Tensor::from_vec(
-        mask,
-        (query_pos.len(), key_pos.len()),
-        device,
-    )?))
+    let mask = Tensor::from_vec(mask, (query_pos.len(), key_pos.len()), device)?;
+    Ok(Some(mask.to_dtype(dtype)?))
+}
+
+/// Whether every key is visible to every query: the latest key is no later
+/// than the earliest query and, under a window, the earliest key is within
+/// the window of the latest query.
+fn all_visible(query_pos: &[u32], key_pos: &[u32], window: Option<usize>) -> bool {
+    let (Some(&q_lo), Some(&q_hi)) = (query_pos.iter().min(), query_pos.iter().max()) else {
+        return true;
+    };
+    let (Some(&k_lo), Some(&k_hi)) = (key_pos.iter().min(), key_pos.iter().max()) else {
+        return true;
+    };
+    visible(q_lo, k_hi, window) && visible(q_hi, k_lo, window)
+}
+
+/// [`build_mask`] on the device: the positions go up (a few KiB), the
+/// `(queries, keys)` mask is made there.
+fn device_mask(
+    query_pos: &[u32],
+    key_pos: &[u32],
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let (n, r) = (query_pos.len(), key_pos.len());
+    let as_f32 = |p: &[u32]| p.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let q = Tensor::from_vec(as_f32(query_pos), (n, 1), device)?;
+    let k = Tensor::from_vec(as_f32(key_pos), (1, r), device)?;
+    // Positions below 2^24 are exact in f32, and so are their differences.
+    let behind = q.broadcast_sub(&k)?;
+    let mut seen = behind.ge(0f32)?;
+    if let Some(w) = window {
+        seen = (seen * behind.lt(w as f32)?)?;
+    }
+    let zero = Tensor::zeros((), dtype, device)?.broadcast_as((n, r))?;
+    let hidden = Tensor::new(f32::NEG_INFINITY, device)?
+        .to_dtype(dtype)?
+        .broadcast_as((n, r))?;
+    Ok(seen.where_cond(&zero, &hidden)?)
 }
 
 /// Attention output and, when asked, head-averaged probabilities.
@@ -183,6 +285,7 @@ pub(crate) fn attend(
     let mut outs = Vec::with_capacity(plan.chunks.len());
     let mut observed = None;
     let observing_attention = matches!(observe.what, Observe::Attention(_));
+    let heads_view = HeadMajor::new(k, v, plan.key_span(), !k.device().is_cpu())?;
     for chunk in &plan.chunks {
         let n = chunk.rows.len();
         let r = chunk.keys.len();
@@ -203,18 +306,17 @@ pub(crate) fn attend(
             .permute((1, 2, 0, 3))?
             .contiguous()?
             .reshape((kv_heads, group * n, head_dim))?;
-        // (r, kv_heads, d) -> (kv_heads, d, r) and (kv_heads, r, d): strided views.
-        let kc = k.narrow(0, chunk.keys.start, r)?.permute((1, 2, 0))?;
-        let vc = v.narrow(0, chunk.keys.start, r)?.permute((1, 0, 2))?;
+        let (kc, vc) = heads_view.chunk(&chunk.keys)?;
         let scores = qc.matmul(&kc)?.reshape((heads, n, r))?;
-        let scores = match &chunk.mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
+        let probs = match (&chunk.positions, &chunk.mask) {
+            (Some((q_pos, k_pos)), _) => fused(&scores, q_pos, k_pos, plan.window)?,
+            (None, Some(mask)) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
+            (None, None) => candle_nn::ops::softmax_last_dim(&scores)?,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         if let Observe::Attention(range) = observe.what {
             // Observing plans have one chunk, which holds every row.
-            observed = Some(over_range(&probs.mean(0)?, &chunk.keys, range)?);
+            let mass = probs.to_dtype(DType::F32)?.mean(0)?;
+            observed = Some(over_range(&mass, &chunk.keys, range)?);
         }
         let out = probs
             .reshape((kv_heads, group * n, r))?
@@ -235,6 +337,59 @@ pub(crate) fn attend(
         observed = Some(score_softmax(q, k, range, observe)?);
     }
     Ok(AttnOutput { out, observed })
+}
+
+/// Keys and values arranged per KV head for the chunks' GEMMs.
+///
+/// On the CPU they stay strided views of the cache (the GEMM packs what it
+/// reads). cuBLAS needs each head's rows contiguous, so on a GPU the key
+/// slots the plan reads are copied head-major once per call and layer, and
+/// every chunk narrows that copy.
+struct HeadMajor {
+    /// `(keys, kv_heads, d)` views of the cache (CPU), or head-major copies
+    /// `(kv_heads, span, d)` of the slots `base..` (GPU).
+    k: Tensor,
+    v: Tensor,
+    base: Option<usize>,
+}
+
+impl HeadMajor {
+    /// Views of `k`, `v` or, with `copy` (a GPU), head-major copies of the
+    /// slots `span`.
+    fn new(k: &Tensor, v: &Tensor, span: Range<usize>, copy: bool) -> Result<Self> {
+        if !copy {
+            return Ok(Self {
+                k: k.clone(),
+                v: v.clone(),
+                base: None,
+            });
+        }
+        let copy = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.narrow(0, span.start, span.len())?
+                .permute((1, 0, 2))?
+                .contiguous()?)
+        };
+        Ok(Self {
+            k: copy(k)?,
+            v: copy(v)?,
+            base: Some(span.start),
+        })
+    }
+
+    /// Keys `(kv_heads, d, r)` and values `(kv_heads, r, d)` of the slots `keys`.
+    fn chunk(&self, keys: &Range<usize>) -> Result<(Tensor, Tensor)> {
+        let r = keys.len();
+        Ok(match self.base {
+            None => (
+                self.k.narrow(0, keys.start, r)?.permute((1, 2, 0))?,
+                self.v.narrow(0, keys.start, r)?.permute((1, 0, 2))?,
+            ),
+            Some(base) => (
+                self.k.narrow(1, keys.start - base, r)?.transpose(1, 2)?,
+                self.v.narrow(1, keys.start - base, r)?,
+            ),
+        })
+    }
 }
 
 /// Head-averaged probabilities `mass` `(rows, keys.len())` of the key slots
@@ -286,12 +441,13 @@ fn score_softmax(
         .permute((1, 2, 0, 3))?
         .contiguous()?
         .reshape((kv_heads, group * n, head_dim))?;
-    let kr = k.narrow(0, range.start, r)?.permute((1, 2, 0))?;
+    let (kr, _) = HeadMajor::new(k, k, range.clone(), !k.device().is_cpu())?.chunk(range)?;
     let scores = qg.matmul(&kr)?.reshape((heads, n, r))?;
     let mask = build_mask(
         ctx.query_pos,
         &ctx.key_pos[range.clone()],
         ctx.window,
+        scores.dtype(),
         q.device(),
     )?;
     let scores = match mask {
@@ -299,7 +455,7 @@ fn score_softmax(
         None => scores,
     };
     // A row that sees none of the range would be all -inf: give it zeros.
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(DType::F32)?;
     let probs = probs.eq(&probs)?.where_cond(&probs, &probs.zeros_like()?)?;
     Ok(probs.mean(0)?)
 }
@@ -318,7 +474,7 @@ mod tests {
             (&scattered, None),
             (&contiguous, Some(512)),
         ] {
-            let chunks = row_chunks(pos, window, false);
+            let chunks = row_chunks(pos, window, false, QUERY_CHUNK);
             assert_eq!(chunks[0].start, 0);
             assert_eq!(chunks.last().unwrap().end, pos.len());
             for w in chunks.windows(2) {
@@ -332,10 +488,16 @@ mod tests {
             }
         }
         // Contiguous rows keep full chunks; unwindowed scattered rows too.
-        assert!(row_chunks(&contiguous, Some(512), false).len() == 1000usize.div_ceil(QUERY_CHUNK));
-        assert!(row_chunks(&scattered, None, false).len() == 800usize.div_ceil(QUERY_CHUNK));
-        assert!(row_chunks(&[], Some(8), false).is_empty());
-        let single = row_chunks(&scattered, Some(8), true);
+        assert!(
+            row_chunks(&contiguous, Some(512), false, QUERY_CHUNK).len()
+                == 1000usize.div_ceil(QUERY_CHUNK)
+        );
+        assert!(
+            row_chunks(&scattered, None, false, QUERY_CHUNK).len()
+                == 800usize.div_ceil(QUERY_CHUNK)
+        );
+        assert!(row_chunks(&[], Some(8), false, QUERY_CHUNK).is_empty());
+        let single = row_chunks(&scattered, Some(8), true, QUERY_CHUNK);
         assert!(single.len() == 1 && single[0] == (0..800));
     }
 
@@ -373,7 +535,7 @@ mod tests {
 
     #[test]
     fn mask_hides_future_and_out_of_window_keys() {
-        let m = build_mask(&[3], &[0, 1, 2, 3, 4], Some(2), &Device::Cpu)
+        let m = build_mask(&[3], &[0, 1, 2, 3, 4], Some(2), DType::F32, &Device::Cpu)
             .unwrap()
             .unwrap();
         let m = m.to_vec2::<f32>().unwrap();
@@ -384,7 +546,89 @@ mod tests {
 
     #[test]
     fn fully_visible_chunk_needs_no_mask() {
-        let m = build_mask(&[9, 10], &[0, 1, 2], None, &Device::Cpu).unwrap();
+        let m = build_mask(&[9, 10], &[0, 1, 2], None, DType::F32, &Device::Cpu).unwrap();
         assert!(m.is_none());
+    }
+
+    #[test]
+    fn device_mask_equals_the_host_mask() {
+        let queries: Vec<u32> = vec![3, 7, 8, 20, 21];
+        let keys: Vec<u32> = (0..24).collect();
+        for window in [None, Some(4)] {
+            let host = build_mask(&queries, &keys, window, DType::F32, &Device::Cpu)
+                .unwrap()
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let device = device_mask(&queries, &keys, window, DType::F32, &Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert_eq!(host, device, "window {window:?}");
+        }
+    }
+
+    #[test]
+    fn visibility_shortcut_agrees_with_every_pair() {
+        let sets: [&[u32]; 5] = [&[0, 1, 2], &[5, 6], &[9, 10, 40], &[2], &[30, 31]];
+        for q in sets {
+            for k in sets {
+                for w in [None, Some(3), Some(12)] {
+                    let every = q.iter().all(|&a| k.iter().all(|&b| visible(a, b, w)));
+                    assert_eq!(all_visible(q, k, w), every, "{q:?} {k:?} {w:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_major_copies_give_the_same_attention_as_strided_views() {
+        let dev = Device::Cpu;
+        let (heads, kv_heads, d, keys) = (6, 2, 8, 40);
+        let q = Tensor::randn(0f32, 1.0, (9, heads, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
+        let query_pos: Vec<u32> = (30..39).collect();
+        let key_pos: Vec<u32> = (0..keys as u32).collect();
+        let plan = AttnPlan::new(
+            &query_pos,
+            &key_pos,
+            0..keys,
+            Some(16),
+            false,
+            DType::F32,
+            &dev,
+        )
+        .unwrap();
+        let run = |copy: bool| {
+            let view = HeadMajor::new(&k, &v, plan.key_span(), copy).unwrap();
+            let chunk = &plan.chunks[0];
+            let (kc, vc) = view.chunk(&chunk.keys).unwrap();
+            let qc = q
+                .reshape((9, kv_heads, heads / kv_heads, d))
+                .unwrap()
+                .permute((1, 2, 0, 3))
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((kv_heads, 3 * 9, d))
+                .unwrap();
+            let scores = qc.matmul(&kc).unwrap();
+            let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+            probs
+                .matmul(&vc)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (strided, copied) = (run(false), run(true));
+        let diff = strided
+            .iter()
+            .zip(&copied)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -2,18 +2,38 @@
 //!
 //! Keys are cached before rotation, so a cached key can be rotated to any
 //! position later ([`Rope::apply`] with other positions) with no error beyond
-//! float rounding. Angles are computed in f64 and rounded once to f32.
+//! float rounding. Angles are computed in f64 and rounded once to the model's
+//! element type, into a table per layer kind that lives on the model's device
+//! and grows with the largest position seen: a pass looks its rows' angles up
+//! with one gather instead of computing (and, on a GPU, uploading) them.
 
-use candle_core::{Device, Tensor};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::{RopeConfig, RopeScaling, RopeStyle};
 use crate::Result;
 
-/// The frequency ladder of one layer kind and the pairing style.
+/// Positions the angle table first covers; it doubles past that.
+const MIN_TABLE_ROWS: usize = 4096;
+
+/// The frequency ladder of one layer kind, the pairing style, and the table
+/// of angles computed so far.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope {
     inv_freq: Vec<f64>,
     style: RopeStyle,
+    dtype: DType,
+    device: Device,
+    table: Arc<Mutex<Option<AngleTable>>>,
+}
+
+/// Cosines and sines of positions `0..rows`, each `(rows, head_dim / 2)`.
+#[derive(Debug)]
+struct AngleTable {
+    cos: Tensor,
+    sin: Tensor,
+    rows: usize,
 }
 
 /// Cosines and sines for a set of rows, shaped `(rows, 1, head_dim / 2)`.
@@ -24,7 +44,13 @@ pub(crate) struct RopeAngles {
 }
 
 impl Rope {
-    pub(crate) fn new(config: &RopeConfig, head_dim: usize, style: RopeStyle) -> Self {
+    pub(crate) fn new(
+        config: &RopeConfig,
+        head_dim: usize,
+        style: RopeStyle,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         let half = head_dim / 2;
         let inv_freq = (0..half)
             .map(|i| {
@@ -32,34 +58,64 @@ impl Rope {
                 scale_frequency(base, i, &config.scaling)
             })
             .collect();
-        Self { inv_freq, style }
+        Self {
+            inv_freq,
+            style,
+            dtype,
+            device: device.clone(),
+            table: Arc::new(Mutex::new(None)),
+        }
     }
 
-    /// Angles for `positions`, ready to apply to rows at those positions.
-    pub(crate) fn angles(&self, positions: &[u32], device: &Device) -> Result<RopeAngles> {
+    /// The angles of rows at `positions`.
+    pub(crate) fn angles(&self, positions: &[u32]) -> Result<RopeAngles> {
+        let needed = positions.iter().max().map_or(0, |&p| p as usize + 1);
+        let (cos, sin) = self.table(needed)?;
+        let ids = Tensor::new(positions, &self.device)?;
+        let shape = (positions.len(), 1, self.inv_freq.len());
+        Ok(RopeAngles {
+            cos: cos.index_select(&ids, 0)?.reshape(shape)?,
+            sin: sin.index_select(&ids, 0)?.reshape(shape)?,
+        })
+    }
+
+    /// The table's cosines and sines, grown to cover positions `0..rows`.
+    fn table(&self, rows: usize) -> Result<(Tensor, Tensor)> {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = table.as_ref().filter(|t| t.rows >= rows) {
+            return Ok((t.cos.clone(), t.sin.clone()));
+        }
+        let rows = rows.next_power_of_two().max(MIN_TABLE_ROWS);
         let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(positions.len() * half);
-        let mut sin = Vec::with_capacity(positions.len() * half);
-        for &p in positions {
+        let mut cos = Vec::with_capacity(rows * half);
+        let mut sin = Vec::with_capacity(rows * half);
+        for p in 0..rows {
             for &f in &self.inv_freq {
                 let a = p as f64 * f;
                 cos.push(a.cos() as f32);
                 sin.push(a.sin() as f32);
             }
         }
-        let shape = (positions.len(), 1, half);
-        Ok(RopeAngles {
-            cos: Tensor::from_vec(cos, shape, device)?,
-            sin: Tensor::from_vec(sin, shape, device)?,
-        })
+        let make = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (rows, half), &self.device)?.to_dtype(self.dtype)?)
+        };
+        let grown = AngleTable {
+            cos: make(cos)?,
+            sin: make(sin)?,
+            rows,
+        };
+        let out = (grown.cos.clone(), grown.sin.clone());
+        *table = Some(grown);
+        Ok(out)
     }
 
-    /// Rotates `x` of shape `(rows, heads, head_dim)`; row `i` by angle set `i`.
+    /// Rotates `x` `(rows, heads, head_dim)` by the rows' angles.
     pub(crate) fn apply(&self, x: &Tensor, angles: &RopeAngles) -> Result<Tensor> {
         let (rows, heads, dim) = x.dims3()?;
-        // candle's kernels take (batch, heads, seq, dim); each row is its own
-        // batch entry of one step so it can carry its own position.
-        let x = x.reshape((rows, heads, 1, dim))?.contiguous()?;
+        let x = x
+            .to_dtype(self.dtype)?
+            .reshape((rows, heads, 1, dim))?
+            .contiguous()?;
         let out = match self.style {
             RopeStyle::Half => candle_nn::rotary_emb::rope(&x, &angles.cos, &angles.sin)?,
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &angles.cos, &angles.sin)?,

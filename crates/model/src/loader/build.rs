@@ -24,6 +24,7 @@ pub(crate) fn build_model(
     options: &LoadOptions,
 ) -> Result<Model> {
     config.validate()?;
+    check_dtype(options)?;
     let names = source.names().clone();
     let c = &config;
     // The last layer's weights must be there before anything is allocated
@@ -79,10 +80,24 @@ pub(crate) fn build_model(
     for (i, &kind) in layer_kinds.iter().enumerate() {
         blocks.push(build_block(source, c, i, kind, options)?);
     }
-    let final_norm = norm(source, c, &names.name(W::FinalNorm, 0), c.hidden_size)?;
+    let final_norm = norm(
+        source,
+        c,
+        &names.name(W::FinalNorm, 0),
+        c.hidden_size,
+        options.dtype,
+    )?;
     let ropes = kinds
         .iter()
-        .map(|(_, rope)| Rope::new(rope, c.head_dim, c.rope_style))
+        .map(|(_, rope)| {
+            Rope::new(
+                rope,
+                c.head_dim,
+                c.rope_style,
+                options.dtype,
+                &options.device,
+            )
+        })
         .collect();
     let kind_windows = kinds.iter().map(|(w, _)| *w).collect();
     tracing::debug!(
@@ -93,6 +108,7 @@ pub(crate) fn build_model(
     Ok(Model {
         config,
         device: options.device.clone(),
+        dtype: options.dtype,
         weight_path: options.weight_path,
         embed,
         blocks,
@@ -116,20 +132,32 @@ fn build_block(
     let n = |w: W| names.name(w, i);
     let gemma = c.family == Family::Gemma3;
     let post_attn_norm = if gemma {
-        Some(norm(source, c, &n(W::PostAttnNorm), c.hidden_size)?)
+        Some(norm(
+            source,
+            c,
+            &n(W::PostAttnNorm),
+            c.hidden_size,
+            options.dtype,
+        )?)
     } else {
         None
     };
     let post_mlp_norm = if gemma {
-        Some(norm(source, c, &n(W::PostMlpNorm), c.hidden_size)?)
+        Some(norm(
+            source,
+            c,
+            &n(W::PostMlpNorm),
+            c.hidden_size,
+            options.dtype,
+        )?)
     } else {
         None
     };
     Ok(Block {
-        attn_norm: norm(source, c, &n(W::AttnNorm), c.hidden_size)?,
+        attn_norm: norm(source, c, &n(W::AttnNorm), c.hidden_size, options.dtype)?,
         attn: build_attention(source, c, &n, options)?,
         post_attn_norm,
-        mlp_norm: norm(source, c, &n(W::MlpNorm), c.hidden_size)?,
+        mlp_norm: norm(source, c, &n(W::MlpNorm), c.hidden_size, options.dtype)?,
         mlp: build_mlp(source, c, &n, options)?,
         post_mlp_norm,
         kind,
@@ -151,7 +179,7 @@ fn build_attention(
         let bias = if c.qkv_bias {
             let b = source.dense(&n(bias))?;
             expect_shape(&b, &[out], &n(bias))?;
-            Some(b)
+            Some(b.to_dtype(options.dtype)?)
         } else {
             None
         };
@@ -163,8 +191,8 @@ fn build_attention(
     let o = checked_linear(source, &n(W::O), options, [c.hidden_size, q_out])?;
     let (q_norm, k_norm) = if c.qk_norm {
         (
-            Some(norm(source, c, &n(W::QNorm), c.head_dim)?),
-            Some(norm(source, c, &n(W::KNorm), c.head_dim)?),
+            Some(norm(source, c, &n(W::QNorm), c.head_dim, options.dtype)?),
+            Some(norm(source, c, &n(W::KNorm), c.head_dim, options.dtype)?),
         )
     } else {
         (None, None)
@@ -206,14 +234,15 @@ fn norm(
     c: &ModelConfig,
     name: &str,
     size: usize,
+    dtype: DType,
 ) -> Result<RmsNorm> {
-    let mut w = source.dense(name)?;
+    let mut w = source.dense(name)?.to_dtype(DType::F32)?;
     expect_shape(&w, &[size], name)?;
     if c.family == Family::Gemma3 && matches!(source.names(), super::source::WeightNames::Hf { .. })
     {
         w = (w + 1.0)?;
     }
-    Ok(RmsNorm::new(w, c.rms_norm_eps))
+    Ok(RmsNorm::new(w.to_dtype(dtype)?, c.rms_norm_eps))
 }
 
 fn checked_linear(
@@ -231,15 +260,18 @@ fn checked_linear(
 /// matrix for matrix-vector steps and, on the mixed path, its f32 form for
 /// GEMMs (float weights get a Q8_0 copy for the former).
 fn linear_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
+    if !options.device.is_cpu() {
+        return Ok(Linear::dense(on_device(stored, options)?));
+    }
     Ok(match (options.weight_path, stored) {
         (WeightPath::F32, stored) => Linear::dense(into_f32(stored, &options.device)?),
         (WeightPath::Quantized, Stored::Quantized(q)) => {
-            Linear::quantized(QMatMul::from_qtensor(q)?)
+            Linear::quantized(QMatMul::from_qtensor(*q)?)
         }
         (WeightPath::Quantized, Stored::Float(t)) => Linear::dense(t),
         (WeightPath::Mixed, Stored::Quantized(q)) => {
             let dense = q.dequantize(&options.device)?.to_dtype(DType::F32)?;
-            Linear::both(QMatMul::from_qtensor(q)?, dense)
+            Linear::both(QMatMul::from_qtensor(*q)?, dense)
         }
         (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
             Some(q) => Linear::both(QMatMul::from_qtensor(q)?, t),
@@ -251,9 +283,12 @@ fn linear_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
 /// The output projection: one row per step, so never an f32 copy where a
 /// quantized one exists (it is the largest matrix of a large-vocabulary model).
 fn head_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
+    if !options.device.is_cpu() {
+        return Ok(Linear::dense(on_device(stored, options)?));
+    }
     Ok(match (options.weight_path, stored) {
         (WeightPath::F32, stored) => Linear::dense(into_f32(stored, &options.device)?),
-        (_, Stored::Quantized(q)) => Linear::quantized(QMatMul::from_qtensor(q)?),
+        (_, Stored::Quantized(q)) => Linear::quantized(QMatMul::from_qtensor(*q)?),
         (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
             Some(q) => Linear::quantized(QMatMul::from_qtensor(q)?),
             None => Linear::dense(t),
@@ -267,10 +302,32 @@ fn head_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
 /// float tables stay f32, so that prefill matches the f32 path exactly.
 fn embedding_for(stored: Stored, options: &LoadOptions) -> Result<Embedding> {
     Ok(match (options.weight_path, stored) {
-        (WeightPath::F32, stored) => Embedding::Dense(into_f32(stored, &options.device)?),
-        (_, Stored::Quantized(q)) if options.device.is_cpu() => Embedding::Quantized(Arc::new(q)),
-        (_, stored) => Embedding::Dense(into_f32(stored, &options.device)?),
+        (WeightPath::F32, stored) => Embedding::Dense(on_device(stored, options)?),
+        (_, Stored::Quantized(q)) if options.device.is_cpu() => Embedding::Quantized(Arc::new(*q)),
+        (_, stored) => Embedding::Dense(on_device(stored, options)?),
     })
+}
+
+/// A GPU keeps one dense copy of every matrix in the model's element type
+/// (quantized files are dequantized once, at load): its GEMMs and
+/// matrix-vector products both run on tensor cores from that copy.
+fn on_device(stored: Stored, options: &LoadOptions) -> Result<Tensor> {
+    Ok(into_f32(stored, &options.device)?.to_dtype(options.dtype)?)
+}
+
+/// The CPU runtime computes in f32 only; a GPU in bf16, f16 or f32.
+fn check_dtype(options: &LoadOptions) -> Result<()> {
+    match options.dtype {
+        DType::F32 => Ok(()),
+        DType::BF16 | DType::F16 if !options.device.is_cpu() => Ok(()),
+        DType::BF16 | DType::F16 => Err(ModelError::Device(format!(
+            "{:?} runs on a GPU only; the CPU runtime computes in f32",
+            options.dtype
+        ))),
+        other => Err(ModelError::Device(format!(
+            "{other:?} is not a compute type (f32, bf16 or f16)"
+        ))),
+    }
 }
 
 fn into_f32(stored: Stored, device: &Device) -> Result<Tensor> {

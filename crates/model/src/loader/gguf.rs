@@ -363,7 +363,7 @@ impl WeightSource for GgufSource {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 Stored::Float(q.dequantize(&self.device)?.to_dtype(DType::F32)?)
             }
-            _ => Stored::Quantized(q),
+            _ => Stored::Quantized(Box::new(q)),
         })
     }
 

@@ -15,7 +15,12 @@ use crate::{ModelError, Result};
 
 /// Reads `config.json` in `dir` into a [`ModelConfig`].
 pub(crate) fn read_config(dir: &Path) -> Result<ModelConfig> {
-    let path = dir.join("config.json");
+    read_config_file(&dir.join("config.json"))
+}
+
+/// Reads a `config.json` file into a [`ModelConfig`].
+pub(crate) fn read_config_file(path: &Path) -> Result<ModelConfig> {
+    let path = path.to_path_buf();
     let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
         path: path.clone(),
         source,

@@ -4,14 +4,18 @@
 mod build;
 mod gguf;
 mod hf;
+mod random;
 mod source;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
+use crate::config::ModelConfig;
 use crate::model::{Model, WeightPath};
+
 use crate::{ModelError, Result};
+pub use random::{random_config, random_shapes};
 
 /// How to load a model.
 #[derive(Debug, Clone)]
@@ -20,6 +24,9 @@ pub struct LoadOptions {
     pub weight_path: WeightPath,
     /// Where the weights and every activation live.
     pub device: Device,
+    /// Element type of the dense weights, activations and KV: f32 on the
+    /// CPU; bf16 (the GPU's default), f16 or f32 on a GPU.
+    pub dtype: DType,
 }
 
 impl Default for LoadOptions {
@@ -27,7 +34,39 @@ impl Default for LoadOptions {
         Self {
             weight_path: WeightPath::Mixed,
             device: Device::Cpu,
+            dtype: DType::F32,
         }
+    }
+}
+
+impl LoadOptions {
+    /// The options a precision names on `device`: `mixed` (the default: on
+    /// the CPU block-quantized weights for decode steps and their f32 form
+    /// for prompt rows, on a GPU bf16), `q` (quantized as stored), `f32`
+    /// (the exactness reference), `bf16` or `f16` (a GPU's).
+    pub fn named(precision: &str, device: Device) -> Result<Self> {
+        let gpu_default = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        };
+        let (weight_path, dtype) = match precision {
+            "mixed" => (WeightPath::Mixed, gpu_default),
+            "q" => (WeightPath::Quantized, gpu_default),
+            "f32" => (WeightPath::F32, DType::F32),
+            "bf16" => (WeightPath::Mixed, DType::BF16),
+            "f16" => (WeightPath::Mixed, DType::F16),
+            other => {
+                return Err(ModelError::Device(format!(
+                    "dtype must be mixed, q, f32, bf16 or f16, got {other:?}"
+                )))
+            }
+        };
+        Ok(Self {
+            weight_path,
+            device,
+            dtype,
+        })
     }
 }
 
@@ -103,6 +142,14 @@ pub fn load_model(path: &Path, options: &LoadOptions) -> Result<Model> {
             build::build_model(&mut source, config, options)
         }
     }
+}
+
+/// A model of `config`'s shape with random weights drawn from `seed` (the
+/// same on every device): a benchmarking stand-in for weights that cannot
+/// be sent, like vLLM's `--load-format dummy`.
+pub fn load_random(config: ModelConfig, seed: u64, options: &LoadOptions) -> Result<Model> {
+    let mut source = random::RandomSource::new(&config, seed, options.dtype, &options.device);
+    build::build_model(&mut source, config, options)
 }
 
 pub(crate) use gguf::{read_header as read_gguf_header, GgufMetadata};

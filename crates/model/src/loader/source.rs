@@ -9,7 +9,7 @@ use crate::Result;
 /// A weight as the file stores it.
 pub(crate) enum Stored {
     /// Block-quantized (GGUF's Q4_K, Q8_0, ...).
-    Quantized(QTensor),
+    Quantized(Box<QTensor>),
     /// A float type, converted to f32.
     Float(Tensor),
 }

@@ -40,6 +40,16 @@ impl TextTokenizer {
         }
     }
 
+    /// One token per byte of the text (ids 0–255), BOS 256 and EOS 257: the
+    /// tokenizer of a random-weights model, whose vocabulary means nothing.
+    pub fn bytes() -> Result<Self> {
+        let json = byte_level_json();
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| ModelError::Tokenizer(format!("byte tokenizer: {e}")))?;
+        Ok(Self::new(inner, Some(BYTE_BOS), vec![BYTE_EOS]))
+    }
+
     pub(crate) fn new(mut inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Vec<u32>) -> Self {
         inner.set_encode_special_tokens(true);
         let mut special: Vec<(String, u32)> = inner
@@ -226,6 +236,45 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
 }
 
 /// `tokenizer.json`, with BOS/EOS from `config.json` and `tokenizer_config.json`.
+/// BOS of [`TextTokenizer::bytes`].
+const BYTE_BOS: u32 = 256;
+/// EOS of [`TextTokenizer::bytes`].
+const BYTE_EOS: u32 = 257;
+
+/// `tokenizer.json` of a byte-level BPE with no merges: each byte one token.
+fn byte_level_json() -> String {
+    let vocab: serde_json::Map<String, Value> = (0..=255u8)
+        .map(|b| (byte_char(b).to_string(), Value::from(b)))
+        .collect();
+    let special = |id: u32, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                           "rstrip": false, "normalized": false, "special": true})
+    };
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+                                        "trim_offsets": false, "use_regex": false});
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(BYTE_BOS, "<bos>"), special(BYTE_EOS, "<eos>")],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
+
+/// The printable character GPT-2's byte-level alphabet gives byte `b`.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| matches!(b, 33..=126 | 161..=172 | 174..=255);
+    if printable(b) {
+        return char::from(b);
+    }
+    let shifted = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + shifted).unwrap_or('?')
+}
+
 fn from_dir(dir: &Path) -> Result<TextTokenizer> {
     let file = dir.join("tokenizer.json");
     let inner = tokenizers::Tokenizer::from_file(&file)

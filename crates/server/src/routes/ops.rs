@@ -38,6 +38,7 @@ fn served_model(state: &AppState) -> ModelCard {
         object: "model",
         created: 0,
         owned_by: "prophetkv",
+        random_weights: state.config.random_weights.clone(),
     }
 }
 
@@ -108,9 +109,18 @@ fn started() -> Instant {
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)),
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The store's stats read each tier's bytes: a Redis round trip when
+    // that tier is on, so off the async threads.
+    let engine = state.engine.clone();
+    let store = tokio::task::spawn_blocking(move || engine.store_stats())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading the store's stats failed");
+            Default::default()
+        });
     let body = state.metrics.render(
         &state.engine.metrics(),
-        &state.engine.store_stats(),
+        &store,
         started().elapsed().as_secs_f64(),
     );
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)

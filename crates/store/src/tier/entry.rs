@@ -1,27 +1,54 @@
-//! [`Entry`]: a cache on its way between tiers, decoded, encoded or both.
+//! [`Entry`]: a cache on its way between tiers, in the forms tiers ask for.
 
 use std::sync::{Arc, OnceLock};
 
+use candle_core::Device;
 use prophetkv_model::DocCache;
 
 use crate::blob::Codec;
 use crate::key::CacheKey;
 use crate::Result;
 
-/// A cache as one tier hands it to another. Memory tiers hold the decoded
-/// form, byte tiers the encoded one; each form is made at most once, when a
-/// tier first asks for it.
+/// A cache as one tier hands it to another. The host tier holds it decoded
+/// in host memory, the device tier decoded on the model's device, byte
+/// tiers encoded; each form is made at most once, when a tier (or the
+/// store, for what it returns) first asks for it, from the forms at hand.
+/// Every form holds the same values.
 #[derive(Debug, Default)]
 pub struct Entry {
-    cache: OnceLock<Arc<DocCache>>,
+    host: OnceLock<Arc<DocCache>>,
+    device: OnceLock<Arc<DocCache>>,
     bytes: OnceLock<Arc<Vec<u8>>>,
 }
 
+/// `cache` with every tensor on `device` (shared, not copied, when it is there already).
+pub(crate) fn moved(cache: &DocCache, device: &Device) -> Result<DocCache> {
+    let layers = cache
+        .layers()
+        .iter()
+        .map(|(k, v)| Ok((k.to_device(device)?, v.to_device(device)?)))
+        .collect::<Result<Vec<_>>>()?;
+    // The shapes are the checked cache's, so this cannot fail.
+    DocCache::from_parts(cache.anchor().to_vec(), cache.tokens().to_vec(), layers).map_err(|e| {
+        crate::StoreError::Invalid {
+            field: "cache",
+            reason: e.to_string(),
+        }
+    })
+}
+
 impl Entry {
-    /// An entry from a decoded cache.
-    pub fn decoded(cache: Arc<DocCache>) -> Self {
+    /// An entry from a cache decoded in host memory.
+    pub fn host(cache: Arc<DocCache>) -> Self {
         let entry = Self::default();
-        let _ = entry.cache.set(cache);
+        let _ = entry.host.set(cache);
+        entry
+    }
+
+    /// An entry from a cache on the model's device.
+    pub fn on_device(cache: Arc<DocCache>) -> Self {
+        let entry = Self::default();
+        let _ = entry.device.set(cache);
         entry
     }
 
@@ -32,14 +59,32 @@ impl Entry {
         entry
     }
 
-    /// The decoded cache; decoding checks the blob (see [`Codec::decode`]).
+    /// The cache in host memory: decoded from the blob (which checks it,
+    /// see [`Codec::decode`]) or copied from the device.
     pub fn cache(&self, key: &CacheKey, codec: &Codec) -> Result<Arc<DocCache>> {
-        if let Some(c) = self.cache.get() {
+        if let Some(c) = self.host.get() {
             return Ok(c.clone());
         }
-        let bytes = self.bytes(key, codec)?;
-        let decoded = Arc::new(codec.decode(&bytes, key)?);
-        Ok(self.cache.get_or_init(|| decoded).clone())
+        let host = match self.device.get() {
+            Some(on_device) => moved(on_device, &Device::Cpu)?,
+            None => codec.decode(&self.bytes(key, codec)?, key)?,
+        };
+        Ok(self.host.get_or_init(|| Arc::new(host)).clone())
+    }
+
+    /// The cache on `device` (the model's): copied there from host memory
+    /// once, decoding the blob first if need be.
+    pub fn device_cache(
+        &self,
+        key: &CacheKey,
+        codec: &Codec,
+        device: &Device,
+    ) -> Result<Arc<DocCache>> {
+        if let Some(c) = self.device.get() {
+            return Ok(c.clone());
+        }
+        let on_device = moved(&*self.cache(key, codec)?, device)?;
+        Ok(self.device.get_or_init(|| Arc::new(on_device)).clone())
     }
 
     /// The blob.
@@ -47,7 +92,7 @@ impl Entry {
         if let Some(b) = self.bytes.get() {
             return Ok(b.clone());
         }
-        let Some(cache) = self.cache.get() else {
+        let Some(cache) = self.host.get().or_else(|| self.device.get()) else {
             // Unreachable by construction: every entry starts with one form.
             return Err(crate::StoreError::Invalid {
                 field: "entry",

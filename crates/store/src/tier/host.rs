@@ -1,4 +1,7 @@
-//! Decoded caches in memory, weighed by bytes.
+//! Decoded caches in host memory, weighed by bytes.
+//!
+//! Whatever the model's device, the caches here are CPU tensors: one that
+//! arrives from the device tier is copied to host memory as it enters.
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use crate::Result;
 ///
 /// Its evictions are not demoted: moka evicts in the background, and every
 /// cache it holds was written through to the tiers below when it arrived.
+/// (The device tier's are: see [`super::DeviceTier`].)
 pub struct HostTier {
     cache: Option<Cache<CacheKey, Arc<DocCache>>>,
 }
@@ -43,7 +47,7 @@ impl KvTier for HostTier {
             .cache
             .as_ref()
             .and_then(|c| c.get(key))
-            .map(Entry::decoded))
+            .map(Entry::host))
     }
 
     fn contains(&self, key: &CacheKey) -> Result<bool> {

@@ -1,20 +1,24 @@
 //! The tiers a document cache can live in, fastest first, behind one trait.
 //!
-//! - [`HostTier`]: decoded caches in memory (moka, weighed by bytes).
+//! - [`DeviceTier`]: decoded caches on the model's device (the GPU), LRU
+//!   within a byte budget; its evictions are returned, to be demoted.
+//! - [`HostTier`]: decoded caches in host memory (moka, weighed by bytes).
 //! - [`DiskTier`]: one checksummed blob file per cache, written atomically.
 //! - [`RemoteTier`]: blobs in Redis, shared by every replica.
 //!
 //! The store writes a new cache through to every tier with room, promotes a
 //! hit into the tiers above the one it came from, and offers what a tier
 //! evicts to the tier below (eviction demotes, it does not drop, while a
-//! lower tier has room). A tier that holds the model's device memory (the
-//! GPU) is one more [`KvTier`] in front of the host tier.
+//! lower tier has room). Caches move between host and device memory only
+//! where they cross the device tier's boundary (see [`Entry`]).
 
+mod device;
 mod disk;
 mod entry;
 mod host;
 mod remote;
 
+pub use device::DeviceTier;
 pub use disk::DiskTier;
 pub use entry::Entry;
 pub use host::HostTier;
@@ -30,7 +34,9 @@ use crate::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
-    /// Decoded, in memory.
+    /// Decoded, in the model's device memory (the GPU).
+    Device,
+    /// Decoded, in host memory.
     Host,
     /// A blob file on this replica's disk.
     Disk,
