@@ -4,7 +4,7 @@ MODEL ?= models/gemma-3-270m-q4_k_m.gguf
 PROMPT ?= The capital of France is
 CARGO ?= cargo
 
-.PHONY: run demo test model deps venv build lint fuzz fuzz-smoke reference docker-bases docker-vendor docker-image docker-test cuda-check bench-runtime bench-store bench-serve soak soak-real eval-tasks eval bench-ttft ablate
+.PHONY: run demo test model deps venv build lint fuzz fuzz-smoke reference docker-bases docker-vendor docker-image docker-test cuda-check cuda bench-runtime bench-store bench-serve soak soak-real eval-tasks eval bench-ttft ablate
 
 ## Fetch the default model if missing, build, and start the server on 127.0.0.1:8080.
 run: model build
@@ -219,3 +219,9 @@ docker-test: model venv docker-image
 ## Compiles the `cuda` feature without a GPU (CUDA 13.0 from pinned PyPI wheels, a stub libcuda).
 cuda-check:
 	scripts/cuda-build.sh check
+
+## The CUDA binary for the GPU machine, built here without a GPU (portable x86-64-v3 CPU code),
+## packed with the PyTorch peer in target/cuda/pack/ (~10 MB); there, `scripts/gpu-check.sh
+## target/cuda/pack` runs the numerics checks and the benchmarks into gpu-results/.
+cuda:
+	scripts/cuda-build.sh pack

@@ -7,6 +7,10 @@
 #   scripts/cuda-build.sh check    # cargo check --features cuda (what CI runs)
 #   scripts/cuda-build.sh build    # the release binary for x86-64-v3, packed as
 #                                  # target/cuda/prophetkv.xz for the GPU machine
+#   scripts/cuda-build.sh pack     # build, then target/cuda/pack/: the binary, the
+#                                  # HTTP load client and the PyTorch peer
+#                                  # (TORCH_PEER, default ../shared/gpu/torch_peer.py),
+#                                  # all that scripts/gpu-check.sh needs (~13 MB)
 #
 # CUDA_COMPUTE_CAP (default 90: H100/H200) picks the kernels' architecture.
 set -euo pipefail
@@ -45,10 +49,21 @@ nvcc --version | tail -1
 
 case "$MODE" in
   check) cargo check --release --locked -p prophetkv --features cuda ;;
-  build)
+  build|pack)
     cargo build --release --locked -p prophetkv --features cuda
     strip -o "$CARGO_TARGET_DIR/prophetkv" "$CARGO_TARGET_DIR/release/prophetkv"
     xz -T0 -9 -kf "$CARGO_TARGET_DIR/prophetkv"
-    ls -la "$CARGO_TARGET_DIR/prophetkv.xz" ;;
-  *) echo "usage: $0 check|build" >&2; exit 2 ;;
+    ls -la "$CARGO_TARGET_DIR/prophetkv.xz"
+    if [[ "$MODE" == pack ]]; then
+      PACK=$CARGO_TARGET_DIR/pack
+      mkdir -p "$PACK"
+      cp "$CARGO_TARGET_DIR/prophetkv.xz" "$PACK/"
+      cp "${TORCH_PEER:-../shared/gpu/torch_peer.py}" "$PACK/torch_peer.py"
+      # The HTTP load client (CPU only) for the serving benchmark there.
+      cargo build --release --locked -p prophetkv --features cuda --example serve_bench
+      strip -o "$PACK/serve_bench" "$CARGO_TARGET_DIR/release/examples/serve_bench"
+      xz -T0 -9 -f "$PACK/serve_bench"
+      du -sh "$PACK"
+    fi ;;
+  *) echo "usage: $0 check|build|pack" >&2; exit 2 ;;
 esac
