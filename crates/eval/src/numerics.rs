@@ -44,6 +44,10 @@ pub struct PromptNumerics {
     pub f32_same_greedy: bool,
     /// Whether the low-precision top-1 is the CPU f32's.
     pub low_same_top1: bool,
+    /// The CPU f32's first logit minus its second: how clear its top-1 is.
+    pub f32_top2_gap: f32,
+    /// Where the CPU f32's top-1 ranks among the low precision's logits (0: first).
+    pub low_rank_of_top1: usize,
     /// Largest |logit difference|, ProphetKV at ratio 1 vs full, on the device.
     pub ratio1_max_logit_diff: f32,
     /// Rows the device and the CPU both selected, over the CPU's selection.
@@ -113,6 +117,17 @@ fn top1(v: &[f32]) -> usize {
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map_or(0, |(i, _)| i)
+}
+
+fn top2_gap(v: &[f32]) -> f32 {
+    let first = top1(v);
+    let second = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, x)| *x)
+        .fold(f32::NEG_INFINITY, f32::max);
+    v[first] - second
 }
 
 fn greedy(model: &Model, out: &mut ReuseOutput, n: usize) -> Result<Vec<u32>> {
@@ -185,16 +200,20 @@ pub fn compare(
             f32_max_logit_diff: max_diff(&cpu_l, &dev_l),
             f32_same_greedy: cpu_greedy == dev_greedy,
             low_same_top1: top1(&cpu_l) == top1(&low_l),
+            f32_top2_gap: top2_gap(&cpu_l),
+            low_rank_of_top1: low_l.iter().filter(|&&v| v > low_l[top1(&cpu_l)]).count(),
             ratio1_max_logit_diff: max_diff(&logits(&ratio1)?, &dev_l),
             selection_overlap: overlap,
         };
         progress(&format!(
-            "prompt {} ({} tokens): f32 diff {:.2e}, same greedy {}, low top-1 {}, ratio-1 diff {:.2e}, overlap {:.3}",
+            "prompt {} ({} tokens): f32 diff {:.2e}, same greedy {}, low top-1 {} (f32 gap {:.3}, rank {}), ratio-1 diff {:.2e}, overlap {:.3}",
             prompts.len() + 1,
             measured.tokens,
             measured.f32_max_logit_diff,
             measured.f32_same_greedy,
             measured.low_same_top1,
+            measured.f32_top2_gap,
+            measured.low_rank_of_top1,
             measured.ratio1_max_logit_diff,
             measured.selection_overlap
         ));
