@@ -457,12 +457,12 @@ fn bench_ttft_command(args: TtftArgs) -> anyhow::Result<()> {
     };
     let rows = bench_ttft(&evaluator, &spec, &mut |line| eprintln!("{line}"))?;
     let table = ttft_markdown(&rows, args.ratio);
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    std::fs::write(args.out.join("ttft.md"), &table)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let json = serde_json::to_string_pretty(&rows)?;
-    std::fs::write(args.out.join("ttft.json"), json)?;
+    write_results(
+        &args.out,
+        "ttft",
+        &table,
+        serde_json::to_string_pretty(&rows)?,
+    )?;
     ttft_chart(&rows, args.ratio, &args.out.join("ttft_vs_context.png"))?;
     print_line(&table)?;
     eprintln!(

@@ -210,6 +210,20 @@ pub fn tokens(n: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.random_range(0..VOCAB as u32)).collect()
 }
 
+/// The logits after a plain prefill of `ids` at positions `0..`: the
+/// model's next-token distribution, as a vector.
+pub fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
+    let positions: Vec<u32> = (0..ids.len() as u32).collect();
+    let (_, last) = model.prefill(ids, &positions).unwrap();
+    model
+        .logits(&last)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// Largest absolute element difference of two same-shaped tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");

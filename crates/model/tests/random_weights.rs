@@ -2,6 +2,7 @@
 //! cannot be sent) and the precisions a model is loaded in.
 
 use candle_core::Device;
+use prophetkv_model::testing::last_logits;
 use prophetkv_model::{
     load_random, random_config, DType, LoadOptions, Model, ModelConfig, TextTokenizer,
 };
@@ -29,15 +30,7 @@ fn tiny_shape(arch: &str) -> (tempfile::TempDir, ModelConfig) {
 
 fn first_logits(model: &Model, text: &str) -> Vec<f32> {
     let ids = TextTokenizer::bytes().unwrap().prompt_ids(text).unwrap();
-    let positions: Vec<u32> = (0..ids.len() as u32).collect();
-    let (_, last) = model.prefill(&ids, &positions).unwrap();
-    model
-        .logits(&last)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    last_logits(model, &ids)
 }
 
 #[test]

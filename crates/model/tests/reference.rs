@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use std::path::Path;
 
-use prophetkv_model::testing::{default_model_path, instruct_model_path};
+use prophetkv_model::testing::{default_model_path, instruct_model_path, last_logits};
 use prophetkv_model::{generate_greedy, load_model, LoadOptions, Model, TextTokenizer, WeightPath};
 use serde::Deserialize;
 
@@ -46,19 +46,6 @@ fn reference(file: &str) -> Reference {
         .join("tests/data")
         .join(file);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Full last-position logits of `ids`.
-fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
-    let positions: Vec<u32> = (0..ids.len() as u32).collect();
-    let (_, last) = model.prefill(ids, &positions).unwrap();
-    model
-        .logits(&last)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 fn load(model: &Path, path: WeightPath) -> Model {

@@ -285,7 +285,11 @@ pub(crate) fn attend(
     let mut outs = Vec::with_capacity(plan.chunks.len());
     let mut observed = None;
     let observing_attention = matches!(observe.what, Observe::Attention(_));
-    let heads_view = HeadMajor::new(k, v, plan.key_span(), !k.device().is_cpu())?;
+    let copy = !k.device().is_cpu();
+    let (k_heads, v_heads) = (
+        ByHead::new(k, plan.key_span(), copy)?,
+        ByHead::new(v, plan.key_span(), copy)?,
+    );
     for chunk in &plan.chunks {
         let n = chunk.rows.len();
         let r = chunk.keys.len();
@@ -306,7 +310,7 @@ pub(crate) fn attend(
             .permute((1, 2, 0, 3))?
             .contiguous()?
             .reshape((kv_heads, group * n, head_dim))?;
-        let (kc, vc) = heads_view.chunk(&chunk.keys)?;
+        let (kc, vc) = (k_heads.keys(&chunk.keys)?, v_heads.values(&chunk.keys)?);
         let scores = qc.matmul(&kc)?.reshape((heads, n, r))?;
         let probs = match (&chunk.positions, &chunk.mask) {
             (Some((q_pos, k_pos)), _) => fused(&scores, q_pos, k_pos, plan.window)?,
@@ -339,55 +343,53 @@ pub(crate) fn attend(
     Ok(AttnOutput { out, observed })
 }
 
-/// Keys and values arranged per KV head for the chunks' GEMMs.
+/// A cache's keys or values arranged per KV head for the chunks' GEMMs.
 ///
 /// On the CPU they stay strided views of the cache (the GEMM packs what it
-/// reads). cuBLAS needs each head's rows contiguous, so on a GPU the key
-/// slots the plan reads are copied head-major once per call and layer, and
-/// every chunk narrows that copy.
-struct HeadMajor {
-    /// `(keys, kv_heads, d)` views of the cache (CPU), or head-major copies
-    /// `(kv_heads, span, d)` of the slots `base..` (GPU).
-    k: Tensor,
-    v: Tensor,
+/// reads). cuBLAS needs each head's rows contiguous, so on a GPU the slots
+/// the plan reads are copied head-major once per call and layer, and every
+/// chunk narrows that copy.
+struct ByHead {
+    /// A `(slots, kv_heads, d)` view of the cache (CPU), or a head-major
+    /// copy `(kv_heads, span, d)` of the slots `base..` (GPU).
+    t: Tensor,
     base: Option<usize>,
 }
 
-impl HeadMajor {
-    /// Views of `k`, `v` or, with `copy` (a GPU), head-major copies of the
-    /// slots `span`.
-    fn new(k: &Tensor, v: &Tensor, span: Range<usize>, copy: bool) -> Result<Self> {
+impl ByHead {
+    /// A view of `t` or, with `copy` (a GPU), a head-major copy of the slots `span`.
+    fn new(t: &Tensor, span: Range<usize>, copy: bool) -> Result<Self> {
         if !copy {
             return Ok(Self {
-                k: k.clone(),
-                v: v.clone(),
+                t: t.clone(),
                 base: None,
             });
         }
-        let copy = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.narrow(0, span.start, span.len())?
-                .permute((1, 0, 2))?
-                .contiguous()?)
-        };
+        let t = t
+            .narrow(0, span.start, span.len())?
+            .permute((1, 0, 2))?
+            .contiguous()?;
         Ok(Self {
-            k: copy(k)?,
-            v: copy(v)?,
+            t,
             base: Some(span.start),
         })
     }
 
-    /// Keys `(kv_heads, d, r)` and values `(kv_heads, r, d)` of the slots `keys`.
-    fn chunk(&self, keys: &Range<usize>) -> Result<(Tensor, Tensor)> {
-        let r = keys.len();
+    /// Keys `(kv_heads, d, r)` of the slots `slots`.
+    fn keys(&self, slots: &Range<usize>) -> Result<Tensor> {
+        let r = slots.len();
         Ok(match self.base {
-            None => (
-                self.k.narrow(0, keys.start, r)?.permute((1, 2, 0))?,
-                self.v.narrow(0, keys.start, r)?.permute((1, 0, 2))?,
-            ),
-            Some(base) => (
-                self.k.narrow(1, keys.start - base, r)?.transpose(1, 2)?,
-                self.v.narrow(1, keys.start - base, r)?,
-            ),
+            None => self.t.narrow(0, slots.start, r)?.permute((1, 2, 0))?,
+            Some(base) => self.t.narrow(1, slots.start - base, r)?.transpose(1, 2)?,
+        })
+    }
+
+    /// Values `(kv_heads, r, d)` of the slots `slots`.
+    fn values(&self, slots: &Range<usize>) -> Result<Tensor> {
+        let r = slots.len();
+        Ok(match self.base {
+            None => self.t.narrow(0, slots.start, r)?.permute((1, 0, 2))?,
+            Some(base) => self.t.narrow(1, slots.start - base, r)?,
         })
     }
 }
@@ -441,7 +443,7 @@ fn score_softmax(
         .permute((1, 2, 0, 3))?
         .contiguous()?
         .reshape((kv_heads, group * n, head_dim))?;
-    let (kr, _) = HeadMajor::new(k, k, range.clone(), !k.device().is_cpu())?.chunk(range)?;
+    let kr = ByHead::new(k, range.clone(), !k.device().is_cpu())?.keys(range)?;
     let scores = qg.matmul(&kr)?.reshape((heads, n, r))?;
     let mask = build_mask(
         ctx.query_pos,
@@ -601,9 +603,15 @@ mod tests {
         )
         .unwrap();
         let run = |copy: bool| {
-            let view = HeadMajor::new(&k, &v, plan.key_span(), copy).unwrap();
             let chunk = &plan.chunks[0];
-            let (kc, vc) = view.chunk(&chunk.keys).unwrap();
+            let kc = ByHead::new(&k, plan.key_span(), copy)
+                .unwrap()
+                .keys(&chunk.keys)
+                .unwrap();
+            let vc = ByHead::new(&v, plan.key_span(), copy)
+                .unwrap()
+                .values(&chunk.keys)
+                .unwrap();
             let qc = q
                 .reshape((9, kv_heads, heads / kv_heads, d))
                 .unwrap()
