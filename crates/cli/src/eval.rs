@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use prophetkv_eval::attention_bench::{attention_markdown, bench_attention, standard_cases};
 use prophetkv_eval::bench::{bench_ttft, ttft_chart, ttft_markdown, TtftSpec};
 use prophetkv_eval::decode_bench::{bench_decode, decode_markdown, DecodeSpec};
 use prophetkv_eval::eval::{evaluate, file_blake3, partial_summary, Progress, RunIdentity};
@@ -15,7 +16,7 @@ use prophetkv_eval::numerics::{compare, NumericsSpec, Runtimes};
 use prophetkv_eval::report::markdown;
 use prophetkv_eval::run::{Arm, Evaluator};
 use prophetkv_eval::task::{load_tasks, write_tasks};
-use prophetkv_model::{Model, TextTokenizer};
+use prophetkv_model::{DType, Model, TextTokenizer};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
@@ -39,6 +40,29 @@ pub enum BenchCommand {
     Decode(DecodeArgs),
     /// The runtime on a device (a GPU) against the CPU's f32, same weights.
     Numerics(NumericsArgs),
+    /// Attention's flash kernel against the chunked path on a GPU: error
+    /// against f32 and time, on random inputs of real head layouts.
+    Attention(AttentionArgs),
+}
+
+/// Arguments of `prophetkv bench attention`.
+#[derive(Debug, Args)]
+pub struct AttentionArgs {
+    /// Device: cuda or cuda:N (on the CPU both paths are the chunked one).
+    #[arg(long, env = "PROPHETKV_DEVICE", default_value = "cuda")]
+    device: String,
+    /// Precision of the inputs: bf16 or f16 (f32 for a CPU try-out).
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Length of the timed long prefills (0: none).
+    #[arg(long, default_value_t = 16384)]
+    long: usize,
+    /// Timed calls per path and case.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Directory for attention.md and attention.json.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
 }
 
 /// Arguments of `prophetkv bench decode`.
@@ -363,7 +387,38 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ttft(args) => bench_ttft_command(args),
         BenchCommand::Decode(args) => bench_decode_command(args),
         BenchCommand::Numerics(args) => bench_numerics_command(args),
+        BenchCommand::Attention(args) => bench_attention_command(args),
     }
+}
+
+fn bench_attention_command(args: AttentionArgs) -> anyhow::Result<()> {
+    let device = prophetkv_model::device_from_name(&args.device)?;
+    let dtype = match args.dtype.as_str() {
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        other => bail!("--dtype {other}: expected bf16, f16 or f32"),
+    };
+    let rows = bench_attention(&standard_cases(args.long), dtype, &device, args.runs)?;
+    let table = attention_markdown(&rows);
+    publish(&args.out, "attention", &table, &rows)?;
+    if rows.iter().any(|r| !r.holds) {
+        bail!("the flash kernel strayed from f32 attention (see the table)");
+    }
+    Ok(())
+}
+
+/// Writes `NAME.md` (the table) and `NAME.json` (the rows) under `out`, and
+/// prints the table.
+fn publish(
+    out: &Path,
+    name: &str,
+    table: &str,
+    rows: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    write_results(out, name, table, serde_json::to_string_pretty(rows)?)?;
+    print_line(table)?;
+    Ok(())
 }
 
 fn write_results(out: &Path, name: &str, markdown: &str, json: String) -> anyhow::Result<()> {
@@ -384,13 +439,7 @@ fn bench_decode_command(args: DecodeArgs) -> anyhow::Result<()> {
     };
     let rows = bench_decode(&model, &spec)?;
     let table = decode_markdown(&rows);
-    write_results(
-        &args.out,
-        "decode",
-        &table,
-        serde_json::to_string_pretty(&rows)?,
-    )?;
-    print_line(&table)?;
+    publish(&args.out, "decode", &table, &rows)?;
     Ok(())
 }
 
@@ -429,13 +478,7 @@ fn bench_numerics_command(args: NumericsArgs) -> anyhow::Result<()> {
             if c.pass { "yes" } else { "NO" }
         ));
     }
-    write_results(
-        &args.out,
-        "numerics",
-        &table,
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    print_line(&table)?;
+    publish(&args.out, "numerics", &table, &report)?;
     if report.checks.iter().any(|c| !c.pass) {
         bail!("a numerics check failed (see the table)");
     }

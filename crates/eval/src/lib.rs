@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod ablate;
+pub mod attention_bench;
 pub mod bench;
 pub mod decode_bench;
 mod error;

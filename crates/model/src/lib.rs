@@ -45,7 +45,7 @@ pub use error::{ModelError, Result};
 pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Generation};
 pub use kernels::Isa;
 pub use kv::Kv;
-pub use layers::attention::Observe;
+pub use layers::attention::{attention_by_position, Observe};
 pub use loader::{load_model, load_random, random_config, random_shapes, LoadOptions, ModelFormat};
 pub use model::{Forward, Model, Rows, RowsOutput, WeightPath};
 pub use tokenizer::{ByteSpan, TextTokenizer, TokenPiece};

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::ModelConfig;
 use crate::kv::Kv;
-use crate::layers::attention::{AttnPlan, Observe};
+use crate::layers::attention::{AttnPlan, HeadShape, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
 use crate::layers::embedding::Embedding;
 use crate::layers::linear::{Linear, PassKind};
@@ -392,6 +392,10 @@ impl Model {
                     allowed.clone(),
                     w,
                     whole,
+                    HeadShape {
+                        group: self.config.num_heads / self.config.num_kv_heads,
+                        head_dim: self.config.head_dim,
+                    },
                     self.dtype,
                     &self.device,
                 )

@@ -136,13 +136,18 @@ struct MaskedSoftmax {
     window: u32,
 }
 
-/// The u32 device slice of a contiguous positions tensor's storage.
-fn positions<'a>(storage: &'a Storage, layout: &Layout) -> candle_core::Result<CudaView<'a, u32>> {
+/// The u32 device slice of a contiguous u32 tensor's storage (positions,
+/// tile ranges), for the kernel named `kernel`.
+pub(super) fn u32_view<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+    kernel: &str,
+) -> candle_core::Result<CudaView<'a, u32>> {
     let Storage::Cuda(cuda) = storage else {
-        candle_core::bail!("masked softmax: positions must be on the GPU");
+        candle_core::bail!("{kernel}: positions must be on the GPU");
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("masked softmax: positions must be contiguous");
+        candle_core::bail!("{kernel}: positions must be contiguous");
     };
     Ok(cuda.as_cuda_slice::<u32>()?.slice(start..end))
 }
@@ -178,8 +183,8 @@ impl CustomOp1 for MaskedSoftmax {
         }
         let (q_storage, q_layout) = self.qpos.storage_and_layout();
         let (k_storage, k_layout) = self.kpos.storage_and_layout();
-        let qpos = positions(&q_storage, q_layout)?;
-        let kpos = positions(&k_storage, k_layout)?;
+        let qpos = u32_view(&q_storage, q_layout, "masked softmax")?;
+        let kpos = u32_view(&k_storage, k_layout, "masked softmax")?;
         let rows = (end - start) / r.max(1);
         let ptx = ptx().map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let cfg = LaunchConfig {

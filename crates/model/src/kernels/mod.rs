@@ -14,13 +14,17 @@
 //!
 //! Every SIMD kernel is tested against the scalar one on random inputs.
 //!
-//! The CUDA build adds one GPU kernel: attention's softmax with the position
-//! mask applied inside ([`masked_softmax`]), checked against the CPU by
-//! `prophetkv bench numerics` on the GPU.
+//! The CUDA build adds two GPU kernels: attention in one pass on tensor cores
+//! ([`flash_attention`], bf16 and f16, checked against the chunked path by
+//! `prophetkv bench attention`), and the chunked path's softmax with the
+//! position mask applied inside ([`masked_softmax`], checked against the CPU
+//! by `prophetkv bench numerics`).
 
 mod activation;
 mod avx2;
 mod avx512;
+#[cfg(feature = "cuda")]
+mod flash_attention;
 mod formats;
 mod gemv;
 mod isa;
@@ -29,7 +33,16 @@ mod masked_softmax;
 mod scalar;
 
 pub(crate) use activation::gelu_tanh_mul;
+#[cfg(feature = "cuda")]
+pub(crate) use flash_attention::flash_attention;
 pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;
 #[cfg(feature = "cuda")]
 pub(crate) use masked_softmax::masked_softmax;
+
+/// Rows (query × head-in-group pairs) per block of the flash-attention
+/// kernel: the host plans one key range per tile of this many rows.
+pub(crate) const FLASH_TILE_ROWS: usize = 64;
+
+/// Head sizes the flash-attention kernel is built for.
+pub(crate) const FLASH_HEAD_DIMS: [usize; 3] = [64, 128, 256];

@@ -9,12 +9,18 @@
 //! each chunk reads only the key slots it can see, which skips the
 //! upper triangle and everything outside a sliding window. Cost per chunk:
 //! `O(chunk * visible_keys * heads * head_dim)`.
+//!
+//! On a GPU, in bf16 or f16, a plan instead names each 64-row tile's key
+//! range and one flash-attention launch runs the whole layer, scores kept on
+//! chip. Plans that observe attention (which needs the probabilities) and
+//! `PROPHETKV_FLASH_ATTENTION=0` keep the chunked path.
 
 use std::ops::Range;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::attention_row::attend_one_row;
+use crate::kernels::{FLASH_HEAD_DIMS, FLASH_TILE_ROWS};
 use crate::Result;
 
 /// Query rows per chunk on the CPU. Large enough for efficient GEMMs, small
@@ -26,14 +32,20 @@ const QUERY_CHUNK: usize = 128;
 /// keys are 2 GiB in bf16).
 const GPU_QUERY_CHUNK: usize = 1024;
 
-/// Whether attention on `device` takes the fused masked softmax: on a GPU
-/// of a CUDA build, unless `PROPHETKV_FUSED_SOFTMAX=0` asks for candle's
-/// softmax over an additive mask (kept to compare the two).
-fn fused_softmax(device: &Device) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// Whether one of our GPU kernels is on for `device`: a CUDA build, a GPU,
+/// and the environment variable `var` (read once) not `0`, which keeps the
+/// path it replaces at hand to compare the two.
+fn gpu_kernel_enabled(device: &Device, var: &str, cell: &std::sync::OnceLock<bool>) -> bool {
     cfg!(feature = "cuda")
         && !device.is_cpu()
-        && *ENABLED.get_or_init(|| std::env::var("PROPHETKV_FUSED_SOFTMAX").as_deref() != Ok("0"))
+        && *cell.get_or_init(|| std::env::var(var).as_deref() != Ok("0"))
+}
+
+/// Whether attention on `device` takes the fused masked softmax
+/// (`PROPHETKV_FUSED_SOFTMAX=0`: candle's softmax over an additive mask).
+fn fused_softmax(device: &Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    gpu_kernel_enabled(device, "PROPHETKV_FUSED_SOFTMAX", &ENABLED)
 }
 
 #[cfg(feature = "cuda")]
@@ -46,6 +58,102 @@ fn fused(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>) -> Result<Tensor>
     Err(crate::ModelError::Device(
         "the fused softmax needs a CUDA build".into(),
     ))
+}
+
+/// Whether attention on `device` may take the flash-attention kernel
+/// (`PROPHETKV_FLASH_ATTENTION=0`: the chunked path).
+fn flash_enabled(device: &Device) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    gpu_kernel_enabled(device, "PROPHETKV_FLASH_ATTENTION", &ENABLED)
+}
+
+#[cfg(feature = "cuda")]
+fn flash(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    plan: &FlashPlan,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    crate::kernels::flash_attention(
+        q,
+        k,
+        v,
+        &plan.query_pos,
+        &plan.key_pos,
+        &plan.tiles,
+        plan.max_keys,
+        window,
+    )
+}
+
+#[cfg(not(feature = "cuda"))]
+fn flash(_: &Tensor, _: &Tensor, _: &Tensor, _: &FlashPlan, _: Option<usize>) -> Result<Tensor> {
+    Err(crate::ModelError::Device(
+        "flash attention needs a CUDA build".into(),
+    ))
+}
+
+/// The query heads sharing one KV head, and a head's size: what a plan
+/// needs to know of the model beyond positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeadShape {
+    pub(crate) group: usize,
+    pub(crate) head_dim: usize,
+}
+
+/// A whole layer's attention as one flash-attention launch: positions and
+/// each tile's key range, on the device. (Without a CUDA build no plan is
+/// made, and nothing reads them.)
+#[derive(Debug)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct FlashPlan {
+    query_pos: Tensor,
+    key_pos: Tensor,
+    /// `[start, end)` key slots per tile of [`FLASH_TILE_ROWS`] rows.
+    tiles: Tensor,
+    /// The longest of those ranges.
+    max_keys: usize,
+}
+
+/// Key slot ranges, two u32 per tile of [`FLASH_TILE_ROWS`] rows, where rows
+/// are `(query i, head g)` pairs `i * group + g`; `range_of` gives the slots
+/// a range of queries can see.
+fn tile_key_ranges(
+    queries: usize,
+    group: usize,
+    range_of: impl Fn(Range<usize>) -> Range<usize>,
+) -> Vec<u32> {
+    let rows = queries * group;
+    let mut ranges = Vec::with_capacity(2 * rows.div_ceil(FLASH_TILE_ROWS));
+    for r0 in (0..rows).step_by(FLASH_TILE_ROWS) {
+        let last = (r0 + FLASH_TILE_ROWS).min(rows) - 1;
+        let keys = range_of(r0 / group..last / group + 1);
+        ranges.push(keys.start as u32);
+        ranges.push(keys.end as u32);
+    }
+    ranges
+}
+
+/// The flash kernel's key range for each tile of rows at `query_pos` over
+/// the slots `allowed` of `key_pos`: the slots its queries can see when the
+/// slots are in position order, else all of `allowed`.
+fn flash_tiles(
+    query_pos: &[u32],
+    key_pos: &[u32],
+    allowed: &Range<usize>,
+    window: Option<usize>,
+    group: usize,
+) -> Vec<u32> {
+    let keys_in = &key_pos[allowed.clone()];
+    let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
+    tile_key_ranges(query_pos.len(), group, |queries| {
+        if !keys_sorted {
+            return allowed.clone();
+        }
+        let local = visible_key_range(&query_pos[queries], keys_in, window);
+        allowed.start + local.start..allowed.start + local.end
+    })
 }
 
 /// Query rows per chunk on `device`.
@@ -74,6 +182,9 @@ struct ChunkPlan {
 #[derive(Debug)]
 pub(crate) struct AttnPlan {
     chunks: Vec<ChunkPlan>,
+    /// Set when the flash-attention kernel runs the layer; `chunks` is
+    /// empty then.
+    flash: Option<FlashPlan>,
     num_keys: usize,
     window: Option<usize>,
 }
@@ -82,18 +193,64 @@ impl AttnPlan {
     /// Plans attention of rows at `query_pos` over the key slots `allowed`
     /// (positions `key_pos`, all slots). With `whole` set, one chunk covers
     /// all rows (needed to observe attention over a fixed key range); it
-    /// still reads only the keys some row can see.
+    /// still reads only the keys some row can see. On a GPU in half
+    /// precision, plans that do not observe attention take the flash kernel.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         query_pos: &[u32],
         key_pos: &[u32],
         allowed: Range<usize>,
         window: Option<usize>,
         whole: bool,
+        heads: HeadShape,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let flash = !whole
+            && !query_pos.is_empty()
+            && flash_enabled(device)
+            && matches!(dtype, DType::BF16 | DType::F16)
+            && FLASH_HEAD_DIMS.contains(&heads.head_dim);
+        Self::build(
+            query_pos, key_pos, allowed, window, whole, heads, dtype, device, flash,
+        )
+    }
+
+    /// [`AttnPlan::new`], with the choice of the flash kernel made by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        query_pos: &[u32],
+        key_pos: &[u32],
+        allowed: Range<usize>,
+        window: Option<usize>,
+        whole: bool,
+        heads: HeadShape,
+        dtype: DType,
+        device: &Device,
+        flash: bool,
+    ) -> Result<Self> {
         let keys_in = &key_pos[allowed.clone()];
         let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
+        if flash {
+            let tiles = flash_tiles(query_pos, key_pos, &allowed, window, heads.group);
+            let up = |p: &[u32]| Tensor::new(p, device);
+            let max_keys = tiles
+                .chunks(2)
+                .map(|t| t[1].saturating_sub(t[0]) as usize)
+                .max()
+                .unwrap_or(0);
+            return Ok(Self {
+                chunks: Vec::new(),
+                flash: Some(FlashPlan {
+                    query_pos: up(query_pos)?,
+                    key_pos: up(key_pos)?,
+                    tiles: up(&tiles)?,
+                    max_keys,
+                }),
+                num_keys: key_pos.len(),
+                window,
+            });
+        }
         let chunk = query_chunk(device);
         let mut chunks = Vec::new();
         for rows in row_chunks(query_pos, window, whole || !keys_sorted, chunk) {
@@ -119,6 +276,7 @@ impl AttnPlan {
         }
         Ok(Self {
             chunks,
+            flash: None,
             num_keys: key_pos.len(),
             window,
         })
@@ -282,9 +440,22 @@ pub(crate) fn attend(
     let (num_keys, kv_heads, _) = k.dims3()?;
     debug_assert_eq!(num_keys, plan.num_keys);
     let group = heads / kv_heads;
+    let observing_attention = matches!(observe.what, Observe::Attention(_));
+    if let Some(flash_plan) = &plan.flash {
+        if observing_attention {
+            return Err(crate::ModelError::Device(
+                "observing attention needs a plan that keeps the probabilities".into(),
+            ));
+        }
+        let out = flash(q, k, v, flash_plan, plan.window)?;
+        let observed = match &observe.what {
+            Observe::Scores(range) => Some(score_softmax(q, k, range, observe)?),
+            _ => None,
+        };
+        return Ok(AttnOutput { out, observed });
+    }
     let mut outs = Vec::with_capacity(plan.chunks.len());
     let mut observed = None;
-    let observing_attention = matches!(observe.what, Observe::Attention(_));
     let copy = !k.device().is_cpu();
     let (k_heads, v_heads) = (
         ByHead::new(k, plan.key_span(), copy)?,
@@ -341,6 +512,70 @@ pub(crate) fn attend(
         observed = Some(score_softmax(q, k, range, observe)?);
     }
     Ok(AttnOutput { out, observed })
+}
+
+/// Attention of `q` `(n, heads, head_dim)` (rotated and scaled) at
+/// `query_pos` over `k`, `v` `(keys, kv_heads, head_dim)` at `key_pos`,
+/// masked by position and `window`: through the kernels a forward pass would
+/// take on `q`'s device and precision or, with `materialized`, through the
+/// chunked path that writes out the scores. `(n, heads * head_dim)`. For the
+/// benchmark that checks the GPU's flash kernel against the chunked path.
+pub fn attention_by_position(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    query_pos: &[u32],
+    key_pos: &[u32],
+    window: Option<usize>,
+    materialized: bool,
+) -> Result<Tensor> {
+    let (n, heads, head_dim) = q.dims3()?;
+    let (keys, kv_heads, _) = k.dims3()?;
+    if query_pos.len() != n || key_pos.len() != keys || kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(crate::ModelError::input(format!(
+            "attention by position: q {:?}, k {:?}, {} query and {} key positions",
+            q.dims(),
+            k.dims(),
+            query_pos.len(),
+            key_pos.len()
+        )));
+    }
+    let shape = HeadShape {
+        group: heads / kv_heads,
+        head_dim,
+    };
+    let (dtype, device) = (q.dtype(), q.device());
+    let plan = if materialized {
+        AttnPlan::build(
+            query_pos,
+            key_pos,
+            0..keys,
+            window,
+            false,
+            shape,
+            dtype,
+            device,
+            false,
+        )?
+    } else {
+        AttnPlan::new(
+            query_pos,
+            key_pos,
+            0..keys,
+            window,
+            false,
+            shape,
+            dtype,
+            device,
+        )?
+    };
+    let observe = ObserveCtx {
+        what: &Observe::None,
+        query_pos,
+        key_pos,
+        window,
+    };
+    Ok(attend(q, k, v, &plan, &observe)?.out)
 }
 
 /// A cache's keys or values arranged per KV head for the chunks' GEMMs.
@@ -504,6 +739,117 @@ mod tests {
     }
 
     #[test]
+    fn flash_tiles_cover_every_row_and_name_their_queries_key_range() {
+        // 10 queries, 4 heads per KV head: 40 rows, one tile of 64.
+        assert_eq!(
+            tile_key_ranges(10, 4, |q| q.start * 100..q.end * 100),
+            vec![0, 1000]
+        );
+        // 40 queries, 3 heads per KV head: 120 rows in tiles 0..64 (queries
+        // 0..=21) and 64..120 (queries 21..=39).
+        assert_eq!(
+            tile_key_ranges(40, 3, |q| q.start..q.end),
+            vec![0, 22, 21, 40]
+        );
+        assert!(tile_key_ranges(0, 4, |q| q).is_empty());
+    }
+
+    #[test]
+    fn every_visible_key_lies_in_its_rows_flash_tile_and_none_outside_the_allowed_slots() {
+        // Deterministic pseudo-random cases: contiguous and scattered rows,
+        // windows or none, GQA groups that do and do not divide a tile,
+        // sorted and shuffled keys, a narrowed allowed range.
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for case in 0..60 {
+            let keys = 50 + next(400) as usize;
+            let mut key_pos: Vec<u32> = (0..keys as u32).collect();
+            if case % 5 == 4 {
+                key_pos.reverse();
+            }
+            let queries: Vec<u32> = if case % 2 == 0 {
+                let start = next(keys as u64) as u32;
+                (start..keys as u32).collect()
+            } else {
+                (0..keys as u32).filter(|_| next(5) == 0).collect()
+            };
+            if queries.is_empty() {
+                continue;
+            }
+            let window = (case % 3 == 0).then(|| 1 + next(64) as usize);
+            let group = [1, 3, 4, 8][case % 4];
+            let allowed = if case % 7 == 6 { 10..keys - 5 } else { 0..keys };
+            let tiles = flash_tiles(&queries, &key_pos, &allowed, window, group);
+            assert_eq!(
+                tiles.len(),
+                2 * (queries.len() * group).div_ceil(FLASH_TILE_ROWS)
+            );
+            for t in tiles.chunks(2) {
+                assert!(allowed.start as u32 <= t[0] && t[0] <= t[1] && t[1] <= allowed.end as u32);
+            }
+            for (i, &q) in queries.iter().enumerate() {
+                for g in 0..group {
+                    let tile = (i * group + g) / FLASH_TILE_ROWS;
+                    let (lo, hi) = (tiles[2 * tile] as usize, tiles[2 * tile + 1] as usize);
+                    for j in allowed.clone() {
+                        if visible(q, key_pos[j], window) {
+                            assert!(lo <= j && j < hi, "case {case}: query {i} key slot {j}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn by_position_attention_matches_a_direct_softmax() {
+        let dev = Device::Cpu;
+        let (heads, kv_heads, d) = (4, 2, 8);
+        let q = Tensor::randn(0f32, 1.0, (3, heads, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (6, kv_heads, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (6, kv_heads, d), &dev).unwrap();
+        let (query_pos, key_pos) = ([2u32, 4, 5], [0u32, 1, 2, 3, 4, 5]);
+        let window = Some(3);
+        let out = attention_by_position(&q, &k, &v, &query_pos, &key_pos, window, true)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let (qv, kv, vv) = (
+            q.to_vec3::<f32>().unwrap(),
+            k.to_vec3::<f32>().unwrap(),
+            v.to_vec3::<f32>().unwrap(),
+        );
+        for (i, &qp) in query_pos.iter().enumerate() {
+            for h in 0..heads {
+                let kh = h / (heads / kv_heads);
+                let seen: Vec<usize> = (0..6)
+                    .filter(|&j| visible(qp, key_pos[j], window))
+                    .collect();
+                let scores: Vec<f32> = seen
+                    .iter()
+                    .map(|&j| (0..d).map(|c| qv[i][h][c] * kv[j][kh][c]).sum())
+                    .collect();
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f32 = w.iter().sum();
+                for c in 0..d {
+                    let want: f32 = seen
+                        .iter()
+                        .zip(&w)
+                        .map(|(&j, wj)| wj / total * vv[j][kh][c])
+                        .sum();
+                    assert!((out[i][h * d + c] - want).abs() < 1e-5, "row {i} head {h}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn window_range_covers_exactly_the_visible_keys() {
         let keys: Vec<u32> = (0..100).collect();
         let r = visible_key_range(&[50, 60], &keys, Some(8));
@@ -598,6 +944,10 @@ mod tests {
             0..keys,
             Some(16),
             false,
+            HeadShape {
+                group: heads / kv_heads,
+                head_dim: d,
+            },
             DType::F32,
             &dev,
         )
