@@ -79,7 +79,12 @@ impl RowBuffer {
             return Ok(());
         }
         let rows = rows.contiguous()?;
-        if let Some(runs) = ascending_runs(slots) {
+        let max_runs = if self.data.device().is_cpu() {
+            MAX_IN_PLACE_RUNS
+        } else {
+            MAX_IN_PLACE_RUNS_GPU
+        };
+        if let Some(runs) = ascending_runs(slots, max_runs) {
             // In place, one copy per run of consecutive slots.
             let mut done = 0;
             for (first, len) in runs {
@@ -120,16 +125,21 @@ impl RowBuffer {
 /// it, one gather of the whole buffer is cheaper.
 const MAX_IN_PLACE_RUNS: usize = 512;
 
+/// The same on a GPU, where each copy is a kernel launch: a recomputed
+/// selection of 512 runs cost 1,500 launches a layer (most of Stage II's
+/// time), against two for the gather.
+const MAX_IN_PLACE_RUNS_GPU: usize = 4;
+
 /// `slots` as `(first, len)` runs of consecutive slots, when they ascend and
-/// form at most [`MAX_IN_PLACE_RUNS`] runs.
-fn ascending_runs(slots: &[usize]) -> Option<Vec<(usize, usize)>> {
+/// form at most `max_runs` runs.
+fn ascending_runs(slots: &[usize], max_runs: usize) -> Option<Vec<(usize, usize)>> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for &s in slots {
         match runs.last_mut() {
             Some((first, len)) if s == *first + *len => *len += 1,
             Some((first, len)) if s < *first + *len => return None,
             _ => {
-                if runs.len() == MAX_IN_PLACE_RUNS {
+                if runs.len() == max_runs {
                     return None;
                 }
                 runs.push((s, 1));
@@ -289,14 +299,16 @@ mod tests {
 
     #[test]
     fn ascending_slots_split_into_runs_and_anything_else_falls_back() {
+        let max = MAX_IN_PLACE_RUNS;
         assert_eq!(
-            ascending_runs(&[3, 4, 5, 9, 11, 12]),
+            ascending_runs(&[3, 4, 5, 9, 11, 12], max),
             Some(vec![(3, 3), (9, 1), (11, 2)])
         );
-        assert_eq!(ascending_runs(&[5, 4]), None);
-        assert_eq!(ascending_runs(&[5, 5]), None);
-        let scattered: Vec<usize> = (0..2 * MAX_IN_PLACE_RUNS + 2).step_by(2).collect();
-        assert_eq!(ascending_runs(&scattered), None);
+        assert_eq!(ascending_runs(&[3, 4, 5, 9, 11, 12], 2), None);
+        assert_eq!(ascending_runs(&[5, 4], max), None);
+        assert_eq!(ascending_runs(&[5, 5], max), None);
+        let scattered: Vec<usize> = (0..2 * max + 2).step_by(2).collect();
+        assert_eq!(ascending_runs(&scattered, max), None);
     }
 
     #[test]
