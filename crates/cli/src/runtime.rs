@@ -97,11 +97,7 @@ pub fn open(
     store: &StoreConfig,
 ) -> anyhow::Result<(Model, TextTokenizer, DocumentStore)> {
     let (model, tokenizer, fingerprint) = source.load(dtype, device)?;
-    let identity = ModelIdentity::new(
-        model.config(),
-        fingerprint,
-        tokenizer.prompt_ids(instruction)?,
-    );
+    let identity = ModelIdentity::new(&model, fingerprint, tokenizer.prompt_ids(instruction)?);
     let store = DocumentStore::open(store, identity, model.device())
         .with_context(|| format!("opening the store in {}", store.data_dir.display()))?;
     Ok((model, tokenizer, store))

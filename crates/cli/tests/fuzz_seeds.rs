@@ -225,6 +225,7 @@ fn check_blobs(seeds: &Seeds) {
         kv_heads,
         head_dim,
         anchor: BLOB_ANCHOR.to_vec(),
+        kv_dtype: DType::F32,
     };
     let key = CacheKey::new(BLOB_FINGERPRINT, &BLOB_ANCHOR, &BLOB_DOCUMENT);
     for len in [1, 5] {

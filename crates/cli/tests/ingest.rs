@@ -106,7 +106,7 @@ fn ingest_killed_mid_way_leaves_a_consistent_registry_and_resumes() {
     let model = load_model(&model_path, &options).unwrap();
     let tokenizer = TextTokenizer::from_path(&model_path).unwrap();
     let identity = ModelIdentity::new(
-        model.config(),
+        &model,
         model_fingerprint(&model_path, "F32").unwrap(),
         tokenizer.prompt_ids("").unwrap(),
     );

@@ -55,7 +55,7 @@ pub fn tiny_engine(
     let tokenizer = TextTokenizer::from_path(model_dir.path()).expect("the tiny tokenizer");
     let data_dir = tempfile::tempdir().expect("a temporary directory");
     let identity = ModelIdentity::new(
-        model.config(),
+        &model,
         "tiny".into(),
         tokenizer.prompt_ids(instruction).expect("the anchor ids"),
     );

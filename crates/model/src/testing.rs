@@ -227,7 +227,8 @@ pub fn last_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
 /// Largest absolute element difference of two same-shaped tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
+    let f32s = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    (f32s(a) - f32s(b))
         .unwrap()
         .abs()
         .unwrap()

@@ -269,6 +269,7 @@ pub struct Codec {
     head_shape: (usize, usize),
     anchor: Vec<u32>,
     dtype: KvDtype,
+    model_dtype: candle_core::DType,
 }
 
 impl Codec {
@@ -280,7 +281,14 @@ impl Codec {
             head_shape: (model.kv_heads, model.head_dim),
             anchor: model.anchor.clone(),
             dtype,
+            model_dtype: model.kv_dtype,
         }
+    }
+
+    /// The precision the model computes K/V in, which caches handed to it
+    /// are converted to.
+    pub(crate) fn model_dtype(&self) -> candle_core::DType {
+        self.model_dtype
     }
 
     /// `cache` as a blob stored under `key`.

@@ -17,22 +17,23 @@ pub struct ModelIdentity {
     pub head_dim: usize,
     /// BOS + instruction prefix every document is cached after.
     pub anchor: Vec<u32>,
+    /// The precision the model computes its K/V in: caches are handed to it
+    /// in this precision (blobs keep their own, `StoreConfig::kv_dtype`).
+    pub kv_dtype: candle_core::DType,
 }
 
 impl ModelIdentity {
-    /// The identity of a model with `config`, fingerprinted as `fingerprint`,
-    /// whose documents are cached after `anchor`.
-    pub fn new(
-        config: &prophetkv_model::ModelConfig,
-        fingerprint: String,
-        anchor: Vec<u32>,
-    ) -> Self {
+    /// The identity of `model`, fingerprinted as `fingerprint`, whose
+    /// documents are cached after `anchor`.
+    pub fn new(model: &prophetkv_model::Model, fingerprint: String, anchor: Vec<u32>) -> Self {
+        let config = model.config();
         Self {
             fingerprint,
             layers: config.num_layers(),
             kv_heads: config.num_kv_heads,
             head_dim: config.head_dim,
             anchor,
+            kv_dtype: model.dtype(),
         }
     }
 }

@@ -490,7 +490,7 @@ mod tests {
     fn a_device_eviction_is_demoted_into_a_host_tier_that_lost_its_copy() {
         let (_files, model) = tiny(Tiny::Llama);
         let dir = tempfile::tempdir().unwrap();
-        let identity = ModelIdentity::new(model.config(), "tiny".into(), vec![1, 2]);
+        let identity = ModelIdentity::new(&model, "tiny".into(), vec![1, 2]);
         let (first, second) = (tokens(30, 1), tokens(30, 2));
         // Decoded caches are f32.
         let c = model.config();

@@ -43,7 +43,7 @@ impl Fixture {
             remote: None,
             kv_dtype: KvDtype::F16,
         };
-        let identity = ModelIdentity::new(self.model.config(), "tiny-llama".into(), vec![1, 2, 3]);
+        let identity = ModelIdentity::new(&self.model, "tiny-llama".into(), vec![1, 2, 3]);
         DocumentStore::open(&config, identity, self.model.device()).unwrap()
     }
 
@@ -232,4 +232,56 @@ fn with_no_device_budget_there_is_no_device_tier() {
 #[test]
 fn tier_names_serialize_in_lower_case() {
     assert_eq!(serde_json::to_string(&Tier::Device).unwrap(), "\"device\"");
+}
+
+#[test]
+fn caches_come_back_in_the_models_precision_from_every_tier() {
+    // A model computing K/V in f16 (as one in bf16 on a GPU; the CPU runtime
+    // itself computes in f32, so its caches are converted here): blobs
+    // decode to f32, and a cache handed out in f32 would not join its KV.
+    let f = Fixture::new();
+    let half = candle_core::DType::F16;
+    let c = f.model.config();
+    let f16_bytes = (2 * c.num_layers() * TOKENS * c.num_kv_heads * c.head_dim * 2) as u64;
+    let store = |device_budget| {
+        let config = StoreConfig {
+            data_dir: f.dir.path().to_path_buf(),
+            device_budget,
+            host_budget: 64 << 20,
+            disk_budget: 64 << 20,
+            remote: None,
+            kv_dtype: KvDtype::F16,
+        };
+        let mut identity = ModelIdentity::new(&f.model, "tiny-llama".into(), vec![1, 2, 3]);
+        identity.kv_dtype = half;
+        DocumentStore::open(&config, identity, f.model.device()).unwrap()
+    };
+    let compute = |store: &DocumentStore, i: usize| {
+        let cache = compute_doc_cache(&f.model, store.anchor(), &ids(i)).unwrap();
+        let layers = cache
+            .layers()
+            .iter()
+            .map(|(k, v)| (k.to_dtype(half).unwrap(), v.to_dtype(half).unwrap()))
+            .collect();
+        let cache = DocCache::from_parts(cache.anchor().to_vec(), ids(i), layers).unwrap();
+        store.insert("t", &ids(i), cache).unwrap()
+    };
+    let first = store(f16_bytes + f16_bytes / 2);
+    let computed = compute(&first, 0);
+    // 1 pushes 0 down to the host tier; a fresh store reads 0 from disk.
+    compute(&first, 1);
+    let (from_host, host) = first.lookup("t", &ids(0)).unwrap().unwrap();
+    let (from_disk, disk) = store(0).lookup("t", &ids(0)).unwrap().unwrap();
+    assert_eq!((host, disk), (Tier::Host, Tier::Disk));
+    for cache in [&computed, &from_host, &from_disk] {
+        for (k, v) in cache.layers() {
+            assert_eq!((k.dtype(), v.dtype()), (half, half));
+        }
+        assert_same_values(&computed, cache);
+    }
+    assert_eq!(
+        first.used_bytes().unwrap().device,
+        f16_bytes,
+        "the device tier holds f16"
+    );
 }

@@ -42,7 +42,7 @@ fn cached(
 }
 
 fn identity(model: &Model) -> ModelIdentity {
-    ModelIdentity::new(model.config(), "tiny-gemma".into(), vec![1, 2, 3])
+    ModelIdentity::new(model, "tiny-gemma".into(), vec![1, 2, 3])
 }
 
 fn config(dir: &Path, redis: Option<&RedisServer>) -> StoreConfig {

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use prophetkv_model::DocCache;
 
 use crate::blob::Codec;
@@ -21,12 +21,20 @@ pub struct Entry {
     bytes: OnceLock<Arc<Vec<u8>>>,
 }
 
-/// `cache` with every tensor on `device` (shared, not copied, when it is there already).
-pub(crate) fn moved(cache: &DocCache, device: &Device) -> Result<DocCache> {
+/// `cache` with every tensor on `device`, converted to `dtype` when one is
+/// given (shared, not copied, when it is there and so already).
+pub(crate) fn moved(cache: &DocCache, device: &Device, dtype: Option<DType>) -> Result<DocCache> {
+    let to = |t: &candle_core::Tensor| {
+        let t = t.to_device(device)?;
+        match dtype {
+            Some(dtype) => t.to_dtype(dtype),
+            None => Ok(t),
+        }
+    };
     let layers = cache
         .layers()
         .iter()
-        .map(|(k, v)| Ok((k.to_device(device)?, v.to_device(device)?)))
+        .map(|(k, v)| Ok((to(k)?, to(v)?)))
         .collect::<Result<Vec<_>>>()?;
     // The shapes are the checked cache's, so this cannot fail.
     DocCache::from_parts(cache.anchor().to_vec(), cache.tokens().to_vec(), layers).map_err(|e| {
@@ -66,14 +74,14 @@ impl Entry {
             return Ok(c.clone());
         }
         let host = match self.device.get() {
-            Some(on_device) => moved(on_device, &Device::Cpu)?,
+            Some(on_device) => moved(on_device, &Device::Cpu, None)?,
             None => codec.decode(&self.bytes(key, codec)?, key)?,
         };
         Ok(self.host.get_or_init(|| Arc::new(host)).clone())
     }
 
-    /// The cache on `device` (the model's): copied there from host memory
-    /// once, decoding the blob first if need be.
+    /// The cache on `device` (the model's), in the model's precision: copied
+    /// there from host memory once, decoding the blob first if need be.
     pub fn device_cache(
         &self,
         key: &CacheKey,
@@ -83,7 +91,7 @@ impl Entry {
         if let Some(c) = self.device.get() {
             return Ok(c.clone());
         }
-        let on_device = moved(&*self.cache(key, codec)?, device)?;
+        let on_device = moved(&*self.cache(key, codec)?, device, Some(codec.model_dtype()))?;
         Ok(self.device.get_or_init(|| Arc::new(on_device)).clone())
     }
 
