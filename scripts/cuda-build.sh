@@ -4,7 +4,9 @@
 # PTX a 13.0 driver refuses) and a stub libcuda.so.1 to link against (the
 # real one comes with the driver on the GPU machine).
 #
-#   scripts/cuda-build.sh check    # cargo check --features cuda (what CI runs)
+#   scripts/cuda-build.sh check    # cargo check --features cuda, then the model
+#                                  # crate's unit tests with it: NVRTC compiles our
+#                                  # kernels' source without a GPU (what CI runs)
 #   scripts/cuda-build.sh build    # the release binary for x86-64-v3, packed as
 #                                  # target/cuda/prophetkv.xz for the GPU machine
 #   scripts/cuda-build.sh pack     # build, then target/cuda/pack/: the binary, the
@@ -48,7 +50,14 @@ export RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-
 nvcc --version | tail -1
 
 case "$MODE" in
-  check) cargo check --release --locked -p prophetkv --features cuda ;;
+  check)
+    cargo check --release --locked -p prophetkv --features cuda
+    # The tests load libcuda.so.1 (the stub: they call no driver function)
+    # and NVRTC from the wheels.
+    mkdir -p "$CUDA/lib/stubs/so1"
+    ln -sf ../libcuda.so "$CUDA/lib/stubs/so1/libcuda.so.1"
+    LD_LIBRARY_PATH=$CUDA/lib:$CUDA/lib/stubs/so1${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+      cargo test --release --locked -p prophetkv-model --features cuda --lib ;;
   build|pack)
     cargo build --release --locked -p prophetkv --features cuda
     strip -o "$CARGO_TARGET_DIR/prophetkv" "$CARGO_TARGET_DIR/release/prophetkv"

@@ -98,7 +98,9 @@ fn stream_one(url: &str, task: &Task, body: &Value) -> anyhow::Result<Sample> {
         .post(format!("{url}/v1/completions"))
         .send_json(body)?;
     if r.status() != 200 {
-        bail!("status {}", r.status());
+        let status = r.status();
+        let body = r.into_body().read_to_string().unwrap_or_default();
+        bail!("status {status}: {body}");
     }
     let mut ttft = None;
     let mut text = String::new();
@@ -162,7 +164,9 @@ fn main() -> anyhow::Result<()> {
             .post(format!("{}/v1/documents", args.url))
             .send_json(json!({ "documents": docs }))?;
         if r.status() != 201 && r.status() != 409 {
-            bail!("registering {}: status {}", task.id, r.status());
+            let status = r.status();
+            let body = r.into_body().read_to_string().unwrap_or_default();
+            bail!("registering {}: status {status}: {body}", task.id);
         }
         stream_one(&args.url, task, &request_body(task, "naive", 0.0, 1))?;
     }

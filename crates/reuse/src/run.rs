@@ -329,7 +329,9 @@ fn probe(
     let mut pass = Forward::new(&rows, num_layers);
     pass.observe = observe;
     pass.attend = attend;
+    let started = Instant::now();
     let out = model.forward(kv, &pass)?;
+    let forward_ms = ms(started, out.hidden.device())?;
     rows_per_layer.iter_mut().for_each(|r| *r += slots.len());
     let attention = out.attention.unwrap_or_default();
     let layers: Vec<usize> = match &config.prophet.score_layers {
@@ -358,7 +360,16 @@ fn probe(
             first_visible,
         });
     }
-    Ok(fuse(&per_layer, config.prophet.fusion))
+    let fused = fuse(&per_layer, config.prophet.fusion);
+    // Where Stage I's time goes: the probe's pass on the device, or reading
+    // and fusing its attention on the host.
+    tracing::debug!(
+        rows = slots.len(),
+        forward_ms,
+        scoring_ms = started.elapsed().as_secs_f64() * 1e3 - forward_ms,
+        "stage I"
+    );
+    Ok(fused)
 }
 
 /// CacheBlend's selection pass: layer 0 for every document, fresh and
