@@ -216,7 +216,8 @@ docker-image: docker-bases docker-vendor
 docker-test: model venv docker-image
 	.venv/bin/python tests/docker_test.py --image prophetkv:latest --models models --report docker-report.json
 
-## Compiles the `cuda` feature without a GPU (CUDA 13.0 from pinned PyPI wheels, a stub libcuda).
+## Compiles the `cuda` feature without a GPU (CUDA 13.0 from pinned PyPI wheels, a stub libcuda)
+## and runs the model crate's unit tests with it (NVRTC compiles our kernels; no GPU needed).
 cuda-check:
 	scripts/cuda-build.sh check
 
