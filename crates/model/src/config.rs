@@ -168,6 +168,13 @@ impl ModelConfig {
                 format!("must be even for RoPE, got {}", self.head_dim),
             ));
         }
+        // A window of 0 would hide every key, itself included.
+        if self.layers.iter().any(|l| l.sliding_window == Some(0)) {
+            return Err(ModelError::config(
+                "sliding_window",
+                "must be positive, got 0",
+            ));
+        }
         Ok(())
     }
 }

@@ -86,3 +86,18 @@ fn an_unknown_shape_names_the_known_ones() {
         assert!(e.contains(known), "{e}");
     }
 }
+
+#[test]
+fn a_sliding_window_of_zero_tokens_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = r#"{"model_type": "gemma3_text", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "head_dim": 32, "vocab_size": 300, "sliding_window": 0,
+        "sliding_window_pattern": 3, "max_position_embeddings": 512}"#;
+    std::fs::write(dir.path().join("config.json"), json).unwrap();
+    let config = random_config(dir.path().to_str().unwrap()).unwrap();
+    let e = load_random(config, 0, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sliding_window"), "{e}");
+}

@@ -354,10 +354,10 @@ impl DocumentStore {
 
     /// Stores `cache`, computed for `ids` in `tenant` after a missed lookup,
     /// in every tier; it must be of these ids after this store's anchor.
-    /// Returns it as every tier gives it back: in the stored element type
-    /// (`kv_dtype`, f16 by default), so that a document's answers never
-    /// depend on which tier its cache came from, and on the model's device
-    /// (the device tier's copy when it holds one).
+    /// Returns it as every tier gives it back: with the values of the stored
+    /// element type (`kv_dtype`, f16 by default), so that a document's
+    /// answers never depend on which tier its cache came from, in the model's
+    /// precision and on its device (the device tier's copy when it holds one).
     pub fn insert(&self, tenant: &str, ids: &[u32], cache: DocCache) -> Result<Arc<DocCache>> {
         check_name("tenant", tenant)?;
         if cache.tokens() != ids || cache.anchor() != self.model.anchor.as_slice() {

@@ -11,6 +11,9 @@
 //!
 //! bf16 and f16, head sizes 64, 128 and 256; compiled once per process with
 //! NVRTC for compute capability 8.0 (Ampere) and newer.
+//! `scripts/flash_attention_emulate.py` runs the kernel's index logic lane by
+//! lane on the CPU against plain attention: the check to run after changing
+//! the source, before a GPU is at hand.
 
 use std::sync::OnceLock;
 
@@ -65,6 +68,19 @@ fn shared_bytes(d: usize) -> u32 {
     (2 * elems + 4 * bn) as u32
 }
 
+/// Whether `device` runs the kernels: `mma.sync` on bf16 and `ldmatrix`
+/// need compute capability 8.0 (Ampere) or newer.
+pub(crate) fn runs_on(device: &candle_core::Device) -> bool {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute;
+    let candle_core::Device::Cuda(cuda) = device else {
+        return false;
+    };
+    cuda.cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .is_ok_and(|major| major >= 8)
+}
+
 /// The kernels' PTX, compiled on first use.
 fn ptx() -> Result<&'static str> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
@@ -85,7 +101,8 @@ fn ptx() -> Result<&'static str> {
 /// `(slots, kv_heads, d)`: row `i` sees slot `j` when `kpos[j] <= qpos[i]`
 /// and, with a window, `qpos[i] - kpos[j] < window`, reading only the slots
 /// of its tile's range in `tiles` (two u32 per tile of
-/// [`ROWS_PER_TILE`] rows `i * group + g`), the longest `max_keys` slots.
+/// [`ROWS_PER_TILE`] rows `i * group + g`), the longest `max_keys` slots,
+/// none reaching past `max_end`.
 /// `qpos`, `kpos` and `tiles` are u32 on the GPU. Returns `(n, heads * d)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_attention(
@@ -96,6 +113,7 @@ pub(crate) fn flash_attention(
     kpos: &Tensor,
     tiles: &Tensor,
     max_keys: usize,
+    max_end: usize,
     window: Option<usize>,
 ) -> Result<Tensor> {
     let (n, heads, d) = q.dims3()?;
@@ -104,6 +122,7 @@ pub(crate) fn flash_attention(
         kpos: kpos.clone(),
         tiles: tiles.clone(),
         max_keys,
+        max_end,
         window: window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
     };
     let out = q.contiguous()?.apply_op3_no_bwd(k, v, &op)?;
@@ -115,6 +134,8 @@ struct FlashAttention {
     kpos: Tensor,
     tiles: Tensor,
     max_keys: usize,
+    /// The largest end of any tile's range: the kernel reads slots below it.
+    max_end: usize,
     window: u32,
 }
 
@@ -198,6 +219,12 @@ impl CustomOp3 for FlashAttention {
                 self.tiles.dims()
             );
         }
+        if self.max_end > slots {
+            candle_core::bail!(
+                "flash attention: a tile reads up to slot {}, beyond the {slots} slots",
+                self.max_end
+            );
+        }
         let (qp_storage, qp_layout) = self.qpos.storage_and_layout();
         let (kp_storage, kp_layout) = self.kpos.storage_and_layout();
         let (t_storage, t_layout) = self.tiles.storage_and_layout();
@@ -274,8 +301,8 @@ impl CustomOp3 for FlashAttention {
                     builder.arg(&part_ml);
                     builder.arg(&splits_arg);
                     // SAFETY: the kernel reads `n * heads * d` query values,
-                    // the slots its tiles name (checked to lie below `slots`
-                    // when the ranges were made), `n` and `slots` positions,
+                    // the slots its tiles name (below `max_end <= slots`,
+                    // checked above), `n` and `slots` positions,
                     // and writes `n * heads * d` values or, split, `parts`
                     // partial rows.
                     unsafe { builder.launch(cfg) }.w()?;

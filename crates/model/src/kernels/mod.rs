@@ -34,7 +34,7 @@ mod scalar;
 
 pub(crate) use activation::gelu_tanh_mul;
 #[cfg(feature = "cuda")]
-pub(crate) use flash_attention::flash_attention;
+pub(crate) use flash_attention::{flash_attention, runs_on as flash_runs_on};
 pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;
 #[cfg(feature = "cuda")]

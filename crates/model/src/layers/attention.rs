@@ -60,11 +60,22 @@ fn fused(_: &Tensor, _: &Tensor, _: &Tensor, _: Option<usize>) -> Result<Tensor>
     ))
 }
 
-/// Whether attention on `device` may take the flash-attention kernel
-/// (`PROPHETKV_FLASH_ATTENTION=0`: the chunked path).
+/// Whether attention on `device` may take the flash-attention kernel: a GPU
+/// of compute capability 8.0 or newer (`PROPHETKV_FLASH_ATTENTION=0`: the
+/// chunked path).
 fn flash_enabled(device: &Device) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    gpu_kernel_enabled(device, "PROPHETKV_FLASH_ATTENTION", &ENABLED)
+    gpu_kernel_enabled(device, "PROPHETKV_FLASH_ATTENTION", &ENABLED) && flash_runs_on(device)
+}
+
+#[cfg(feature = "cuda")]
+fn flash_runs_on(device: &Device) -> bool {
+    crate::kernels::flash_runs_on(device)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn flash_runs_on(_: &Device) -> bool {
+    false
 }
 
 #[cfg(feature = "cuda")]
@@ -83,6 +94,7 @@ fn flash(
         &plan.key_pos,
         &plan.tiles,
         plan.max_keys,
+        plan.max_end,
         window,
     )
 }
@@ -114,6 +126,8 @@ struct FlashPlan {
     tiles: Tensor,
     /// The longest of those ranges.
     max_keys: usize,
+    /// The largest end of those ranges.
+    max_end: usize,
 }
 
 /// Key slot ranges, two u32 per tile of [`FLASH_TILE_ROWS`] rows, where rows
@@ -239,6 +253,7 @@ impl AttnPlan {
                 .map(|t| t[1].saturating_sub(t[0]) as usize)
                 .max()
                 .unwrap_or(0);
+            let max_end = tiles.chunks(2).map(|t| t[1] as usize).max().unwrap_or(0);
             return Ok(Self {
                 chunks: Vec::new(),
                 flash: Some(FlashPlan {
@@ -246,6 +261,7 @@ impl AttnPlan {
                     key_pos: up(key_pos)?,
                     tiles: up(&tiles)?,
                     max_keys,
+                    max_end,
                 }),
                 num_keys: key_pos.len(),
                 window,
