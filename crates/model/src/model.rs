@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::ModelConfig;
 use crate::kv::Kv;
-use crate::layers::attention::{AttnPlan, HeadShape, Observe};
+use crate::layers::attention::{AttnPlan, HeadShape, Kernels, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
 use crate::layers::embedding::Embedding;
 use crate::layers::linear::{Linear, PassKind};
@@ -396,8 +396,8 @@ impl Model {
                         group: self.config.num_heads / self.config.num_kv_heads,
                         head_dim: self.config.head_dim,
                     },
-                    self.dtype,
-                    &self.device,
+                    (self.dtype, &self.device),
+                    Kernels::Fastest,
                 )
             })
             .collect()

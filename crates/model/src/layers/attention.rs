@@ -192,6 +192,16 @@ struct ChunkPlan {
     positions: Option<(Tensor, Tensor)>,
 }
 
+/// Which attention kernels a plan may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernels {
+    /// The fastest the device and precision allow.
+    Fastest,
+    /// The chunked path that writes out the scores (the reference the
+    /// flash kernel is checked against).
+    Chunked,
+}
+
 /// How a set of query rows attends over a set of keys, fixed per layer kind.
 #[derive(Debug)]
 pub(crate) struct AttnPlan {
@@ -208,7 +218,8 @@ impl AttnPlan {
     /// (positions `key_pos`, all slots). With `whole` set, one chunk covers
     /// all rows (needed to observe attention over a fixed key range); it
     /// still reads only the keys some row can see. On a GPU in half
-    /// precision, plans that do not observe attention take the flash kernel.
+    /// precision, plans that do not observe attention take the flash kernel
+    /// unless `kernels` asks for the chunked path.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         query_pos: &[u32],
@@ -217,32 +228,15 @@ impl AttnPlan {
         window: Option<usize>,
         whole: bool,
         heads: HeadShape,
-        dtype: DType,
-        device: &Device,
+        (dtype, device): (DType, &Device),
+        kernels: Kernels,
     ) -> Result<Self> {
-        let flash = !whole
+        let flash = kernels == Kernels::Fastest
+            && !whole
             && !query_pos.is_empty()
             && flash_enabled(device)
             && matches!(dtype, DType::BF16 | DType::F16)
             && FLASH_HEAD_DIMS.contains(&heads.head_dim);
-        Self::build(
-            query_pos, key_pos, allowed, window, whole, heads, dtype, device, flash,
-        )
-    }
-
-    /// [`AttnPlan::new`], with the choice of the flash kernel made by the caller.
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        query_pos: &[u32],
-        key_pos: &[u32],
-        allowed: Range<usize>,
-        window: Option<usize>,
-        whole: bool,
-        heads: HeadShape,
-        dtype: DType,
-        device: &Device,
-        flash: bool,
-    ) -> Result<Self> {
         let keys_in = &key_pos[allowed.clone()];
         let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
         if flash {
@@ -560,31 +554,22 @@ pub fn attention_by_position(
         group: heads / kv_heads,
         head_dim,
     };
-    let (dtype, device) = (q.dtype(), q.device());
-    let plan = if materialized {
-        AttnPlan::build(
-            query_pos,
-            key_pos,
-            0..keys,
-            window,
-            false,
-            shape,
-            dtype,
-            device,
-            false,
-        )?
+    let kernels = if materialized {
+        Kernels::Chunked
     } else {
-        AttnPlan::new(
-            query_pos,
-            key_pos,
-            0..keys,
-            window,
-            false,
-            shape,
-            dtype,
-            device,
-        )?
+        Kernels::Fastest
     };
+    let on = (q.dtype(), q.device());
+    let plan = AttnPlan::new(
+        query_pos,
+        key_pos,
+        0..keys,
+        window,
+        false,
+        shape,
+        on,
+        kernels,
+    )?;
     let observe = ObserveCtx {
         what: &Observe::None,
         query_pos,
@@ -964,8 +949,8 @@ mod tests {
                 group: heads / kv_heads,
                 head_dim: d,
             },
-            DType::F32,
-            &dev,
+            (DType::F32, &dev),
+            Kernels::Fastest,
         )
         .unwrap();
         let run = |copy: bool| {
