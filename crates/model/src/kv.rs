@@ -73,51 +73,92 @@ impl RowBuffer {
         Ok(())
     }
 
-    /// Replaces the rows at `slots` (all `< len`) with the rows of `rows`, in order.
-    fn overwrite(&mut self, slots: &[usize], rows: &Tensor) -> Result<()> {
-        if slots.is_empty() {
-            return Ok(());
+    /// Writes `rows` as `write` planned: overwritten slots first (run by run
+    /// in place, or by one gather), then appended ones.
+    fn write(&mut self, write: &RowWrite, rows: &Tensor) -> Result<()> {
+        if self.len != write.live {
+            return Err(crate::ModelError::input(format!(
+                "a row write planned over {} live rows met a buffer of {}",
+                write.live, self.len
+            )));
         }
-        let rows = rows.contiguous()?;
-        let max_runs = if self.data.device().is_cpu() {
+        let split = write.split;
+        if split > 0 {
+            let overwritten = rows.narrow(0, 0, split)?.contiguous()?;
+            match (&write.runs, &write.gather) {
+                (Some(runs), _) => {
+                    let mut done = 0;
+                    for &(first, len) in runs {
+                        self.data
+                            .slice_set(&overwritten.narrow(0, done, len)?, 0, first)?;
+                        done += len;
+                    }
+                }
+                (None, Some(index)) => {
+                    let merged = Tensor::cat(&[&self.view()?, &overwritten], 0)?;
+                    self.data = merged.index_select(index, 0)?;
+                }
+                (None, None) => {
+                    return Err(crate::ModelError::input(
+                        "a row write with neither runs nor a gather index",
+                    ))
+                }
+            }
+        }
+        if split < write.slots.len() {
+            self.append(&rows.narrow(0, split, write.slots.len() - split)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a pass's rows go in every buffer of every layer, worked out once per
+/// pass (all buffers of a sequence hold the same live rows): the slots, how
+/// many of them overwrite live rows, and how, run by run in place or, when
+/// the slots scatter, by one gather over `[live rows ++ new rows]` whose
+/// index goes to the device once rather than per buffer and layer.
+#[derive(Debug)]
+pub(crate) struct RowWrite {
+    slots: Vec<usize>,
+    /// Live rows the write was planned over.
+    live: usize,
+    /// Rows before this index overwrite live slots; the rest are appended.
+    split: usize,
+    /// Runs of consecutive overwritten slots, `(first, len)`.
+    runs: Option<Vec<(usize, usize)>>,
+    /// The gather index, when `runs` is `None`.
+    gather: Option<Tensor>,
+}
+
+impl RowWrite {
+    /// Plans writing rows to `slots` (overwrites of slots `< live` first,
+    /// then appends in order) in buffers of `live` rows on `device`.
+    pub(crate) fn new(slots: &[usize], live: usize, device: &Device) -> Result<Self> {
+        let split = slots.iter().position(|&s| s >= live).unwrap_or(slots.len());
+        let overwritten = &slots[..split];
+        let max_runs = if device.is_cpu() {
             MAX_IN_PLACE_RUNS
         } else {
             MAX_IN_PLACE_RUNS_GPU
         };
-        if let Some(runs) = ascending_runs(slots, max_runs) {
-            // In place, one copy per run of consecutive slots.
-            let mut done = 0;
-            for (first, len) in runs {
-                self.data.slice_set(&rows.narrow(0, done, len)?, 0, first)?;
-                done += len;
+        let runs = ascending_runs(overwritten, max_runs);
+        let gather = match runs {
+            Some(_) => None,
+            None => {
+                let mut index: Vec<u32> = (0..live as u32).collect();
+                for (j, &slot) in overwritten.iter().enumerate() {
+                    index[slot] = (live + j) as u32;
+                }
+                Some(Tensor::from_vec(index, live, device)?)
             }
-            return Ok(());
-        }
-        // Many scattered runs: one gather over [live rows ++ new rows] puts
-        // each new row in its slot.
-        let mut index: Vec<u32> = (0..self.len as u32).collect();
-        for (j, &slot) in slots.iter().enumerate() {
-            index[slot] = (self.len + j) as u32;
-        }
-        let index = Tensor::from_vec(index, self.len, self.data.device())?;
-        let merged = Tensor::cat(&[&self.view()?, &rows], 0)?.index_select(&index, 0)?;
-        self.data = merged;
-        Ok(())
-    }
-
-    /// Writes rows to `slots`: existing slots are overwritten, slots `len..` appended.
-    fn write(&mut self, slots: &[usize], rows: &Tensor) -> Result<()> {
-        let split = slots
-            .iter()
-            .position(|&s| s >= self.len)
-            .unwrap_or(slots.len());
-        if split > 0 {
-            self.overwrite(&slots[..split], &rows.narrow(0, 0, split)?)?;
-        }
-        if split < slots.len() {
-            self.append(&rows.narrow(0, split, slots.len() - split)?)?;
-        }
-        Ok(())
+        };
+        Ok(Self {
+            slots: slots.to_vec(),
+            live,
+            split,
+            runs,
+            gather,
+        })
     }
 }
 
@@ -176,14 +217,14 @@ impl LayerKv {
 
     pub(crate) fn write(
         &mut self,
-        slots: &[usize],
+        write: &RowWrite,
         k_raw: &Tensor,
         k: &Tensor,
         v: &Tensor,
     ) -> Result<()> {
-        self.k_raw.write(slots, k_raw)?;
-        self.k.write(slots, k)?;
-        self.v.write(slots, v)
+        self.k_raw.write(write, k_raw)?;
+        self.k.write(write, k)?;
+        self.v.write(write, v)
     }
 }
 
@@ -323,11 +364,15 @@ mod tests {
             .reshape((4, 2, 2))
             .unwrap();
         let mut in_place = RowBuffer::from_tensor(&base).unwrap();
-        in_place.overwrite(&[1, 2, 6, 9], &new).unwrap();
+        let runs = RowWrite::new(&[1, 2, 6, 9], 10, &dev).unwrap();
+        assert!(runs.runs.is_some() && runs.gather.is_none());
+        in_place.write(&runs, &new).unwrap();
         let mut gathered = RowBuffer::from_tensor(&base).unwrap();
+        let descending = RowWrite::new(&[9, 6, 2, 1], 10, &dev).unwrap();
+        assert!(descending.runs.is_none() && descending.gather.is_some());
         gathered
-            .overwrite(&[9, 6, 2, 1], &new.flip(&[0]).unwrap())
-            .unwrap(); // descending: gather
+            .write(&descending, &new.flip(&[0]).unwrap())
+            .unwrap();
         let a: Vec<f32> = in_place
             .view()
             .unwrap()
@@ -345,5 +390,30 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(&a[4..8], &[100.0, 101.0, 102.0, 103.0]);
         assert_eq!(&a[0..4], &[0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn one_planned_write_overwrites_then_appends_and_refuses_a_buffer_of_another_length() {
+        let dev = Device::Cpu;
+        let base = Tensor::zeros((3, 1, 2), DType::F32, &dev).unwrap();
+        let new = Tensor::arange(1f32, 7.0, &dev)
+            .unwrap()
+            .reshape((3, 1, 2))
+            .unwrap();
+        // Slot 1 overwritten, slots 3 and 4 appended.
+        let write = RowWrite::new(&[1, 3, 4], 3, &dev).unwrap();
+        assert_eq!((write.split, write.live), (1, 3));
+        let mut buffer = RowBuffer::from_tensor(&base).unwrap();
+        buffer.write(&write, &new).unwrap();
+        let rows: Vec<f32> = buffer
+            .view()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(rows, vec![0., 0., 1., 2., 0., 0., 3., 4., 5., 6.]);
+        // The buffer now holds 5 rows; the plan was for 3.
+        assert!(buffer.write(&write, &new).is_err());
     }
 }

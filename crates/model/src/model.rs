@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use crate::config::ModelConfig;
-use crate::kv::Kv;
+use crate::kv::{Kv, RowWrite};
 use crate::layers::attention::{AttnPlan, HeadShape, Kernels, Observe};
 use crate::layers::block::{Block, CallContext, SeqRows};
 use crate::layers::embedding::Embedding;
@@ -206,6 +206,7 @@ impl Model {
         let total = kv.len() + rows.slots.iter().filter(|&&s| s >= kv.len()).count();
         let attend = pass.attend.clone().unwrap_or(0..total);
         self.validate_pass(pass, n, total, &attend)?;
+        let write = RowWrite::new(&rows.slots, kv.len(), &self.device)?;
         for (&slot, &pos) in rows.slots.iter().zip(&rows.positions) {
             if slot < kv.positions.len() {
                 kv.positions[slot] = pos;
@@ -223,7 +224,7 @@ impl Model {
         let mut seqs = [SeqRows {
             rows: 0..n,
             kv,
-            slots: rows.slots.clone(),
+            write,
             positions: rows.positions.clone(),
             plans,
         }];
@@ -280,13 +281,13 @@ impl Model {
             let pos = kv.next_position();
             self.check_position(pos)?;
             positions.push(pos);
-            let slot = kv.len();
+            let write = RowWrite::new(&[kv.len()], kv.len(), &self.device)?;
             kv.positions.push(pos);
             let plans = self.plans(&[pos], &kv.positions, 0..kv.positions.len(), false)?;
             batch.push(SeqRows {
                 rows: b..b + 1,
                 kv,
-                slots: vec![slot],
+                write,
                 positions: vec![pos],
                 plans,
             });

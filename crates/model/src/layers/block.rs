@@ -13,7 +13,7 @@ use super::linear::{Linear, PassKind};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
 use super::rope::{Rope, RopeAngles};
-use crate::kv::Kv;
+use crate::kv::{Kv, RowWrite};
 use crate::Result;
 
 /// The attention sub-layer's weights.
@@ -48,10 +48,11 @@ pub(crate) struct Block {
 pub(crate) struct SeqRows<'a> {
     /// Rows of the call's hidden state that belong to this sequence.
     pub(crate) rows: Range<usize>,
-    /// The sequence's cache; rows are written to `slots`.
+    /// The sequence's cache; rows are written as `write` says.
     pub(crate) kv: &'a mut Kv,
-    /// Slot of each row (overwrites first, then appends in order).
-    pub(crate) slots: Vec<usize>,
+    /// Where each row goes in the cache (overwrites first, then appends in
+    /// order), planned once for every layer.
+    pub(crate) write: RowWrite,
     /// Position of each row.
     pub(crate) positions: Vec<u32>,
     /// Attention plan per layer kind.
@@ -154,7 +155,7 @@ impl Block {
             let (start, len) = (seq.rows.start, seq.rows.len());
             let cache = &mut seq.kv.layers[layer];
             cache.write(
-                &seq.slots,
+                &seq.write,
                 &k.narrow(0, start, len)?,
                 &k_rot.narrow(0, start, len)?,
                 &v.narrow(0, start, len)?,
