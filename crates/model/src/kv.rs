@@ -338,6 +338,17 @@ impl Kv {
 mod tests {
     use super::*;
 
+    /// A buffer's live rows, flattened.
+    fn values(buffer: &RowBuffer) -> Vec<f32> {
+        buffer
+            .view()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
     #[test]
     fn ascending_slots_split_into_runs_and_anything_else_falls_back() {
         let max = MAX_IN_PLACE_RUNS;
@@ -373,20 +384,7 @@ mod tests {
         gathered
             .write(&descending, &new.flip(&[0]).unwrap())
             .unwrap();
-        let a: Vec<f32> = in_place
-            .view()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f32> = gathered
-            .view()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let (a, b) = (values(&in_place), values(&gathered));
         assert_eq!(a, b);
         assert_eq!(&a[4..8], &[100.0, 101.0, 102.0, 103.0]);
         assert_eq!(&a[0..4], &[0.0, 1.0, 2.0, 3.0]);
@@ -405,14 +403,10 @@ mod tests {
         assert_eq!((write.split, write.live), (1, 3));
         let mut buffer = RowBuffer::from_tensor(&base).unwrap();
         buffer.write(&write, &new).unwrap();
-        let rows: Vec<f32> = buffer
-            .view()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(rows, vec![0., 0., 1., 2., 0., 0., 3., 4., 5., 6.]);
+        assert_eq!(
+            values(&buffer),
+            vec![0., 0., 1., 2., 0., 0., 3., 4., 5., 6.]
+        );
         // The buffer now holds 5 rows; the plan was for 3.
         assert!(buffer.write(&write, &new).is_err());
     }

@@ -35,6 +35,15 @@ impl Fixture {
 
     /// A store over this fixture's directory, with fresh memory tiers.
     fn store(&self, device_budget: u64) -> DocumentStore {
+        self.store_for_precision(device_budget, self.model.dtype())
+    }
+
+    /// [`Fixture::store`] for a model that computes K/V in `kv_dtype`.
+    fn store_for_precision(
+        &self,
+        device_budget: u64,
+        kv_dtype: candle_core::DType,
+    ) -> DocumentStore {
         let config = StoreConfig {
             data_dir: self.dir.path().to_path_buf(),
             device_budget,
@@ -43,7 +52,8 @@ impl Fixture {
             remote: None,
             kv_dtype: KvDtype::F16,
         };
-        let identity = ModelIdentity::new(&self.model, "tiny-llama".into(), vec![1, 2, 3]);
+        let mut identity = ModelIdentity::new(&self.model, "tiny-llama".into(), vec![1, 2, 3]);
+        identity.kv_dtype = kv_dtype;
         DocumentStore::open(&config, identity, self.model.device()).unwrap()
     }
 
@@ -243,19 +253,7 @@ fn caches_come_back_in_the_models_precision_from_every_tier() {
     let half = candle_core::DType::F16;
     let c = f.model.config();
     let f16_bytes = (2 * c.num_layers() * TOKENS * c.num_kv_heads * c.head_dim * 2) as u64;
-    let store = |device_budget| {
-        let config = StoreConfig {
-            data_dir: f.dir.path().to_path_buf(),
-            device_budget,
-            host_budget: 64 << 20,
-            disk_budget: 64 << 20,
-            remote: None,
-            kv_dtype: KvDtype::F16,
-        };
-        let mut identity = ModelIdentity::new(&f.model, "tiny-llama".into(), vec![1, 2, 3]);
-        identity.kv_dtype = half;
-        DocumentStore::open(&config, identity, f.model.device()).unwrap()
-    };
+    let store = |device_budget| f.store_for_precision(device_budget, half);
     let compute = |store: &DocumentStore, i: usize| {
         let cache = compute_doc_cache(&f.model, store.anchor(), &ids(i)).unwrap();
         let layers = cache

@@ -237,8 +237,6 @@ impl AttnPlan {
             && flash_enabled(device)
             && matches!(dtype, DType::BF16 | DType::F16)
             && FLASH_HEAD_DIMS.contains(&heads.head_dim);
-        let keys_in = &key_pos[allowed.clone()];
-        let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
         if flash {
             let tiles = flash_tiles(query_pos, key_pos, &allowed, window, heads.group);
             let up = |p: &[u32]| Tensor::new(p, device);
@@ -261,6 +259,8 @@ impl AttnPlan {
                 window,
             });
         }
+        let keys_in = &key_pos[allowed.clone()];
+        let keys_sorted = keys_in.windows(2).all(|w| w[0] <= w[1]);
         let chunk = query_chunk(device);
         let mut chunks = Vec::new();
         for rows in row_chunks(query_pos, window, whole || !keys_sorted, chunk) {

@@ -13,7 +13,8 @@ use crate::Result;
 /// in host memory, the device tier decoded on the model's device, byte
 /// tiers encoded; each form is made at most once, when a tier (or the
 /// store, for what it returns) first asks for it, from the forms at hand.
-/// Every form holds the same values.
+/// Every form holds the same values, the device form in the model's
+/// precision (and a host form made from it keeps that precision).
 #[derive(Debug, Default)]
 pub struct Entry {
     host: OnceLock<Arc<DocCache>>,
