@@ -5,13 +5,15 @@
 //!
 //! The seed corpora come from the test suite: `crates/cli/tests/fuzz_seeds.rs`
 //! writes inputs that the code under test accepts, in the formats read here.
+//! That test compiles this file as one of its modules, so `make test` keeps it
+//! building (this crate is its own workspace, which only `make fuzz` builds).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use prophetkv_model::{LoadOptions, TextTokenizer, WeightPath};
 use prophetkv_server::chat_template::ChatTemplate;
-use prophetkv_store::{Codec, KvDtype, ModelIdentity};
+use prophetkv_store::{CacheKey, Codec, KvDtype, ModelIdentity};
 
 /// Fingerprint of the model the `kv_blob` target's codec expects (the seeds
 /// are encoded under the same one).
@@ -23,21 +25,27 @@ pub const BLOB_SHAPE: (usize, usize, usize) = (3, 2, 4);
 /// Document ids the `kv_blob` target's key is made from.
 pub const BLOB_DOCUMENT: [u32; 3] = [7, 8, 9];
 
-/// The codec the `kv_blob` target decodes with, and the key its blobs are under.
-pub fn blob_codec() -> (Codec, prophetkv_store::CacheKey) {
+/// The identity of the model the `kv_blob` target's blobs belong to.
+pub fn blob_identity() -> ModelIdentity {
     let (layers, kv_heads, head_dim) = BLOB_SHAPE;
-    let identity = ModelIdentity {
+    ModelIdentity {
         fingerprint: BLOB_FINGERPRINT.to_string(),
         layers,
         kv_heads,
         head_dim,
         anchor: BLOB_ANCHOR.to_vec(),
-    };
-    let key = prophetkv_store::CacheKey::new(BLOB_FINGERPRINT, &BLOB_ANCHOR, &BLOB_DOCUMENT);
-    (
-        Codec::new(&identity, KvDtype::F16),
-        key,
-    )
+        kv_dtype: candle_core::DType::F32,
+    }
+}
+
+/// The key the `kv_blob` target's blobs are stored under.
+pub fn blob_key() -> CacheKey {
+    CacheKey::new(BLOB_FINGERPRINT, &BLOB_ANCHOR, &BLOB_DOCUMENT)
+}
+
+/// The codec the `kv_blob` target decodes with, and the key its blobs are under.
+pub fn blob_codec() -> (Codec, CacheKey) {
+    (Codec::new(&blob_identity(), KvDtype::F16), blob_key())
 }
 
 /// A model directory in one input: a little-endian u32 length, that many

@@ -13,17 +13,23 @@ use candle_core::{DType, Device, Tensor};
 use prophetkv_engine::validate::Limits;
 use prophetkv_engine::StrategyKind;
 use prophetkv_model::testing::{tokens, write_tiny, Tiny, ALL};
-use prophetkv_model::{load_model, DocCache, LoadOptions, TextTokenizer, WeightPath};
+use prophetkv_model::{load_model, DocCache, TextTokenizer};
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::{ChatRequest, CompletionRequest, Defaults};
-use prophetkv_store::{CacheKey, Codec, KvDtype, ModelIdentity};
+use prophetkv_store::{Codec, KvDtype};
 use serde_json::{json, Value as Json};
 
-/// The `kv_blob` target's codec (fuzz/src/lib.rs `blob_codec`: keep in step).
-const BLOB_FINGERPRINT: &str = "fuzz-model";
-const BLOB_ANCHOR: [u32; 2] = [2, 5];
-const BLOB_SHAPE: (usize, usize, usize) = (3, 2, 4);
-const BLOB_DOCUMENT: [u32; 3] = [7, 8, 9];
+/// What the fuzz targets share (their codec's identity, the model-directory
+/// framing): compiled here too, so that the seeds are made by the same code
+/// the targets read them with, and `make test` keeps the fuzz crate's library
+/// building. The targets' real-model helpers go unused here.
+#[allow(dead_code)]
+#[path = "../../../fuzz/src/lib.rs"]
+mod fuzz_support;
+
+use fuzz_support::{
+    blob_identity, blob_key, f32_load, join_model_dir, split_model_dir, BLOB_ANCHOR, BLOB_SHAPE,
+};
 
 /// Where seeds go: `PROPHETKV_FUZZ_SEEDS/<target>/<name>`, or nowhere.
 struct Seeds(Option<PathBuf>);
@@ -35,13 +41,6 @@ impl Seeds {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(name), bytes).unwrap();
         }
-    }
-}
-
-fn f32_load() -> LoadOptions {
-    LoadOptions {
-        weight_path: WeightPath::F32,
-        ..LoadOptions::default()
     }
 }
 
@@ -183,10 +182,7 @@ fn tiny_dir_input(kind: Tiny) -> Vec<u8> {
     write_tiny(dir.path(), kind);
     let config = std::fs::read(dir.path().join("config.json")).unwrap();
     let weights = std::fs::read(dir.path().join("model.safetensors")).unwrap();
-    let mut out = (config.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&config);
-    out.extend_from_slice(&weights);
-    out
+    join_model_dir(&config, &weights)
 }
 
 fn check_models(seeds: &Seeds) {
@@ -206,11 +202,11 @@ fn check_models(seeds: &Seeds) {
         seeds.put("gguf", &name, &gguf);
 
         let framed = tiny_dir_input(kind);
-        let len = u32::from_le_bytes(framed[..4].try_into().unwrap()) as usize;
+        let (config, weights) = split_model_dir(&framed).unwrap();
         let dir = scratch.path().join(&name);
         std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("config.json"), &framed[4..4 + len]).unwrap();
-        std::fs::write(dir.join("model.safetensors"), &framed[4 + len..]).unwrap();
+        std::fs::write(dir.join("config.json"), config).unwrap();
+        std::fs::write(dir.join("model.safetensors"), weights).unwrap();
         load_model(&dir, &f32_load())
             .unwrap_or_else(|e| panic!("the {name} model directory seed does not load: {e}"));
         seeds.put("hf_model", &name, &framed);
@@ -219,15 +215,8 @@ fn check_models(seeds: &Seeds) {
 
 fn check_blobs(seeds: &Seeds) {
     let (layers, kv_heads, head_dim) = BLOB_SHAPE;
-    let identity = ModelIdentity {
-        fingerprint: BLOB_FINGERPRINT.into(),
-        layers,
-        kv_heads,
-        head_dim,
-        anchor: BLOB_ANCHOR.to_vec(),
-        kv_dtype: DType::F32,
-    };
-    let key = CacheKey::new(BLOB_FINGERPRINT, &BLOB_ANCHOR, &BLOB_DOCUMENT);
+    let identity = blob_identity();
+    let key = blob_key();
     for len in [1, 5] {
         let layer = |seed: u64| {
             let t = Tensor::randn(0f32, 1.0, (len, kv_heads, head_dim), &Device::Cpu).unwrap();
