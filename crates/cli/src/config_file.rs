@@ -62,7 +62,7 @@ impl Default for ModelSection {
         Self {
             path: crate::generate::DEFAULT_MODEL.into(),
             name: "gemma-3-270m".into(),
-            dtype: "mixed".into(),
+            dtype: "mixed-bf16".into(),
             device: "cpu".into(),
             instruction: "Read the documents below and answer the question at the end.\n\n".into(),
             chat_template: String::new(),

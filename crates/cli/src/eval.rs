@@ -149,8 +149,8 @@ pub(crate) struct WeightArgs {
     /// Model path.
     #[arg(long, env = "PROPHETKV_MODEL", default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// Precision: mixed (the server's default), q, f32, or on a GPU bf16 or f16.
-    #[arg(long, default_value = "mixed")]
+    /// Precision: mixed-bf16 (the server's default), mixed, q, f32, or on a GPU bf16 or f16.
+    #[arg(long, default_value = "mixed-bf16")]
     dtype: String,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, env = "PROPHETKV_DEVICE", default_value = "cpu")]

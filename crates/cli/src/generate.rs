@@ -21,8 +21,10 @@ pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
 /// Weight representation for the matmuls.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DtypeArg {
-    /// Quantized weights for decode steps, their f32 form for prefill (the default).
+    /// Quantized weights for decode steps, their f32 form for prefill.
     Mixed,
+    /// Mixed, with prefill's copy in bf16 on CPUs with AVX-512 BF16 (the default).
+    MixedBf16,
     /// Quantized GGUF weights as stored.
     Q,
     /// Weights dequantized to f32 (the exactness reference).
@@ -33,6 +35,7 @@ impl From<DtypeArg> for WeightPath {
     fn from(d: DtypeArg) -> Self {
         match d {
             DtypeArg::Mixed => WeightPath::Mixed,
+            DtypeArg::MixedBf16 => WeightPath::MixedBf16,
             DtypeArg::Q => WeightPath::Quantized,
             DtypeArg::F32 => WeightPath::F32,
         }
@@ -66,7 +69,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 20)]
     top_logprobs: usize,
     /// Weight path: mixed (quantized decode, f32 prefill), quantized (q) or f32.
-    #[arg(long, value_enum, default_value = "mixed")]
+    #[arg(long, value_enum, default_value = "mixed-bf16")]
     dtype: DtypeArg,
     /// Print one JSON object instead of the text.
     #[arg(long)]

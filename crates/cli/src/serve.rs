@@ -41,8 +41,9 @@ pub struct ServeArgs {
     /// Model id served at /v1/models [default: gemma-3-270m].
     #[arg(long, env = "PROPHETKV_MODEL_NAME")]
     pub model_name: Option<String>,
-    /// Precision: mixed (quantized decode and f32 prompt weights on the CPU,
-    /// bf16 on a GPU), q, f32, or on a GPU bf16 or f16 [default: mixed].
+    /// Precision: mixed-bf16 (quantized decode steps, and prompt rows in bf16
+    /// on CPUs with AVX-512 BF16, else f32; bf16 on a GPU), mixed (f32 prompt
+    /// rows), q, f32, or on a GPU bf16 or f16 [default: mixed-bf16].
     #[arg(long, env = "PROPHETKV_DTYPE")]
     pub dtype: Option<String>,
     /// Serve random weights of this shape instead of a model file

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p prophetkv-model --example runtime_bench -- \
 //!     [--model models/gemma-3-270m-q4_k_m.gguf] [--runs 3] [--prefill 512,2048] \
-//!     [--decode-after 1024] [--decode-tokens 32] [--paths mixed,q,f32,stock] \
+//!     [--decode-after 1024] [--decode-tokens 32] [--paths mixed,mixed-bf16,q,f32,stock] \
 //!     [--llama-bench target/llama.cpp/build/bin/llama-bench] [--threads 2] [--rounds 1]
 //! ```
 //!
@@ -43,7 +43,12 @@ fn parse_args() -> Args {
         prefill: vec![512, 2048],
         decode_after: 1024,
         decode_tokens: 32,
-        paths: vec!["mixed".into(), "q".into(), "f32".into()],
+        paths: vec![
+            "mixed-bf16".into(),
+            "mixed".into(),
+            "q".into(),
+            "f32".into(),
+        ],
         llama_bench: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         rounds: 1,
@@ -355,11 +360,15 @@ fn main() {
         .iter()
         .map(|path| -> Box<dyn Runner> {
             match path.as_str() {
-                "mixed" => Box::new(Ours(load(WeightPath::Mixed), "prophetkv mixed (default)")),
+                "mixed" => Box::new(Ours(load(WeightPath::Mixed), "prophetkv mixed")),
+                "mixed-bf16" => Box::new(Ours(
+                    load(WeightPath::MixedBf16),
+                    "prophetkv mixed-bf16 (default)",
+                )),
                 "q" => Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
                 "f32" => Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
                 "stock" => Box::new(Stock(args.model.clone())),
-                other => panic!("unknown path {other} (mixed, q, f32, stock)"),
+                other => panic!("unknown path {other} (mixed, mixed-bf16, q, f32, stock)"),
             }
         })
         .collect();

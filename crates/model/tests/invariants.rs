@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
-use prophetkv_model::{Forward, ModelError, Observe, Rows};
+use prophetkv_model::{load_model, Forward, LoadOptions, ModelError, Observe, Rows, WeightPath};
 
 const TOL: f32 = 1e-4;
 
@@ -261,17 +261,21 @@ fn malformed_rows_are_errors_not_panics() {
     assert!(matches!(err, ModelError::Input(_)), "{err}");
 }
 
+/// The tiny model of `kind` with f32 weights, and the same weights on `path`.
+fn tiny_in(kind: Tiny, path: WeightPath) -> (prophetkv_model::Model, prophetkv_model::Model) {
+    let (dir, f32_model) = tiny(kind);
+    let options = LoadOptions {
+        weight_path: path,
+        ..LoadOptions::default()
+    };
+    (f32_model, load_model(dir.path(), &options).unwrap())
+}
+
 #[test]
 fn mixed_path_prefills_exactly_like_f32_and_decodes_within_8_bit_rounding() {
-    use prophetkv_model::{load_model, LoadOptions, WeightPath};
     let ids = tokens(40, 11);
     for kind in ALL {
-        let (dir, f32_model) = tiny(kind);
-        let options = LoadOptions {
-            weight_path: WeightPath::Mixed,
-            ..LoadOptions::default()
-        };
-        let mixed = load_model(dir.path(), &options).unwrap();
+        let (f32_model, mixed) = tiny_in(kind, WeightPath::Mixed);
         assert!(
             mixed.resident_bytes() < f32_model.resident_bytes() * 2,
             "{kind:?}: the mixed path keeps at most one extra (quantized) copy"
@@ -306,5 +310,57 @@ fn mixed_path_prefills_exactly_like_f32_and_decodes_within_8_bit_rounding() {
             );
             assert!(d > 0.0, "{kind:?}: decode should run the quantized copy");
         }
+    }
+}
+
+#[test]
+fn mixed_bf16_prompt_rows_do_not_depend_on_their_pass_and_stay_near_f32() {
+    let ids = tokens(40, 12);
+    for kind in ALL {
+        let (f32_model, bf16) = tiny_in(kind, WeightPath::MixedBf16);
+
+        // One pass of 40 rows, and the same rows as 17 then 23: each row's
+        // keys, values and output must be the same either way (reuse at
+        // ratio 1 equals full prefill).
+        let mut kv = bf16.new_kv().unwrap();
+        let whole = bf16
+            .forward_rows(&mut kv, &Rows::append(&ids, &positions(0..40), 0), None)
+            .unwrap()
+            .hidden;
+        let mut kv = bf16.new_kv().unwrap();
+        bf16.forward_rows(
+            &mut kv,
+            &Rows::append(&ids[..17], &positions(0..17), 0),
+            None,
+        )
+        .unwrap();
+        let rest = bf16
+            .forward_rows(
+                &mut kv,
+                &Rows::append(&ids[17..], &positions(17..40), 17),
+                None,
+            )
+            .unwrap()
+            .hidden;
+        let d = max_abs_diff(&whole.narrow(0, 17, 23).unwrap(), &rest);
+        assert_eq!(d, 0.0, "{kind:?}: a row's output depends on its pass");
+
+        let mut kv = f32_model.new_kv().unwrap();
+        let exact = f32_model
+            .forward_rows(&mut kv, &Rows::append(&ids, &positions(0..40), 0), None)
+            .unwrap()
+            .hidden;
+        let scale = exact
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(&exact, &whole);
+        assert!(
+            d < 0.05 * scale.max(1.0),
+            "{kind:?}: bf16 prefill off by {d} (hidden states up to {scale})"
+        );
     }
 }

@@ -69,9 +69,10 @@ fn half_precision_is_refused_on_the_cpu_and_unknown_precisions_are_named() {
     let e = LoadOptions::named("int4", Device::Cpu)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("mixed, q, f32, bf16 or f16"), "{e}");
+    assert!(e.contains("mixed, mixed-bf16, q, f32, bf16 or f16"), "{e}");
     for (name, dtype) in [
         ("mixed", DType::F32),
+        ("mixed-bf16", DType::F32),
         ("q", DType::F32),
         ("f32", DType::F32),
     ] {

@@ -56,36 +56,50 @@ fn load(model: &Path, path: WeightPath) -> Model {
     load_model(model, &options).unwrap()
 }
 
+/// The largest |logit − HF| over HF's top-20 of each prompt, per weight path
+/// and for llama.cpp.
+struct Distances {
+    f32: f32,
+    mixed: f32,
+    mixed_bf16: f32,
+    quantized: f32,
+    llama: f32,
+}
+
+impl std::fmt::Display for Distances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max |logit - HF| over the top-20 of 3 prompts: f32 {:.2e}, mixed {:.4}, mixed-bf16 {:.4}, quantized {:.4} (llama.cpp {:.4})",
+            self.f32, self.mixed, self.mixed_bf16, self.quantized, self.llama
+        )
+    }
+}
+
 #[test]
 fn default_model_matches_hf_and_llamacpp_references() {
-    let (f32, mixed, quantized, llama) = check_against_references(
+    let distances = check_against_references(
         &default_model_path(),
         "gemma3-270m-hf-logits.json",
         "gemma3-270m-llamacpp-logits.json",
     );
-    println!(
-        "max |logit - HF| over the top-20 of 3 prompts: f32 {f32:.2e}, mixed {mixed:.4}, quantized {quantized:.4} (llama.cpp {llama:.4})"
-    );
+    println!("{distances}");
 }
 
 #[test]
 fn llama_family_model_matches_hf_and_llamacpp_references() {
-    let (f32, mixed, quantized, llama) = check_against_references(
+    let distances = check_against_references(
         &instruct_model_path(),
         "smollm2-135m-hf-logits.json",
         "smollm2-135m-llamacpp-logits.json",
     );
-    println!(
-        "SmolLM2: max |logit - HF| over the top-20 of 3 prompts: f32 {f32:.2e}, mixed {mixed:.4}, quantized {quantized:.4} (llama.cpp {llama:.4})"
-    );
+    println!("SmolLM2: {distances}");
 }
 
 /// Checks the model at `model` against the two reference files: prompt ids,
 /// reference strings' ids (both references), f32 logits and greedy
-/// continuations (HF), and the quantized and mixed paths within llama.cpp-like
-/// distance. Returns the largest |logit − HF| over the top-20 of each path
-/// (f32, mixed, quantized) and llama.cpp's own.
-fn check_against_references(model: &Path, hf_file: &str, llama_file: &str) -> (f32, f32, f32, f32) {
+/// continuations (HF), and the other paths within llama.cpp-like distance.
+fn check_against_references(model: &Path, hf_file: &str, llama_file: &str) -> Distances {
     let model_path = model;
     let hf = reference(hf_file);
     let llama = reference(llama_file);
@@ -133,45 +147,47 @@ fn check_against_references(model: &Path, hf_file: &str, llama_file: &str) -> (f
     }
     drop(model);
 
-    // Quantized: within llama.cpp-like distance of HF.
-    let model = load(model_path, WeightPath::Quantized);
-    let mut max_q = 0f32;
+    // Quantized, mixed (the default: f32 prefill, quantized output projection
+    // and decode) and mixed-bf16 (its prefill in bf16 where the CPU has
+    // AVX-512 BF16): within llama.cpp-like distance of HF.
+    let max_q = max_distance_to_hf(model_path, WeightPath::Quantized, &hf);
+    let max_mixed = max_distance_to_hf(model_path, WeightPath::Mixed, &hf);
+    let max_mixed_bf16 = max_distance_to_hf(model_path, WeightPath::MixedBf16, &hf);
     let mut max_llama = 0f32;
     for (p, l) in hf.results.iter().zip(&llama.results) {
-        let logits = last_logits(&model, &p.token_ids);
-        for (&id, &want) in p.top_ids.iter().zip(&p.top_logits) {
-            let d = (logits[id as usize] - want).abs();
-            max_q = max_q.max(d);
-            assert!(d <= 0.75, "{}: quantized logit of {id} off by {d}", p.name);
-        }
         for (&id, &theirs) in l.top_ids.iter().zip(&l.top_logits) {
             if let Some(i) = p.top_ids.iter().position(|&x| x == id) {
                 max_llama = max_llama.max((theirs - p.top_logits[i]).abs());
             }
         }
-        let margin = p.top_logits[0] - p.top_logits[1];
-        let top1 = prophetkv_model::top_k(&logits, 1)[0].0;
-        if margin > 0.05 {
-            assert_eq!(top1, p.top_ids[0], "{}: quantized top-1 differs", p.name);
-        }
     }
-    drop(model);
+    Distances {
+        f32: max_f32,
+        mixed: max_mixed,
+        mixed_bf16: max_mixed_bf16,
+        quantized: max_q,
+        llama: max_llama,
+    }
+}
 
-    // Mixed (the default): f32 prefill, quantized output projection and decode.
-    let model = load(model_path, WeightPath::Mixed);
-    let mut max_mixed = 0f32;
+/// The largest |logit − HF| of `path` over HF's top-20 of every prompt,
+/// each within 0.75 (llama.cpp's own is ~0.55), with HF's top-1 where HF's
+/// margin over its second is clear.
+fn max_distance_to_hf(model_path: &Path, path: WeightPath, hf: &Reference) -> f32 {
+    let model = load(model_path, path);
+    let mut max = 0f32;
     for p in &hf.results {
         let logits = last_logits(&model, &p.token_ids);
         for (&id, &want) in p.top_ids.iter().zip(&p.top_logits) {
             let d = (logits[id as usize] - want).abs();
-            max_mixed = max_mixed.max(d);
-            assert!(d <= 0.75, "{}: mixed logit of {id} off by {d}", p.name);
+            max = max.max(d);
+            assert!(d <= 0.75, "{}: {path:?} logit of {id} off by {d}", p.name);
         }
         let margin = p.top_logits[0] - p.top_logits[1];
         let top1 = prophetkv_model::top_k(&logits, 1)[0].0;
         if margin > 0.05 {
-            assert_eq!(top1, p.top_ids[0], "{}: mixed top-1 differs", p.name);
+            assert_eq!(top1, p.top_ids[0], "{}: {path:?} top-1 differs", p.name);
         }
     }
-    (max_f32, max_mixed, max_q, max_llama)
+    max
 }

@@ -13,7 +13,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 
-use crate::kernels::{self, QuantGemv};
+use crate::kernels::{self, Bf16Gemm, QuantGemv};
 use crate::Result;
 
 /// From this many rows on, a decode step with a dense copy uses it.
@@ -76,6 +76,11 @@ enum Copies {
     Dense(Tensor),
     /// Both, chosen per call by the number of rows.
     Both { quantized: Quantized, dense: Tensor },
+    /// Both, with the dense copy in bf16 for the AVX-512 BF16 GEMM.
+    BothBf16 {
+        quantized: Quantized,
+        packed: Bf16Gemm,
+    },
 }
 
 /// Weights of one projection plus its optional bias.
@@ -114,6 +119,17 @@ impl Linear {
         }
     }
 
+    /// A projection that keeps the quantized weights and their bf16 form.
+    pub(crate) fn both_bf16(quantized: QMatMul, packed: Bf16Gemm) -> Self {
+        Self {
+            weights: Copies::BothBf16 {
+                quantized: Quantized::new(quantized),
+                packed,
+            },
+            bias: None,
+        }
+    }
+
     /// The same projection with a bias added to its output.
     pub(crate) fn with_bias(self, bias: Option<Tensor>) -> Self {
         Self { bias, ..self }
@@ -130,6 +146,13 @@ impl Linear {
                     x.matmul(&dense.t()?)?
                 }
             }
+            Copies::BothBf16 { quantized, packed } => {
+                if kind == PassKind::Step && rows < GEMM_MIN_ROWS {
+                    quantized.forward(x)?
+                } else {
+                    packed.forward(x)?
+                }
+            }
             Copies::Quantized(q) => q.forward(x)?,
             Copies::Dense(d) => x.matmul(&d.t()?)?,
         };
@@ -143,6 +166,7 @@ impl Linear {
     pub(crate) fn dims(&self) -> Vec<usize> {
         match &self.weights {
             Copies::Dense(d) | Copies::Both { dense: d, .. } => d.dims().to_vec(),
+            Copies::BothBf16 { packed, .. } => packed.dims().to_vec(),
             Copies::Quantized(q) => match &q.matmul {
                 QMatMul::QTensor(q) => q.shape().dims().to_vec(),
                 QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
@@ -156,6 +180,9 @@ impl Linear {
             Copies::Quantized(q) => q.resident_bytes(),
             Copies::Dense(d) => tensor_bytes(d),
             Copies::Both { quantized, dense } => quantized.resident_bytes() + tensor_bytes(dense),
+            Copies::BothBf16 { quantized, packed } => {
+                quantized.resident_bytes() + packed.resident_bytes()
+            }
         };
         weights + self.bias.as_ref().map_or(0, tensor_bytes)
     }

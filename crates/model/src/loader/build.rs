@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use super::source::{Stored, WeightSource, W};
 use super::LoadOptions;
 use crate::config::{Family, ModelConfig};
+use crate::kernels::Bf16Gemm;
 use crate::layers::block::{Attention, Block};
 use crate::layers::embedding::Embedding;
 use crate::layers::linear::Linear;
@@ -51,12 +52,10 @@ pub(crate) fn build_model(
         // except that the mixed path gives an f32 table its own Q8_0 copy.
         match &embed {
             Embedding::Quantized(q) => (Linear::quantized(QMatMul::from_arc(q.clone())?), true),
-            Embedding::Dense(t) if options.weight_path == WeightPath::Mixed => {
-                match quantize_q8(t)? {
-                    Some(q) => (Linear::quantized(QMatMul::from_qtensor(q)?), false),
-                    None => (Linear::dense(t.clone()), true),
-                }
-            }
+            Embedding::Dense(t) if options.weight_path.is_mixed() => match quantize_q8(t)? {
+                Some(q) => (Linear::quantized(QMatMul::from_qtensor(q)?), false),
+                None => (Linear::dense(t.clone()), true),
+            },
             Embedding::Dense(t) => (Linear::dense(t.clone()), true),
         }
     };
@@ -277,6 +276,25 @@ fn linear_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
             Some(q) => Linear::both(QMatMul::from_qtensor(q)?, t),
             None => Linear::dense(t),
         },
+        (WeightPath::MixedBf16, Stored::Quantized(q)) => {
+            let dense = q.dequantize(&options.device)?.to_dtype(DType::F32)?;
+            with_bf16_copy(QMatMul::from_qtensor(*q)?, dense)?
+        }
+        (WeightPath::MixedBf16, Stored::Float(t)) => match quantize_q8(&t)? {
+            Some(q) => with_bf16_copy(QMatMul::from_qtensor(q)?, t)?,
+            None => Linear::dense(t),
+        },
+    })
+}
+
+/// Quantized weights and their dense form `dense`, kept in bf16 where this
+/// CPU has the bf16 GEMM and in f32 elsewhere.
+fn with_bf16_copy(quantized: QMatMul, dense: Tensor) -> Result<Linear> {
+    let (out, cols) = dense.dims2()?;
+    let values = dense.flatten_all()?.to_vec1::<f32>()?;
+    Ok(match Bf16Gemm::new(&values, out, cols) {
+        Some(packed) => Linear::both_bf16(quantized, packed),
+        None => Linear::both(quantized, dense),
     })
 }
 
@@ -289,7 +307,7 @@ fn head_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
     Ok(match (options.weight_path, stored) {
         (WeightPath::F32, stored) => Linear::dense(into_f32(stored, &options.device)?),
         (_, Stored::Quantized(q)) => Linear::quantized(QMatMul::from_qtensor(*q)?),
-        (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
+        (WeightPath::Mixed | WeightPath::MixedBf16, Stored::Float(t)) => match quantize_q8(&t)? {
             Some(q) => Linear::quantized(QMatMul::from_qtensor(q)?),
             None => Linear::dense(t),
         },

@@ -42,7 +42,8 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// The options a precision names on `device`: `mixed` (the default: on
     /// the CPU block-quantized weights for decode steps and their f32 form
-    /// for prompt rows, on a GPU bf16), `q` (quantized as stored), `f32`
+    /// for prompt rows, on a GPU bf16), `mixed-bf16` (the prompt rows' copy in
+    /// bf16 on CPUs with AVX-512 BF16), `q` (quantized as stored), `f32`
     /// (the exactness reference), `bf16` or `f16` (a GPU's).
     pub fn named(precision: &str, device: Device) -> Result<Self> {
         let gpu_default = if device.is_cpu() {
@@ -52,13 +53,14 @@ impl LoadOptions {
         };
         let (weight_path, dtype) = match precision {
             "mixed" => (WeightPath::Mixed, gpu_default),
+            "mixed-bf16" => (WeightPath::MixedBf16, gpu_default),
             "q" => (WeightPath::Quantized, gpu_default),
             "f32" => (WeightPath::F32, DType::F32),
             "bf16" => (WeightPath::Mixed, DType::BF16),
             "f16" => (WeightPath::Mixed, DType::F16),
             other => {
                 return Err(ModelError::Device(format!(
-                    "dtype must be mixed, q, f32, bf16 or f16, got {other:?}"
+                    "dtype must be mixed, mixed-bf16, q, f32, bf16 or f16, got {other:?}"
                 )))
             }
         };
