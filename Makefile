@@ -145,7 +145,7 @@ eval: eval-tasks
 	$(PROPHETKV) eval --model $(MODEL) --tasks $(EVAL_DIR)/tasks/all.jsonl --ratios 0.1,0.2,0.3 --out $(EVAL_DIR)/accuracy
 	@mkdir -p docs/results
 	cp $(EVAL_DIR)/accuracy/results.md docs/results/accuracy.md
-	cp $(EVAL_DIR)/accuracy/accuracy_vs_ratio*.png docs/results/
+	cp $(EVAL_DIR)/accuracy/accuracy_vs_ratio*.png $(EVAL_DIR)/accuracy/frontier_*.png docs/results/
 	$(MAKE) bench-ttft
 
 ## TTFT of the strategies side by side at 1k/2k/4k tokens (docs/results/ttft.md, ttft_vs_context.png).
