@@ -261,6 +261,16 @@ fn malformed_rows_are_errors_not_panics() {
     assert!(matches!(err, ModelError::Input(_)), "{err}");
 }
 
+/// The largest |value| of `t`.
+fn largest_magnitude(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// The tiny model of `kind` with f32 weights, and the same weights on `path`.
 fn tiny_in(kind: Tiny, path: WeightPath) -> (prophetkv_model::Model, prophetkv_model::Model) {
     let (dir, f32_model) = tiny(kind);
@@ -296,13 +306,7 @@ fn mixed_path_prefills_exactly_like_f32_and_decodes_within_8_bit_rounding() {
         for &t in &ids[..8] {
             let want = f32_model.decode(&mut [&mut kv_f], &[t]).unwrap();
             let got = mixed.decode(&mut [&mut kv_m], &[t]).unwrap();
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = largest_magnitude(&want);
             let d = max_abs_diff(&want, &got);
             assert!(
                 d < 0.05 * scale.max(1.0),
@@ -350,13 +354,7 @@ fn mixed_bf16_prompt_rows_do_not_depend_on_their_pass_and_stay_near_f32() {
             .forward_rows(&mut kv, &Rows::append(&ids, &positions(0..40), 0), None)
             .unwrap()
             .hidden;
-        let scale = exact
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = largest_magnitude(&exact);
         let d = max_abs_diff(&exact, &whole);
         assert!(
             d < 0.05 * scale.max(1.0),
