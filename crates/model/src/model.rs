@@ -36,6 +36,7 @@ pub enum WeightPath {
     /// with f32 sums by the AVX-512 BF16 kernel on CPUs that have it (half
     /// the memory, twice the products per instruction); elsewhere `Mixed`.
     /// The server's and the command line's default.
+    #[serde(rename = "mixed-bf16")]
     MixedBf16,
     /// Block-quantized GGUF weights as stored (dense files stay dense).
     Quantized,

@@ -70,9 +70,14 @@ pub(crate) struct Bf16Gemm {
 }
 
 impl Bf16Gemm {
-    /// Packs `w` (`out * cols` f32, row-major), if this CPU has a bf16 kernel.
-    pub(crate) fn new(w: &[f32], out: usize, cols: usize) -> Option<Self> {
-        Bf16Kernel::fastest().map(|kernel| Self::with_kernel(w, out, cols, kernel))
+    /// Packs the f32 `(out, in)` matrix `w`, if this CPU has a bf16 kernel.
+    pub(crate) fn new(w: &Tensor) -> Result<Option<Self>> {
+        let Some(kernel) = Bf16Kernel::fastest() else {
+            return Ok(None);
+        };
+        let (out, cols) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Some(Self::with_kernel(&values, out, cols, kernel)))
     }
 
     fn with_kernel(w: &[f32], out: usize, cols: usize, kernel: Bf16Kernel) -> Self {
@@ -130,17 +135,16 @@ impl Bf16Gemm {
         let row_tasks = rows.div_ceil(TASK_ROWS);
         let panels = self.packed.len() / (self.pairs * PANEL * 2);
         let panel_tasks = panels.div_ceil(TASK_PANELS);
+        assert_eq!(y.len(), rows * self.out);
         let y_addr = y.as_mut_ptr() as usize;
         candle_core::utils::barrier_pool().execute_chunked(row_tasks * panel_tasks, |range| {
             for task in range {
                 let (rt, pt) = (task / panel_tasks, task % panel_tasks);
                 let rows_here = rt * TASK_ROWS..(rt * TASK_ROWS + TASK_ROWS).min(rows);
                 let panels_here = pt * TASK_PANELS..(pt * TASK_PANELS + TASK_PANELS).min(panels);
-                // SAFETY: `y` holds `rows * out` values, and each task writes
-                // only its own rows' values for its own panels' outputs.
-                let y =
-                    unsafe { std::slice::from_raw_parts_mut(y_addr as *mut f32, rows * self.out) };
-                self.task(&acts, rows_here, panels_here, y);
+                // Tasks share `y` by its address: each writes only its own
+                // rows' values for its own panels' outputs.
+                self.task(&acts, rows_here, panels_here, y_addr as *mut f32);
             }
         });
     }
@@ -156,13 +160,14 @@ impl Bf16Gemm {
         acts
     }
 
-    /// One task's outputs: activation rows `rows` against panels `panels`.
+    /// One task's outputs, into the `rows * out` values at `y`: activation
+    /// rows `rows` against panels `panels`.
     fn task(
         &self,
         acts: &[u16],
         rows: std::ops::Range<usize>,
         panels: std::ops::Range<usize>,
-        y: &mut [f32],
+        y: *mut f32,
     ) {
         let stride = 2 * self.pairs;
         let panel_len = self.pairs * PANEL * 2;
@@ -182,11 +187,15 @@ impl Bf16Gemm {
                 if tile.outs == 0 {
                     continue;
                 }
+                // SAFETY (both kernels): the tile's valid rows and outputs lie
+                // inside `y`'s `rows * out` values, and no other task writes
+                // them; `fastest` found AVX-512 F and BF16 on this CPU and OS;
+                // `a` holds a micro-tile of rows and `b` a micro-tile of
+                // panels, each `pairs` long.
                 match self.kernel {
-                    Bf16Kernel::Scalar => tile_scalar(a, b, self.pairs, &tile, y, self.out),
-                    // SAFETY: `fastest` found AVX-512 F and BF16 on this CPU
-                    // and OS; `a` holds a micro-tile of rows and `b` a
-                    // micro-tile of panels, each `pairs` long.
+                    Bf16Kernel::Scalar => unsafe {
+                        tile_scalar(a, b, self.pairs, &tile, y, self.out)
+                    },
                     #[cfg(target_arch = "x86_64")]
                     Bf16Kernel::Avx512 => unsafe {
                         tile_avx512(a, b, self.pairs, &tile, y, self.out)
@@ -231,7 +240,11 @@ fn bf16_value(bits: u16) -> f32 {
 }
 
 /// The scalar micro-tile: each output as the sum over input pairs.
-fn tile_scalar(a: &[u16], b: &[u16], pairs: usize, tile: &Tile, y: &mut [f32], ldy: usize) {
+///
+/// # Safety
+/// `y` must be valid for writes at every output of the tile's valid rows
+/// (row stride `ldy`), with no other thread writing them.
+unsafe fn tile_scalar(a: &[u16], b: &[u16], pairs: usize, tile: &Tile, y: *mut f32, ldy: usize) {
     let stride = 2 * pairs;
     let panel_len = pairs * PANEL * 2;
     for i in 0..tile.rows {
@@ -244,7 +257,7 @@ fn tile_scalar(a: &[u16], b: &[u16], pairs: usize, tile: &Tile, y: &mut [f32], l
                 acc += bf16_value(row[2 * k + 1]) * bf16_value(w[1]);
                 acc += bf16_value(row[2 * k]) * bf16_value(w[0]);
             }
-            y[(tile.first_row + i) * ldy + tile.first_out + o] = acc;
+            *y.add((tile.first_row + i) * ldy + tile.first_out + o) = acc;
         }
     }
 }
@@ -262,14 +275,15 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU must support AVX-512 F and BF16; `a` must hold [`TILE_ROWS`]
-    /// rows of `2 * pairs` values and `b` [`TILE_PANELS`] panels of `pairs` steps.
+    /// rows of `2 * pairs` values and `b` [`TILE_PANELS`] panels of `pairs`
+    /// steps; `y` as for [`super::tile_scalar`].
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn tile(
         a: &[u16],
         b: &[u16],
         pairs: usize,
         tile: &Tile,
-        y: &mut [f32],
+        y: *mut f32,
         ldy: usize,
     ) {
         let stride = 2 * pairs;
@@ -288,9 +302,7 @@ mod avx512 {
             }
         }
         for (i, acc) in acc.iter().enumerate().take(tile.rows) {
-            let out = y
-                .as_mut_ptr()
-                .add((tile.first_row + i) * ldy + tile.first_out);
+            let out = y.add((tile.first_row + i) * ldy + tile.first_out);
             for (p, &v) in acc.iter().enumerate() {
                 let valid = tile.outs.saturating_sub(p * PANEL).min(PANEL);
                 let mask: __mmask16 = ((1u32 << valid) - 1) as __mmask16;

@@ -75,12 +75,39 @@ enum Copies {
     /// Dense f32.
     Dense(Tensor),
     /// Both, chosen per call by the number of rows.
-    Both { quantized: Quantized, dense: Tensor },
-    /// Both, with the dense copy in bf16 for the AVX-512 BF16 GEMM.
-    BothBf16 {
-        quantized: Quantized,
-        packed: Bf16Gemm,
-    },
+    Both { quantized: Quantized, dense: Dense },
+}
+
+/// The dense copy a projection keeps beside its quantized one, for GEMMs.
+#[derive(Debug, Clone)]
+enum Dense {
+    /// f32, multiplied by candle's GEMM.
+    F32(Tensor),
+    /// bf16, packed for the AVX-512 BF16 GEMM.
+    Bf16(Bf16Gemm),
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Dense::F32(d) => Ok(x.matmul(&d.t()?)?),
+            Dense::Bf16(packed) => packed.forward(x),
+        }
+    }
+
+    fn dims(&self) -> Vec<usize> {
+        match self {
+            Dense::F32(d) => d.dims().to_vec(),
+            Dense::Bf16(packed) => packed.dims().to_vec(),
+        }
+    }
+
+    fn resident_bytes(&self) -> usize {
+        match self {
+            Dense::F32(d) => tensor_bytes(d),
+            Dense::Bf16(packed) => packed.resident_bytes(),
+        }
+    }
 }
 
 /// Weights of one projection plus its optional bias.
@@ -113,7 +140,7 @@ impl Linear {
         Self {
             weights: Copies::Both {
                 quantized: Quantized::new(quantized),
-                dense,
+                dense: Dense::F32(dense),
             },
             bias: None,
         }
@@ -122,9 +149,9 @@ impl Linear {
     /// A projection that keeps the quantized weights and their bf16 form.
     pub(crate) fn both_bf16(quantized: QMatMul, packed: Bf16Gemm) -> Self {
         Self {
-            weights: Copies::BothBf16 {
+            weights: Copies::Both {
                 quantized: Quantized::new(quantized),
-                packed,
+                dense: Dense::Bf16(packed),
             },
             bias: None,
         }
@@ -143,14 +170,7 @@ impl Linear {
                 if kind == PassKind::Step && rows < GEMM_MIN_ROWS {
                     quantized.forward(x)?
                 } else {
-                    x.matmul(&dense.t()?)?
-                }
-            }
-            Copies::BothBf16 { quantized, packed } => {
-                if kind == PassKind::Step && rows < GEMM_MIN_ROWS {
-                    quantized.forward(x)?
-                } else {
-                    packed.forward(x)?
+                    dense.forward(x)?
                 }
             }
             Copies::Quantized(q) => q.forward(x)?,
@@ -165,8 +185,8 @@ impl Linear {
     /// `(out, in)` of the weight matrix.
     pub(crate) fn dims(&self) -> Vec<usize> {
         match &self.weights {
-            Copies::Dense(d) | Copies::Both { dense: d, .. } => d.dims().to_vec(),
-            Copies::BothBf16 { packed, .. } => packed.dims().to_vec(),
+            Copies::Dense(d) => d.dims().to_vec(),
+            Copies::Both { dense, .. } => dense.dims(),
             Copies::Quantized(q) => match &q.matmul {
                 QMatMul::QTensor(q) => q.shape().dims().to_vec(),
                 QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
@@ -179,9 +199,8 @@ impl Linear {
         let weights = match &self.weights {
             Copies::Quantized(q) => q.resident_bytes(),
             Copies::Dense(d) => tensor_bytes(d),
-            Copies::Both { quantized, dense } => quantized.resident_bytes() + tensor_bytes(dense),
-            Copies::BothBf16 { quantized, packed } => {
-                quantized.resident_bytes() + packed.resident_bytes()
+            Copies::Both { quantized, dense } => {
+                quantized.resident_bytes() + dense.resident_bytes()
             }
         };
         weights + self.bias.as_ref().map_or(0, tensor_bytes)

@@ -268,34 +268,26 @@ fn linear_for(stored: Stored, options: &LoadOptions) -> Result<Linear> {
             Linear::quantized(QMatMul::from_qtensor(*q)?)
         }
         (WeightPath::Quantized, Stored::Float(t)) => Linear::dense(t),
-        (WeightPath::Mixed, Stored::Quantized(q)) => {
+        (WeightPath::Mixed | WeightPath::MixedBf16, Stored::Quantized(q)) => {
             let dense = q.dequantize(&options.device)?.to_dtype(DType::F32)?;
-            Linear::both(QMatMul::from_qtensor(*q)?, dense)
+            mixed_linear(options.weight_path, QMatMul::from_qtensor(*q)?, dense)?
         }
-        (WeightPath::Mixed, Stored::Float(t)) => match quantize_q8(&t)? {
-            Some(q) => Linear::both(QMatMul::from_qtensor(q)?, t),
-            None => Linear::dense(t),
-        },
-        (WeightPath::MixedBf16, Stored::Quantized(q)) => {
-            let dense = q.dequantize(&options.device)?.to_dtype(DType::F32)?;
-            with_bf16_copy(QMatMul::from_qtensor(*q)?, dense)?
-        }
-        (WeightPath::MixedBf16, Stored::Float(t)) => match quantize_q8(&t)? {
-            Some(q) => with_bf16_copy(QMatMul::from_qtensor(q)?, t)?,
+        (WeightPath::Mixed | WeightPath::MixedBf16, Stored::Float(t)) => match quantize_q8(&t)? {
+            Some(q) => mixed_linear(options.weight_path, QMatMul::from_qtensor(q)?, t)?,
             None => Linear::dense(t),
         },
     })
 }
 
-/// Quantized weights and their dense form `dense`, kept in bf16 where this
-/// CPU has the bf16 GEMM and in f32 elsewhere.
-fn with_bf16_copy(quantized: QMatMul, dense: Tensor) -> Result<Linear> {
-    let (out, cols) = dense.dims2()?;
-    let values = dense.flatten_all()?.to_vec1::<f32>()?;
-    Ok(match Bf16Gemm::new(&values, out, cols) {
-        Some(packed) => Linear::both_bf16(quantized, packed),
-        None => Linear::both(quantized, dense),
-    })
+/// Quantized weights with their f32 form `dense`, which `mixed-bf16` keeps
+/// in bf16 where this CPU has the bf16 GEMM.
+fn mixed_linear(path: WeightPath, quantized: QMatMul, dense: Tensor) -> Result<Linear> {
+    if path == WeightPath::MixedBf16 {
+        if let Some(packed) = Bf16Gemm::new(&dense)? {
+            return Ok(Linear::both_bf16(quantized, packed));
+        }
+    }
+    Ok(Linear::both(quantized, dense))
 }
 
 /// The output projection: one row per step, so never an f32 copy where a
