@@ -17,7 +17,7 @@ use prophetkv_eval::report::markdown;
 use prophetkv_eval::run::{Arm, Evaluator};
 use prophetkv_eval::task::{load_tasks, write_tasks};
 use prophetkv_model::{DType, Model, TextTokenizer};
-use prophetkv_reuse::{ReuseConfig, StrategyKind};
+use prophetkv_reuse::{Budget, ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
 use crate::output::print_line;
@@ -186,7 +186,7 @@ pub(crate) struct ModelArgs {
     #[command(flatten)]
     weights: WeightArgs,
     #[command(flatten)]
-    options: ReuseOptionArgs,
+    pub(crate) options: ReuseOptionArgs,
 }
 
 impl ModelArgs {
@@ -346,6 +346,13 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     let tasks = load_tasks(&args.tasks)?;
     let arms = Arm::grid(&args.strategies, &args.ratios);
+    if args.model.options.config().prophet.budget != Budget::Fixed && args.ratios.len() > 1 {
+        bail!(
+            "--mass sets ProphetKV's budget per request, so its arms would not differ by ratio: \
+             give one --ratios value (the other strategies' budget), or compare budgets with \
+             `prophetkv ablate`"
+        );
+    }
     if args.status {
         let (done, rows) = partial_summary(&tasks, &arms, &args.out)?;
         return print_line(&format!(

@@ -172,7 +172,8 @@ fn with_documents(
         .iter()
         .map(|d| tokenizer.encode(d))
         .collect::<prophetkv_model::Result<Vec<_>>>()?;
-    let cached = CachedDocuments::compute(model, &anchor_ids, &ids)?;
+    let cached =
+        CachedDocuments::compute_keeping(model, &anchor_ids, &ids, &config.hidden_layers())?;
     let lookup_ms = lookup.elapsed().as_secs_f64() * 1e3;
     let query = tokenizer.encode(&args.prompt)?;
     let pieces = cached.pieces();

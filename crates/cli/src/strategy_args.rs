@@ -1,7 +1,9 @@
 //! Command-line options that configure document reuse (shared by subcommands).
 
 use clap::{Args, ValueEnum};
-use prophetkv_reuse::{Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind};
+use prophetkv_reuse::{
+    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, StrategyKind,
+};
 
 /// A strategy name as a clap value.
 pub fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
@@ -74,6 +76,28 @@ pub struct ReuseOptionArgs {
     /// it in its document (0: off).
     #[arg(long, default_value_t = 4)]
     spread: usize,
+    /// ProphetKV recomputes, per request, the fewest top rows holding this
+    /// share of Stage I's score, instead of the ratio's fixed count.
+    #[arg(long)]
+    mass: Option<f64>,
+    /// With --mass: fewest rows, as a fraction of the eligible ones.
+    #[arg(long, default_value_t = 0.05, requires = "mass")]
+    mass_floor: f64,
+    /// With --mass: most rows, as a fraction of the eligible ones.
+    #[arg(long, default_value_t = 0.5, requires = "mass")]
+    mass_ceiling: f64,
+    /// ProphetKV spends part of its budget (rows × layers) on rows that
+    /// start at this layer from the hidden states their documents kept.
+    #[arg(long)]
+    resume_layer: Option<usize>,
+    /// With --resume-layer: share of the budget on the top rows recomputed
+    /// through every layer.
+    #[arg(long, default_value_t = 0.5, requires = "resume_layer")]
+    resume_deep_share: f64,
+    /// ProphetKV's Stage I probes: with more than one, an even share of the
+    /// budget is recomputed after each probe but the last.
+    #[arg(long, default_value_t = 1)]
+    probes: usize,
     /// EPIC: fixed rows per document (default: the ratio's budget spread over documents).
     #[arg(long)]
     epic_rows: Option<usize>,
@@ -104,6 +128,16 @@ impl ReuseOptionArgs {
                 score_layers: (!self.score_layers.is_empty()).then(|| self.score_layers.clone()),
                 granularity: self.block.map_or(Granularity::Token, Granularity::Block),
                 spread: self.spread,
+                budget: self.mass.map_or(Budget::Fixed, |share| Budget::Mass {
+                    share,
+                    floor: self.mass_floor,
+                    ceiling: self.mass_ceiling,
+                }),
+                resume: self.resume_layer.map(|layer| Resume {
+                    layer,
+                    deep_share: self.resume_deep_share,
+                }),
+                probes: self.probes,
             },
             epic_rows: self.epic_rows,
             seed: self.seed,

@@ -205,6 +205,12 @@ impl<'a> Evaluator<'a> {
     /// A task's documents' caches and the ids around them: computed once,
     /// shared by every configuration run on it.
     pub fn prepare(&self, task: &Task) -> Result<Prepared> {
+        self.prepare_keeping(task, &self.base.hidden_layers())
+    }
+
+    /// [`Evaluator::prepare`], the documents keeping their hidden states
+    /// entering each of `hidden_layers` (for recomputations that resume there).
+    pub fn prepare_keeping(&self, task: &Task, hidden_layers: &[usize]) -> Result<Prepared> {
         let (anchor, fresh_prefix) = if self.prefix_in_anchor {
             (self.tokenizer.prompt_ids(&task.prefix)?, Vec::new())
         } else {
@@ -225,7 +231,7 @@ impl<'a> Evaluator<'a> {
             )));
         }
         Ok(Prepared {
-            cached: CachedDocuments::compute(self.model, &anchor, &ids)?,
+            cached: CachedDocuments::compute_keeping(self.model, &anchor, &ids, hidden_layers)?,
             fresh_prefix,
             query: self.tokenizer.encode(&task.question)?,
         })
@@ -303,7 +309,8 @@ impl<'a> Evaluator<'a> {
         configs: &[ReuseConfig],
         gold: Option<&[u32]>,
     ) -> Result<Vec<Answered>> {
-        let prepared = self.prepare(task)?;
+        let hidden_layers: Vec<usize> = configs.iter().flat_map(|c| c.hidden_layers()).collect();
+        let prepared = self.prepare_keeping(task, &hidden_layers)?;
         let pieces = prepared.pieces();
         let request = prepared.request(&pieces);
         let mut kvs: Vec<Kv> = Vec::with_capacity(configs.len());

@@ -16,6 +16,9 @@ pub struct DocCache {
     tokens: Vec<u32>,
     /// Per layer: `(k_raw, v)`, each `(len, kv_heads, head_dim)`.
     layers: Vec<(Tensor, Tensor)>,
+    /// Hidden states `(len, hidden)` entering some layers, by layer
+    /// (ascending): where a recomputation may start instead of layer 0.
+    hidden: Vec<(usize, Tensor)>,
 }
 
 impl DocCache {
@@ -40,7 +43,32 @@ impl DocCache {
             anchor,
             tokens,
             layers,
+            hidden: Vec::new(),
         })
+    }
+
+    /// The same cache keeping, too, the hidden states `(len, hidden)` that
+    /// entered `layer` (replacing any kept for that layer).
+    pub fn with_hidden(mut self, layer: usize, hidden: Tensor) -> Result<Self> {
+        if layer == 0 || layer >= self.layers.len() || hidden.dims().first() != Some(&self.len()) {
+            return Err(ModelError::Input(format!(
+                "hidden states {:?} entering layer {layer} do not fit {} rows of {} layers",
+                hidden.dims(),
+                self.len(),
+                self.layers.len()
+            )));
+        }
+        self.hidden.retain(|(l, _)| *l != layer);
+        let at = self.hidden.partition_point(|(l, _)| *l < layer);
+        self.hidden.insert(at, (layer, hidden));
+        Ok(self)
+    }
+
+    /// The hidden states that entered `layer`, when they were kept.
+    pub fn hidden(&self, layer: usize) -> Option<&Tensor> {
+        self.hidden
+            .iter()
+            .find_map(|(l, h)| (*l == layer).then_some(h))
     }
 
     /// The anchor prefix the rows were computed after.
@@ -68,11 +96,18 @@ impl DocCache {
         &self.layers
     }
 
-    /// Bytes the keys and values occupy in their element type.
+    /// Bytes the keys, values and kept hidden states occupy in their element type.
     pub fn byte_size(&self) -> u64 {
-        self.layers
+        let kv: u64 = self
+            .layers
             .iter()
             .map(|(k, v)| ((k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()) as u64)
-            .sum()
+            .sum();
+        let hidden: u64 = self
+            .hidden
+            .iter()
+            .map(|(_, h)| (h.elem_count() * h.dtype().size_in_bytes()) as u64)
+            .sum();
+        kv + hidden
     }
 }

@@ -20,6 +20,17 @@ pub fn compute_doc_cache(
     anchor: &[u32],
     tokens: &[u32],
 ) -> Result<DocCache> {
+    compute_doc_cache_keeping(model, anchor, tokens, &[])
+}
+
+/// [`compute_doc_cache`], keeping too the rows' hidden states entering each
+/// of `hidden_layers` (so a recomputation can start there).
+pub fn compute_doc_cache_keeping(
+    model: &impl Backbone,
+    anchor: &[u32],
+    tokens: &[u32],
+    hidden_layers: &[usize],
+) -> Result<DocCache> {
     if tokens.is_empty() {
         return Err(ReuseError::EmptyDocument { index: 0 });
     }
@@ -30,24 +41,49 @@ pub fn compute_doc_cache(
             max: model.max_position(),
         });
     }
+    let num_layers = model.num_layers();
+    let mut stops: Vec<usize> = hidden_layers.to_vec();
+    stops.sort_unstable();
+    stops.dedup();
+    if let Some(&l) = stops.iter().find(|&&l| l == 0 || l >= num_layers) {
+        return Err(ReuseError::Option {
+            name: "hidden layers",
+            reason: format!("layer {l} has no cached input (1..{num_layers} do)"),
+        });
+    }
     let positions: Vec<u32> = (0..ids.len() as u32).collect();
     let mut kv = model.new_kv()?;
     let pass_rows = Rows::append(&ids, &positions, 0);
-    let pass = prophetkv_model::Forward::new(&pass_rows, model.num_layers());
-    model.forward(&mut kv, &pass)?;
     let (start, len) = (anchor.len(), tokens.len());
-    let layers = (0..model.num_layers())
+    let pass = prophetkv_model::Forward::new(&pass_rows, num_layers);
+    model.forward(&mut kv, &pass)?;
+    // The kept hidden states come from a second run of the layers below the
+    // deepest one kept, over the same rows: it rewrites the same keys and
+    // values, and the cache's layers all hold every row from the first.
+    let mut kept = Vec::with_capacity(stops.len());
+    let mut hidden: Option<candle_core::Tensor> = None;
+    let mut from = 0;
+    for &end in &stops {
+        let mut pass = prophetkv_model::Forward::new(&pass_rows, num_layers);
+        pass.layers = from..end;
+        pass.input = hidden.as_ref();
+        let out = model.forward(&mut kv, &pass)?.hidden;
+        kept.push((end, out.narrow(0, start, len)?.copy()?));
+        hidden = Some(out);
+        from = end;
+    }
+    let layers = (0..num_layers)
         .map(|l| {
             let k = kv.k_raw(l)?.narrow(0, start, len)?.copy()?;
             let v = kv.v(l)?.narrow(0, start, len)?.copy()?;
             Ok((k, v))
         })
         .collect::<Result<_>>()?;
-    Ok(DocCache::from_parts(
-        anchor.to_vec(),
-        tokens.to_vec(),
-        layers,
-    )?)
+    let mut cache = DocCache::from_parts(anchor.to_vec(), tokens.to_vec(), layers)?;
+    for (layer, h) in kept {
+        cache = cache.with_hidden(layer, h)?;
+    }
+    Ok(cache)
 }
 
 /// The cached half of a request: the anchor and the documents after it.
@@ -62,12 +98,28 @@ pub struct CachedDocuments {
 impl CachedDocuments {
     /// Caches `anchor` and each document (token ids) after it.
     pub fn compute(model: &impl Backbone, anchor: &[u32], documents: &[Vec<u32>]) -> Result<Self> {
+        Self::compute_keeping(model, anchor, documents, &[])
+    }
+
+    /// [`CachedDocuments::compute`], the documents keeping their hidden
+    /// states entering each of `hidden_layers`.
+    pub fn compute_keeping(
+        model: &impl Backbone,
+        anchor: &[u32],
+        documents: &[Vec<u32>],
+        hidden_layers: &[usize],
+    ) -> Result<Self> {
         let mut cached = Vec::with_capacity(documents.len());
         for (index, ids) in documents.iter().enumerate() {
             if ids.is_empty() {
                 return Err(ReuseError::EmptyDocument { index });
             }
-            cached.push(compute_doc_cache(model, anchor, ids)?);
+            cached.push(compute_doc_cache_keeping(
+                model,
+                anchor,
+                ids,
+                hidden_layers,
+            )?);
         }
         Ok(Self {
             anchor: compute_doc_cache(model, &[], anchor)?,

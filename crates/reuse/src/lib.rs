@@ -25,12 +25,13 @@ mod stats;
 mod strategy;
 
 pub use backbone::Backbone;
-pub use cache::{compute_doc_cache, CachedDocuments};
+pub use cache::{compute_doc_cache, compute_doc_cache_keeping, CachedDocuments};
 pub use error::{Result, ReuseError};
 pub use layout::{assemble, Layout, Piece};
 pub use prophetkv_model::DocCache;
 pub use run::{run, ReuseOutput, ReuseRequest};
 pub use stats::{ReuseStats, StageTimings};
 pub use strategy::{
-    Fusion, Granularity, Probe, ProphetOptions, ReuseConfig, StrategyKind, ValidReuseConfig,
+    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, StrategyKind,
+    ValidReuseConfig,
 };

@@ -13,11 +13,11 @@ use prophetkv_model::{Forward, Kv, Observe, Rows};
 use crate::backbone::Backbone;
 use crate::layout::{assemble, Layout, Piece};
 use crate::select::{
-    budget, fuse, leading_rows, normalise, random_rows, spread_forward, top_blocks, top_k_stable,
-    LayerScores,
+    budget, fuse, leading_rows, normalise, random_rows, rows_for_mass, spread_forward, top_blocks,
+    top_k_stable, LayerScores,
 };
 use crate::stats::{ReuseStats, StageTimings};
-use crate::strategy::{Granularity, Probe, ReuseConfig, StrategyKind, ValidReuseConfig};
+use crate::strategy::{Budget, Granularity, Probe, ReuseConfig, StrategyKind, ValidReuseConfig};
 use crate::{Result, ReuseError};
 use prophetkv_model::DocCache;
 
@@ -63,12 +63,31 @@ struct LayerZero {
 
 /// What a strategy chose before the recompute.
 struct Selection {
-    /// Eligible slots to recompute, ascending.
+    /// Eligible slots to recompute through every layer, ascending.
     slots: Vec<usize>,
+    /// Eligible slots to recompute from a middle layer on, ascending, and
+    /// that layer (ProphetKV with [`crate::Resume`]).
+    resumed: (Vec<usize>, usize),
+    /// Eligible slots already recomputed through every layer while choosing
+    /// (ProphetKV between probes), ascending.
+    repaired: Vec<usize>,
     /// Stage I score of every eligible row, when the strategy scores.
     scores: Option<Vec<f32>>,
     /// CacheBlend: the recompute continues from layer 1 with these.
     layer_zero: Option<LayerZero>,
+}
+
+impl Selection {
+    /// Eligible `slots` recomputed through every layer, nothing else.
+    fn rows(slots: Vec<usize>) -> Self {
+        Self {
+            slots,
+            resumed: (Vec::new(), 0),
+            repaired: Vec::new(),
+            scores: None,
+            layer_zero: None,
+        }
+    }
 }
 
 /// Runs `request` with `config`'s strategy.
@@ -111,11 +130,7 @@ pub fn run(
             &mut rows_per_layer,
         )?;
         timings.recompute_ms = ms(t, device)?;
-        let selection = Selection {
-            slots: layout.eligible.clone(),
-            scores: None,
-            layer_zero: None,
-        };
+        let selection = Selection::rows(layout.eligible.clone());
         (kv, selection, hidden)
     } else {
         let mut kv = assemble(model, &layout, request.anchor, request.pieces, device)?;
@@ -124,11 +139,20 @@ pub fn run(
         let selection = select(model, &mut kv, &layout, config, &mut rows_per_layer)?;
         timings.probe_ms = ms(t, device)?;
         let t = Instant::now();
+        let docs: Vec<&DocCache> = request
+            .pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Document(d) => Some(*d),
+                Piece::Fresh(_) => None,
+            })
+            .collect();
         let hidden = recompute(
             model,
             &mut kv,
             &layout,
             &selection,
+            &docs,
             device,
             &mut rows_per_layer,
         )?;
@@ -139,7 +163,14 @@ pub fn run(
     let t = Instant::now();
     let logits = model.logits(&hidden)?;
     timings.first_token_ms = ms(t, device)?;
-    let stats = stats(config, &layout, &selection.slots, rows_per_layer, timings);
+    let stats = stats(
+        config,
+        &layout,
+        &selection,
+        num_layers,
+        rows_per_layer,
+        timings,
+    );
     Ok(ReuseOutput {
         kv,
         logits,
@@ -157,42 +188,107 @@ fn select(
     config: &ReuseConfig,
     rows_per_layer: &mut [usize],
 ) -> Result<Selection> {
-    let k = budget(config.ratio, layout.eligible.len());
-    let plain = |chosen: Vec<usize>| Selection {
-        slots: pick(&layout.eligible, &chosen),
-        scores: None,
-        layer_zero: None,
+    let eligible = layout.eligible.len();
+    // The most rows the request may recompute (a mass budget decides its
+    // count once Stage I has scored the rows).
+    let k = match (config.strategy, config.prophet.budget) {
+        (StrategyKind::ProphetKv, Budget::Mass { ceiling, .. }) => budget(ceiling, eligible),
+        _ => budget(config.ratio, eligible),
     };
+    let plain = |chosen: Vec<usize>| Selection::rows(pick(&layout.eligible, &chosen));
     if k == 0 {
         // Nothing to choose (no eligible rows, or a ratio of 0): no probe.
         return Ok(plain(Vec::new()));
     }
     Ok(match config.strategy {
         StrategyKind::Full | StrategyKind::Naive => plain(Vec::new()),
-        StrategyKind::ProphetKv => {
-            let groups = eligible_groups(layout);
-            let fused = probe(model, kv, layout, config, rows_per_layer)?;
-            let scores = spread_forward(&fused, &groups, config.prophet.spread);
-            let chosen = match config.prophet.granularity {
-                Granularity::Token => top_k_stable(&scores, k),
-                Granularity::Block(b) => top_blocks(&scores, &groups, b, k),
-            };
-            Selection {
-                slots: pick(&layout.eligible, &chosen),
-                scores: Some(scores),
-                layer_zero: None,
-            }
-        }
+        StrategyKind::ProphetKv => prophet_select(model, kv, layout, config, k, rows_per_layer)?,
         StrategyKind::CacheBlend => {
             let (scores, layer_zero) = key_deviation(model, kv, layout, rows_per_layer)?;
+            let chosen = pick(&layout.eligible, &top_k_stable(&scores, k));
             Selection {
-                slots: pick(&layout.eligible, &top_k_stable(&scores, k)),
                 scores: Some(scores),
                 layer_zero: Some(layer_zero),
+                ..Selection::rows(chosen)
             }
         }
         StrategyKind::Epic => plain(leading_rows(&eligible_groups(layout), config.epic_rows, k)),
         StrategyKind::Random => plain(random_rows(layout.eligible.len(), k, config.seed)),
+    })
+}
+
+/// ProphetKV's choice of at most `k` eligible rows: Stage I's scores, the
+/// budget they set (a mass budget) and, with several probes, a repair of
+/// an even share of the rows between probes, so that each later probe sees
+/// the question's attention over a cache already partly corrected.
+fn prophet_select(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    config: &ReuseConfig,
+    mut k: usize,
+    rows_per_layer: &mut [usize],
+) -> Result<Selection> {
+    let eligible = layout.eligible.len();
+    let groups = eligible_groups(layout);
+    let options = &config.prophet;
+    let choose = |scores: &[f32], n: usize| match options.granularity {
+        Granularity::Token => top_k_stable(scores, n),
+        Granularity::Block(b) => top_blocks(scores, &groups, b, n),
+    };
+    // Scores of the rows not yet repaired (the repaired rank last).
+    let score = |kv: &mut Kv, rows_per_layer: &mut [usize], repaired: &[usize]| {
+        let fused = probe(model, kv, layout, config, rows_per_layer)?;
+        let mut scores = spread_forward(&fused, &groups, options.spread);
+        for &i in repaired {
+            scores[i] = f32::NEG_INFINITY;
+        }
+        Ok::<_, ReuseError>(scores)
+    };
+    let mut repaired: Vec<usize> = Vec::new();
+    let mut scores = score(kv, rows_per_layer, &repaired)?;
+    if let Budget::Mass { share, floor, .. } = options.budget {
+        k = rows_for_mass(&scores, share).clamp(budget(floor, eligible), k);
+    }
+    for round in 1..options.probes {
+        let n = k * round / options.probes - repaired.len();
+        let chosen = choose(&scores, n);
+        if !chosen.is_empty() {
+            let slots = pick(&layout.eligible, &chosen);
+            let layers = 0..model.num_layers();
+            forward_slots(model, kv, layout, &slots, None, layers, rows_per_layer)?;
+        }
+        repaired.extend(chosen);
+        repaired.sort_unstable();
+        scores = score(kv, rows_per_layer, &repaired)?;
+    }
+    let k = k - repaired.len();
+    let (deep, resumed) = match options.resume {
+        None => (choose(&scores, k), (Vec::new(), 0)),
+        Some(r) => {
+            // The top rows through every layer; the rest of the budget
+            // (rows × layers) on the next rows from r.layer.
+            let layers = model.num_layers();
+            let deep_rows = (k as f64 * r.deep_share).floor() as usize;
+            let shallow_rows = (k - deep_rows) * layers / (layers - r.layer);
+            let deep = choose(&scores, deep_rows);
+            let all = choose(
+                &scores,
+                (deep_rows + shallow_rows).min(eligible - repaired.len()),
+            );
+            let rest: Vec<usize> = all
+                .into_iter()
+                .filter(|i| deep.binary_search(i).is_err())
+                .collect();
+            (deep, (pick(&layout.eligible, &rest), r.layer))
+        }
+    };
+    let slots = pick(&layout.eligible, &deep);
+    Ok(Selection {
+        resumed,
+        repaired: pick(&layout.eligible, &repaired),
+        scores: Some(scores),
+        ..Selection::rows(slots)
     })
 }
 
@@ -203,6 +299,7 @@ fn recompute(
     kv: &mut Kv,
     layout: &Layout,
     selection: &Selection,
+    docs: &[&DocCache],
     device: &Device,
     rows_per_layer: &mut [usize],
 ) -> Result<Tensor> {
@@ -215,6 +312,18 @@ fn recompute(
         .chain(layout.query.clone())
         .collect();
     slots.sort_unstable();
+    let (resumed, resume_layer) = &selection.resumed;
+    if !resumed.is_empty() {
+        return recompute_resuming(
+            model,
+            kv,
+            layout,
+            (&slots, resumed, *resume_layer),
+            docs,
+            device,
+            rows_per_layer,
+        );
+    }
     let Some(zero) = &selection.layer_zero else {
         return forward_slots(
             model,
@@ -249,6 +358,82 @@ fn recompute(
         1..num_layers,
         rows_per_layer,
     )
+}
+
+/// Stage II with rows starting at a middle layer: `full` (ascending: the
+/// deep selection, fresh rows and the question) run the layers below
+/// `layer`, then join `resumed` (ascending), which enter `layer` with the
+/// hidden states their documents kept, for the layers from it.
+fn recompute_resuming(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    (full, resumed, layer): (&[usize], &[usize], usize),
+    docs: &[&DocCache],
+    device: &Device,
+    rows_per_layer: &mut [usize],
+) -> Result<Tensor> {
+    let rows = rows_at(layout, full);
+    let mut pass = Forward::new(&rows, model.num_layers());
+    pass.layers = 0..layer;
+    let early = model.forward(kv, &pass)?.hidden;
+    for r in &mut rows_per_layer[..layer] {
+        *r += full.len();
+    }
+    let kept = kept_hidden(layout, docs, resumed, layer)?.to_dtype(early.dtype())?;
+    // Both lists ascend: merge them, indexing into [early; kept].
+    let (mut slots, mut index) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < full.len() || j < resumed.len() {
+        if j == resumed.len() || (i < full.len() && full[i] < resumed[j]) {
+            slots.push(full[i]);
+            index.push(i as u32);
+            i += 1;
+        } else {
+            slots.push(resumed[j]);
+            index.push((full.len() + j) as u32);
+            j += 1;
+        }
+    }
+    let input = Tensor::cat(&[&early, &kept], 0)?.index_select(&Tensor::new(index, device)?, 0)?;
+    forward_slots(
+        model,
+        kv,
+        layout,
+        &slots,
+        Some(&input),
+        layer..model.num_layers(),
+        rows_per_layer,
+    )
+}
+
+/// The hidden states entering `layer` that the documents kept for the rows
+/// at `slots` (ascending, all in documents), `(slots, hidden)`.
+fn kept_hidden(
+    layout: &Layout,
+    docs: &[&DocCache],
+    slots: &[usize],
+    layer: usize,
+) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    for (d, (range, doc)) in layout.documents.iter().zip(docs).enumerate() {
+        let rows: Vec<u32> = slots
+            .iter()
+            .filter(|s| range.contains(s))
+            .map(|&s| (s - range.start) as u32)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let hidden = doc.hidden(layer).ok_or_else(|| ReuseError::Option {
+            name: "resume layer",
+            reason: format!(
+                "document {d} was cached without the hidden states entering layer {layer}"
+            ),
+        })?;
+        parts.push(hidden.index_select(&Tensor::new(rows, hidden.device())?, 0)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// Runs the rows at `slots` (ascending) through `layers`; returns the hidden
@@ -422,11 +607,30 @@ fn key_deviation(
 fn stats(
     config: &ReuseConfig,
     layout: &Layout,
-    selected: &[usize],
+    selection: &Selection,
+    num_layers: usize,
     rows_per_layer: Vec<usize>,
     timings: StageTimings,
 ) -> ReuseStats {
     let full = config.strategy == StrategyKind::Full;
+    let (resumed, layer) = &selection.resumed;
+    let mut selected: Vec<usize> = selection
+        .slots
+        .iter()
+        .chain(resumed)
+        .chain(&selection.repaired)
+        .copied()
+        .collect();
+    selected.sort_unstable();
+    // A row resumed at a middle layer counts for the layers it ran.
+    let spent = (selection.slots.len() + selection.repaired.len()) as f64
+        + resumed.len() as f64 * (num_layers - layer) as f64 / num_layers as f64;
+    let recompute_share = if layout.eligible.is_empty() {
+        0.0
+    } else {
+        spent / layout.eligible.len() as f64
+    };
+    let selected = &selected;
     let selected_positions = layout
         .documents
         .iter()
@@ -454,6 +658,7 @@ fn stats(
         query: layout.query.len(),
         reused: if full { 0 } else { doc_rows - selected.len() },
         recomputed,
+        recompute_share,
         selected_positions,
         rows_per_layer,
         timings,

@@ -16,6 +16,28 @@ pub fn budget(ratio: f64, eligible: usize) -> usize {
     (k.max(0.0) as usize).min(eligible)
 }
 
+/// How many of the highest `scores` it takes to hold `share` of their sum
+/// (all of them when the sum is 0: no evidence to stop early).
+pub fn rows_for_mass(scores: &[f32], share: f64) -> usize {
+    let total: f64 = scores.iter().map(|&s| f64::from(s.max(0.0))).sum();
+    if total <= 0.0 {
+        return scores.len();
+    }
+    let mut sorted: Vec<f32> = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let goal = share * total;
+    let mut held = 0.0;
+    for (i, &s) in sorted.iter().enumerate() {
+        held += f64::from(s.max(0.0));
+        // A relative slack for the scores' f32 rounding: a share of 1 is
+        // met by the last positive row, 0.5 by a row holding exactly half.
+        if held >= goal * (1.0 - 1e-6) {
+            return i + 1;
+        }
+    }
+    scores.len()
+}
+
 /// Indices of the `k` highest scores, ascending by index; ties go to the lower index.
 pub fn top_k_stable(scores: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
@@ -205,6 +227,17 @@ mod tests {
         assert_eq!(budget(1.0, 13), 13);
         assert_eq!(budget(0.0, 13), 0);
         assert_eq!(budget(0.15, 10), 1);
+    }
+
+    #[test]
+    fn mass_counts_the_fewest_top_rows_holding_the_share() {
+        let scores = [0.1, 0.5, 0.0, 0.3, 0.1];
+        assert_eq!(rows_for_mass(&scores, 0.5), 1);
+        assert_eq!(rows_for_mass(&scores, 0.8), 2);
+        assert_eq!(rows_for_mass(&scores, 0.81), 3);
+        assert_eq!(rows_for_mass(&scores, 1.0), 4);
+        // Without evidence every row counts.
+        assert_eq!(rows_for_mass(&[0.0; 3], 0.5), 3);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct ReuseStats {
     pub reused: usize,
     /// Rows computed in the final pass (selected + fresh + query; every row for `full`).
     pub recomputed: usize,
+    /// Eligible rows recomputed, over all eligible rows, a row that started
+    /// at a middle layer counting for the share of layers it ran: the
+    /// budget spent.
+    pub recompute_share: f64,
     /// Positions chosen, per document, in request order.
     pub selected_positions: Vec<Vec<u32>>,
     /// Rows run through each layer, over all passes.

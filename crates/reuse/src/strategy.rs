@@ -102,6 +102,40 @@ pub enum Granularity {
     Block(usize),
 }
 
+/// How many rows one request recomputes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Budget {
+    /// `ratio` of the eligible rows on every request (the paper's budget).
+    Fixed,
+    /// Per request, the fewest top-ranked rows that hold `share` of Stage
+    /// I's score, kept between `floor` and `ceiling` of the eligible rows:
+    /// a question whose attention is concentrated spends less than one
+    /// spread over many documents. The ratio is unused.
+    Mass {
+        /// Share of the score mass the chosen rows must hold, in `(0, 1]`.
+        share: f64,
+        /// Fewest rows, as a fraction of the eligible ones.
+        floor: f64,
+        /// Most rows, as a fraction of the eligible ones.
+        ceiling: f64,
+    },
+}
+
+/// Recomputing part of the selection from a middle layer, so that the
+/// budget (rows × layers) reaches more rows: a row started at `layer`
+/// enters it with the hidden state its document kept there, which serves as
+/// far as the row's first layers deviate little from full prefill (on Gemma
+/// 3 270M they deviate too much: docs/RESULTS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Resume {
+    /// The layer those rows start at (its input is kept with the documents).
+    pub layer: usize,
+    /// Share of the budget spent on the top rows recomputed from layer 0;
+    /// the rest goes to the next rows from `layer`.
+    pub deep_share: f64,
+}
+
 /// ProphetKV's options.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProphetOptions {
@@ -117,6 +151,15 @@ pub struct ProphetOptions {
     /// its document, so an answer right after the words a question matches
     /// is chosen with them (0: off).
     pub spread: usize,
+    /// How many rows a request recomputes.
+    pub budget: Budget,
+    /// Spend part of the budget on rows recomputed from a middle layer.
+    pub resume: Option<Resume>,
+    /// Stage I probes: with more than one, an even share of the budget is
+    /// recomputed after each probe but the last, so that the next one scores
+    /// the rows against a cache already partly repaired. (Those rows do not
+    /// see the rows repaired after them, so at ratio 1 this is not `full`.)
+    pub probes: usize,
 }
 
 impl Default for ProphetOptions {
@@ -127,6 +170,9 @@ impl Default for ProphetOptions {
             score_layers: None,
             granularity: Granularity::Token,
             spread: 4,
+            budget: Budget::Fixed,
+            resume: None,
+            probes: 1,
         }
     }
 }
@@ -162,12 +208,61 @@ impl Default for ReuseConfig {
 }
 
 impl ReuseConfig {
+    /// Layers whose input the documents must keep for this configuration
+    /// (see [`crate::compute_doc_cache_keeping`]): none unless ProphetKV
+    /// resumes rows at a middle layer.
+    pub fn hidden_layers(&self) -> Vec<usize> {
+        match (self.strategy, self.prophet.resume) {
+            (StrategyKind::ProphetKv, Some(r)) => vec![r.layer],
+            _ => Vec::new(),
+        }
+    }
+
     /// Checks every value against a model with `num_layers` layers, naming
     /// the option that is wrong; the result is the only form [`crate::run`]
     /// accepts.
     pub fn validate(&self, num_layers: usize) -> Result<ValidReuseConfig> {
         if !(0.0..=1.0).contains(&self.ratio) || self.ratio.is_nan() {
             return Err(ReuseError::Ratio(self.ratio));
+        }
+        if let Budget::Mass {
+            share,
+            floor,
+            ceiling,
+        } = self.prophet.budget
+        {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(ReuseError::Option {
+                    name: "budget mass",
+                    reason: format!("{share} is not in (0, 1]"),
+                });
+            }
+            if !(0.0 <= floor && floor <= ceiling && ceiling <= 1.0) {
+                return Err(ReuseError::Option {
+                    name: "budget bounds",
+                    reason: format!("need 0 <= floor <= ceiling <= 1, got {floor} and {ceiling}"),
+                });
+            }
+        }
+        if let Some(r) = self.prophet.resume {
+            if r.layer == 0 || r.layer >= num_layers {
+                return Err(ReuseError::Option {
+                    name: "resume layer",
+                    reason: format!("{} is not in 1..{num_layers}", r.layer),
+                });
+            }
+            if !(0.0..=1.0).contains(&r.deep_share) {
+                return Err(ReuseError::Option {
+                    name: "resume deep share",
+                    reason: format!("{} is not in [0, 1]", r.deep_share),
+                });
+            }
+        }
+        if self.prophet.probes == 0 {
+            return Err(ReuseError::Option {
+                name: "probes",
+                reason: "must be at least 1".into(),
+            });
         }
         if let Granularity::Block(0) = self.prophet.granularity {
             return Err(ReuseError::Option {

@@ -2,9 +2,10 @@
 
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
 use prophetkv_model::Model;
+use prophetkv_reuse::select::{budget, rows_for_mass};
 use prophetkv_reuse::{
-    compute_doc_cache, run, DocCache, Granularity, Piece, Probe, ReuseConfig, ReuseError,
-    ReuseOutput, ReuseRequest, StrategyKind,
+    compute_doc_cache, compute_doc_cache_keeping, run, Budget, DocCache, Granularity, Piece, Probe,
+    Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, StrategyKind,
 };
 
 const TOL: f32 = 1e-4;
@@ -372,4 +373,192 @@ fn bad_input_gives_errors() {
     };
     let err = run(&model, &too_long, &naive, model.device()).unwrap_err();
     assert!(matches!(err, ReuseError::ContextOverflow { .. }), "{err}");
+}
+
+#[test]
+fn mass_budget_takes_the_top_rows_holding_the_share_within_its_bounds() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let mass = |share, floor, ceiling| {
+        let mut c = config(StrategyKind::ProphetKv, 0.2);
+        c.prophet.budget = Budget::Mass {
+            share,
+            floor,
+            ceiling,
+        };
+        f.run(&model, &c)
+    };
+    let open = mass(0.5, 0.0, 1.0);
+    let scores = open.scores.clone().unwrap();
+    let eligible = scores.len();
+    let k = open.stats.selected;
+    assert_eq!(k, rows_for_mass(&scores, 0.5));
+    assert!(k > 0 && k < eligible, "{k} of {eligible}");
+    // The same rows as the fixed budget of that count: only the count adapts.
+    let mut fixed = config(StrategyKind::ProphetKv, k as f64 / eligible as f64);
+    fixed.ratio += 0.1 / eligible as f64;
+    assert_eq!(
+        f.run(&model, &fixed).stats.selected_positions,
+        open.stats.selected_positions
+    );
+    // A larger share never takes fewer rows; the bounds hold.
+    assert!(mass(0.9, 0.0, 1.0).stats.selected >= k);
+    assert_eq!(mass(1e-6, 0.3, 1.0).stats.selected, budget(0.3, eligible));
+    assert_eq!(mass(1.0, 0.0, 0.1).stats.selected, budget(0.1, eligible));
+}
+
+#[test]
+fn mass_budget_out_of_range_is_refused() {
+    let mut c = config(StrategyKind::ProphetKv, 0.2);
+    for (share, floor, ceiling) in [
+        (0.0, 0.0, 1.0),
+        (1.5, 0.0, 1.0),
+        (0.5, 0.4, 0.3),
+        (0.5, 0.0, 1.2),
+    ] {
+        c.prophet.budget = Budget::Mass {
+            share,
+            floor,
+            ceiling,
+        };
+        assert!(
+            matches!(c.validate(3), Err(ReuseError::Option { .. })),
+            "{share} {floor} {ceiling}"
+        );
+    }
+}
+
+fn resume(layer: usize, deep_share: f64, ratio: f64) -> ReuseConfig {
+    let mut c = config(StrategyKind::ProphetKv, ratio);
+    c.prophet.resume = Some(Resume { layer, deep_share });
+    c
+}
+
+#[test]
+fn resuming_every_row_of_an_exact_document_equals_full_prefill() {
+    // A document right after the anchor was cached where it sits: the hidden
+    // states it kept are full prefill's, so rows started from them there
+    // end where a full pass ends.
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let anchor_ids = vec![1, 2, 3];
+        let anchor = compute_doc_cache(&model, &[], &anchor_ids).unwrap();
+        let doc_ids = tokens(30, 7);
+        let doc = compute_doc_cache_keeping(&model, &anchor_ids, &doc_ids, &[1]).unwrap();
+        let query = tokens(5, 99);
+        let pieces = [Piece::Document(&doc)];
+        let request = ReuseRequest {
+            anchor: &anchor,
+            pieces: &pieces,
+            query: &query,
+        };
+        let mut c = resume(1, 0.0, 1.0);
+        c.first_doc_eligible = true;
+        let c = c.validate(model.config().num_layers()).unwrap();
+        let out = run(&model, &request, &c, model.device()).unwrap();
+        assert_eq!(out.stats.selected, 30, "{kind:?}");
+        let layers = model.config().num_layers() as f64;
+        assert!((out.stats.recompute_share - (layers - 1.0) / layers).abs() < 1e-9);
+        let ids: Vec<u32> = anchor_ids
+            .iter()
+            .chain(&doc_ids)
+            .chain(&query)
+            .copied()
+            .collect();
+        let want = plain_prefill(&model, &ids);
+        let diff = max_abs_diff(&out.logits, &want);
+        assert!(diff < TOL, "{kind:?}: {diff}");
+    }
+}
+
+#[test]
+fn resume_spends_the_same_rows_times_layers_on_more_rows() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let anchor_ids = vec![1, 2, 3];
+    let docs: Vec<DocCache> = [20, 25, 30]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            compute_doc_cache_keeping(&model, &anchor_ids, &tokens(n, 10 + i as u64), &[2]).unwrap()
+        })
+        .collect();
+    let kept = Fixture { docs, ..f };
+    let plain = kept.run(&model, &config(StrategyKind::ProphetKv, 0.2));
+    // Everything through every layer: the plain selection.
+    let deep = kept.run(&model, &resume(2, 1.0, 0.2));
+    assert_eq!(
+        deep.stats.selected_positions,
+        plain.stats.selected_positions
+    );
+    assert!(max_abs_diff(&deep.logits, &plain.logits) < TOL);
+    // Nothing through every layer: three times the rows from the last of
+    // three layers, the same rows × layers, and the plain choice among them.
+    let wide = kept.run(&model, &resume(2, 0.0, 0.2));
+    assert_eq!(wide.stats.selected, 3 * plain.stats.selected);
+    assert!((wide.stats.recompute_share - plain.stats.recompute_share).abs() < 1e-9);
+    for (all, top) in wide
+        .stats
+        .selected_positions
+        .iter()
+        .zip(&plain.stats.selected_positions)
+    {
+        assert!(top.iter().all(|p| all.binary_search(p).is_ok()));
+    }
+    // Documents cached without those hidden states are refused by name.
+    let pieces = f_pieces_without_hidden(&model);
+    let err = pieces.unwrap_err();
+    assert!(err.to_string().contains("resume layer"), "{err}");
+}
+
+/// A resuming run over documents that kept no hidden states.
+fn f_pieces_without_hidden(model: &prophetkv_model::Model) -> Result<ReuseOutput, ReuseError> {
+    let f = Fixture::new(model, &[20, 25]);
+    let pieces = f.pieces();
+    let request = ReuseRequest {
+        anchor: &f.anchor,
+        pieces: &pieces,
+        query: &f.query,
+    };
+    let c = resume(1, 0.0, 0.2).validate(model.config().num_layers())?;
+    run(model, &request, &c, model.device())
+}
+
+#[test]
+fn a_second_probe_spends_the_same_budget_in_two_repairs() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let one = f.run(&model, &config(StrategyKind::ProphetKv, 0.2));
+    let mut c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.probes = 2;
+    let two = f.run(&model, &c);
+    assert_eq!(two.stats.selected, one.stats.selected);
+    assert!((two.stats.recompute_share - one.stats.recompute_share).abs() < 1e-9);
+    // The first half is the first probe's top rows either way.
+    let mut first = c.clone();
+    first.ratio = 0.1;
+    first.prophet.probes = 1;
+    let half = f.run(&model, &first);
+    for (all, top) in two
+        .stats
+        .selected_positions
+        .iter()
+        .zip(&half.stats.selected_positions)
+    {
+        assert!(
+            top.iter().all(|p| all.binary_search(p).is_ok()),
+            "{top:?} in {all:?}"
+        );
+    }
+    // One probe per round, each over the fresh rows and the question.
+    let probe_rows = f.gap.len() * 2 + f.query.len();
+    let final_rows = one.stats.recomputed;
+    assert_eq!(one.stats.rows_per_layer[0], probe_rows + final_rows);
+    assert_eq!(
+        two.stats.rows_per_layer[0],
+        2 * probe_rows + final_rows,
+        "the repaired rows run once"
+    );
+    c.prophet.probes = 0;
+    assert!(c.validate(3).is_err());
 }
