@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser};
-use prophetkv_eval::ablate::{ablate, ablation_markdown, summarize, Variant};
+use prophetkv_eval::ablate::{ablate, ablation_markdown, load_trials, summarize, Variant};
 use prophetkv_eval::run::Evaluator;
 use prophetkv_eval::task::load_tasks;
 use prophetkv_reuse::ReuseConfig;
@@ -39,6 +39,11 @@ pub struct AblateArgs {
     /// Directory for ablation.md and trials.jsonl.
     #[arg(long, default_value = "ablate-out")]
     out: PathBuf,
+    /// Print the table over the tasks that --out's trials.jsonl holds for
+    /// every variant (a run stopped early, or still running) without running
+    /// anything.
+    #[arg(long)]
+    status: bool,
     #[command(flatten)]
     model: WeightArgs,
 }
@@ -96,6 +101,16 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
     let mut names = std::collections::HashSet::new();
     if let Some(v) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
         bail!("variant name {:?} is used twice", v.name);
+    }
+    if args.status {
+        let trials = load_trials(&args.out.join("trials.jsonl"), &variants)?;
+        let done = trials.iter().filter(|t| t.variant == "full").count();
+        let table = ablation_markdown(&summarize(&trials, &variants));
+        return print_line(&format!(
+            "{done} of {} tasks done by full and every variant in {} (partial: the table covers those tasks only)\n\n{table}",
+            tasks.len(),
+            args.out.display()
+        ));
     }
     // The base only configures `full`; every variant carries its own options.
     let base = ReuseConfig::default();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use prophetkv_model::TextTokenizer;
 use prophetkv_reuse::{ReuseConfig, ReuseStats, StrategyKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::report::group_label;
 use crate::run::{Answered, Evaluator};
@@ -28,7 +28,7 @@ pub struct Variant {
 }
 
 /// One variant on one task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trial {
     /// Task id.
     pub id: String,
@@ -47,6 +47,10 @@ pub struct Trial {
     /// Rows selected, and how many of them lie in the last two documents
     /// (absent for `full`, which selects nothing).
     pub selected: Option<(usize, usize)>,
+    /// Share of the eligible rows recomputed (rows started at a middle
+    /// layer counting for the layers they ran).
+    #[serde(default)]
+    pub recompute_share: f64,
     /// Log-probability of the reference answer: the task's first answer,
     /// after a space, as it would follow the question.
     pub gold_logprob: Option<f64>,
@@ -75,6 +79,8 @@ pub struct AblationRow {
     pub answer_covered: Option<f64>,
     /// Share of selected rows that lie in the last two documents.
     pub late_share: Option<f64>,
+    /// Mean over tasks of the share of eligible rows recomputed.
+    pub recomputed: Option<f64>,
     /// Mean over tasks of full's log-probability of the reference answer
     /// minus this variant's (paired; 0 for full, lower is better).
     pub logprob_gap: Option<Gap>,
@@ -165,9 +171,65 @@ fn trial(
         agrees_with_full: agrees_with_full(&a.prediction, reference),
         answer_rows,
         selected: (config.strategy != StrategyKind::Full).then_some((s.selected, late)),
+        recompute_share: s.recompute_share,
         gold_logprob: a.gold_logprob,
         ttft_ms: a.ttft_ms,
     }
+}
+
+/// The trials a run wrote to `path` (its `trials.jsonl`), of the tasks that
+/// `full` and every variant finished, with agreement judged afresh against
+/// `full`'s answer: what a stopped or finished run has shown so far.
+pub fn load_trials(path: &std::path::Path, variants: &[Variant]) -> Result<Vec<Trial>> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut trials: Vec<Trial> = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        trials.push(
+            serde_json::from_str(line).map_err(|e| crate::EvalError::TaskLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: e.to_string(),
+            })?,
+        );
+    }
+    let names: Vec<&str> = std::iter::once("full")
+        .chain(variants.iter().map(|v| v.name.as_str()))
+        .collect();
+    // Tasks in the order the run met them.
+    let mut order: Vec<String> = Vec::new();
+    let mut by_task: BTreeMap<String, Vec<Trial>> = BTreeMap::new();
+    for t in trials {
+        if !by_task.contains_key(&t.id) {
+            order.push(t.id.clone());
+        }
+        by_task.entry(t.id.clone()).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    for id in order {
+        let Some(mut ts) = by_task.remove(&id) else {
+            continue;
+        };
+        if !names.iter().all(|n| ts.iter().any(|t| t.variant == *n)) {
+            continue;
+        }
+        let Some(reference) = ts.iter().find(|t| t.variant == "full") else {
+            continue;
+        };
+        let reference = reference.prediction.clone();
+        ts.retain(|t| names.contains(&t.variant.as_str()));
+        for t in &mut ts {
+            t.agrees_with_full = agrees_with_full(&t.prediction, &reference);
+        }
+        out.extend(ts);
+    }
+    Ok(out)
 }
 
 /// Prompt positions of every answer's tokens, per document (ascending).
@@ -249,6 +311,13 @@ pub fn summarize(trials: &[Trial], variants: &[Variant]) -> Vec<AblationRow> {
                         .collect::<Vec<_>>(),
                 ),
                 late_share: (selected > 0).then(|| late as f64 / selected as f64),
+                recomputed: mean(
+                    &mine
+                        .iter()
+                        .filter(|t| t.selected.is_some())
+                        .map(|t| t.recompute_share)
+                        .collect::<Vec<_>>(),
+                ),
                 logprob_gap: paired_gap(trials, &mine),
                 ttft_ms: mean(&mine.iter().map(|t| t.ttft_ms).collect::<Vec<_>>()).unwrap_or(0.0),
                 groups: groups
@@ -281,12 +350,12 @@ fn paired_gap(all: &[Trial], mine: &[&Trial]) -> Option<Gap> {
 pub fn ablation_markdown(rows: &[AblationRow]) -> String {
     let pct = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
     let mut out = String::from(
-        "| variant | options | tasks | accuracy | of full | agrees with full | answer log-prob gap to full (± s.e.) | answer rows recomputed | answer fully recomputed | selected in last 2 docs | mean TTFT (ms) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| variant | options | tasks | accuracy | of full | agrees with full | answer log-prob gap to full (± s.e.) | answer rows recomputed | answer fully recomputed | selected in last 2 docs | recomputed (of eligible) | mean TTFT (ms) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             r.variant,
             r.spec,
             r.tasks,
@@ -297,6 +366,7 @@ pub fn ablation_markdown(rows: &[AblationRow]) -> String {
             pct(r.answer_recall),
             pct(r.answer_covered),
             pct(r.late_share),
+            r.recomputed.map_or("–".to_string(), |x| format!("{x:.3}")),
             r.ttft_ms,
         ));
     }
@@ -337,9 +407,39 @@ mod tests {
             agrees_with_full: correct,
             answer_rows,
             selected: (variant != "full").then_some((10, 4)),
+            recompute_share: 0.25,
             gold_logprob: Some(if correct { -1.0 } else { -3.0 }),
             ttft_ms: 100.0,
         }
+    }
+
+    #[test]
+    fn loaded_trials_keep_the_tasks_every_variant_finished_and_judge_agreement_afresh() {
+        let v = |name: &str| Variant {
+            name: name.into(),
+            spec: String::new(),
+            config: ReuseConfig::default(),
+        };
+        let mut rows = vec![
+            t("full", "a 1k", true, None),
+            t("v", "a 1k", true, None),
+            t("full", "a 1k", true, None),
+        ];
+        rows[0].prediction = " 42.\n".into();
+        rows[1].prediction = " 42. And more".into();
+        rows[1].agrees_with_full = false;
+        rows[2].id = "unfinished".into();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trials.jsonl");
+        let text: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let loaded = load_trials(&path, &[v("v")]).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert!(loaded.iter().all(|t| t.id == "x" && t.agrees_with_full));
+        assert!(load_trials(&dir.path().join("missing"), &[]).is_err());
     }
 
     #[test]
@@ -363,6 +463,8 @@ mod tests {
         assert_eq!(v.answer_recall, Some(5.0 / 8.0));
         assert_eq!(v.answer_covered, Some(0.5));
         assert_eq!(v.late_share, Some(0.4));
+        assert_eq!(v.recomputed, Some(0.25));
+        assert_eq!(rows[0].recomputed, None);
         assert_eq!(v.groups["b 1k"], 0.0);
         // Paired gaps 0 and 2: mean 1, standard error 1.
         let gap = |mean, se| {

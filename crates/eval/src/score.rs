@@ -30,11 +30,30 @@ pub fn recall(task: &Task, prediction: &str) -> f64 {
     found as f64 / task.answers.len() as f64
 }
 
-/// Whether an arm's answer agrees with full prefill's on the same task:
-/// the same generated text, up to surrounding whitespace (two wrong answers
-/// with the same text agree).
+/// Whether an arm's answer agrees with full prefill's on the same task: the
+/// same first sentence, up to surrounding whitespace (two wrong answers with
+/// the same text agree; what the model writes after its answer does not count).
 pub fn agrees_with_full(prediction: &str, full_prediction: &str) -> bool {
-    prediction.trim() == full_prediction.trim()
+    first_sentence(prediction) == first_sentence(full_prediction)
+}
+
+/// The answer in a generated text: everything up to its first line break or
+/// its first `.`, `!` or `?` followed by whitespace (a decimal point is not
+/// an end), trimmed.
+pub fn first_sentence(text: &str) -> &str {
+    let text = text.trim();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, n)| n);
+        match c {
+            '\n' => return text[..i].trim_end(),
+            '.' | '!' | '?' if next.is_none_or(char::is_whitespace) => {
+                return &text[..i + c.len_utf8()];
+            }
+            _ => {}
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -51,6 +70,23 @@ mod tests {
             answers: answers.iter().map(|a| a.to_string()).collect(),
             match_mode,
         }
+    }
+
+    #[test]
+    fn agreement_compares_the_answer_not_what_follows_it() {
+        assert!(agrees_with_full(
+            " 59442. It crosses the river",
+            " 59442.\n"
+        ));
+        assert!(agrees_with_full("Porto\nmore", " Porto"));
+        assert!(!agrees_with_full(" Porto, Portugal.\n", " Porto.\n"));
+        assert!(!agrees_with_full(" 13463 and 85547.", " 85547 and 13463."));
+        assert_eq!(
+            first_sentence(" It is 3.5 meters. Then"),
+            "It is 3.5 meters."
+        );
+        assert_eq!(first_sentence("Why? Because"), "Why?");
+        assert_eq!(first_sentence("   "), "");
     }
 
     #[test]
