@@ -125,34 +125,40 @@ soak-real: model
 
 EVAL_DIR ?= eval-out
 EVAL_N ?= 50
+## Context sizes of the task set, each TOKENS:DOCUMENTS:SEED.
+EVAL_SIZES ?= 1000:4:1 2000:8:2 4000:8:3
+## Where `make eval` copies its tables and plots (docs/results/smollm2 for the second model).
+EVAL_RESULTS ?= docs/results
 PROPHETKV = ./target/release/prophetkv
 
-## The evaluation task set: 3 kinds x (1k tokens, 4 documents | 2k tokens, 8 documents), EVAL_N each,
+## The evaluation task set, measured in MODEL's tokens: 3 kinds x EVAL_SIZES, EVAL_N each,
 ## interleaved so that any prefix of the file covers every group.
 eval-tasks: model build
 	@mkdir -p $(EVAL_DIR)/tasks
-	@for kind in multi-key multi-value rag; do \
-	  $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens 1000 --docs 4 --seed 1 --out $(EVAL_DIR)/tasks/$$kind-1k.jsonl && \
-	  $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens 2000 --docs 8 --seed 2 --out $(EVAL_DIR)/tasks/$$kind-2k.jsonl || exit 1; \
-	done
-	@paste -d '\n' $(EVAL_DIR)/tasks/multi-key-1k.jsonl $(EVAL_DIR)/tasks/multi-value-1k.jsonl $(EVAL_DIR)/tasks/rag-1k.jsonl \
-	  $(EVAL_DIR)/tasks/multi-key-2k.jsonl $(EVAL_DIR)/tasks/multi-value-2k.jsonl $(EVAL_DIR)/tasks/rag-2k.jsonl \
-	  | grep -v '^$$' > $(EVAL_DIR)/tasks/all.jsonl
+	@files=; for size in $(EVAL_SIZES); do \
+	  tokens=$${size%%:*}; rest=$${size#*:}; docs=$${rest%%:*}; seed=$${rest#*:}; \
+	  for kind in multi-key multi-value rag; do \
+	    out=$(EVAL_DIR)/tasks/$$kind-$$((tokens / 1000))k.jsonl; files="$$files $$out"; \
+	    $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens $$tokens \
+	      --docs $$docs --seed $$seed --out $$out || exit 1; \
+	  done; \
+	done; \
+	paste -d '\n' $$files | grep -v '^$$' > $(EVAL_DIR)/tasks/all.jsonl
 
 ## Accuracy of every strategy at ratios 0.1/0.2/0.3 on the task set (resumable: rerun to continue),
-## then the TTFT benchmark; tables and plots are copied to docs/results/ (see docs/RESULTS.md).
+## then the TTFT benchmark; tables and plots are copied to EVAL_RESULTS (see docs/RESULTS.md).
 eval: eval-tasks
 	$(PROPHETKV) eval --model $(MODEL) --tasks $(EVAL_DIR)/tasks/all.jsonl --ratios 0.1,0.2,0.3 --out $(EVAL_DIR)/accuracy
-	@mkdir -p docs/results
-	cp $(EVAL_DIR)/accuracy/results.md docs/results/accuracy.md
-	cp $(EVAL_DIR)/accuracy/accuracy_vs_ratio*.png $(EVAL_DIR)/accuracy/frontier_*.png docs/results/
+	@mkdir -p $(EVAL_RESULTS)
+	cp $(EVAL_DIR)/accuracy/results.md $(EVAL_RESULTS)/accuracy.md
+	cp $(EVAL_DIR)/accuracy/accuracy_vs_ratio*.png $(EVAL_DIR)/accuracy/frontier_*.png $(EVAL_RESULTS)/
 	$(MAKE) bench-ttft
 
-## TTFT of the strategies side by side at 1k/2k/4k tokens (docs/results/ttft.md, ttft_vs_context.png).
+## TTFT of the strategies side by side at 1k/2k/4k tokens (EVAL_RESULTS/ttft.md, ttft_vs_context.png).
 bench-ttft: model build
 	$(PROPHETKV) bench ttft --model $(MODEL) --context-tokens 1024,2048,4096 --docs 8 --ratio 0.2 --runs 5 --out $(EVAL_DIR)/ttft
-	@mkdir -p docs/results
-	cp $(EVAL_DIR)/ttft/ttft.md $(EVAL_DIR)/ttft/ttft_vs_context.png docs/results/
+	@mkdir -p $(EVAL_RESULTS)
+	cp $(EVAL_DIR)/ttft/ttft.md $(EVAL_DIR)/ttft/ttft_vs_context.png $(EVAL_RESULTS)/
 
 ## Ablations of ProphetKV's options at ratio 0.2 on held-out tasks (other seeds than `make eval`),
 ## every variant against full prefill on the same tasks: accuracy over 56 tasks, then the paired
