@@ -64,7 +64,7 @@ pub struct ReuseOptionArgs {
     #[arg(long, value_enum, default_value = "attend")]
     probe: ProbeArg,
     /// ProphetKV layer fusion.
-    #[arg(long, value_enum, default_value = "visible")]
+    #[arg(long, value_enum, default_value = "max")]
     fusion: FusionArg,
     /// ProphetKV scoring layers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]

@@ -83,7 +83,10 @@ pub enum Probe {
 pub enum Fusion {
     /// Mean over the scoring layers (the paper's fusion).
     Mean,
-    /// Max over the scoring layers.
+    /// Max over the scoring layers: a row ranks by the layer that attends
+    /// to it most, so both the rows in a windowed layer's reach and the
+    /// rows a global layer finds rank high (the default: docs/RESULTS.md,
+    /// "At 4k tokens").
     Max,
     /// Mean over the scoring layers that can see the row, each layer's
     /// scores taken relative to the rows it sees: a sliding-window layer
@@ -166,7 +169,7 @@ impl Default for ProphetOptions {
     fn default() -> Self {
         Self {
             probe: Probe::Attend,
-            fusion: Fusion::Visible,
+            fusion: Fusion::Max,
             score_layers: None,
             granularity: Granularity::Token,
             spread: 4,
