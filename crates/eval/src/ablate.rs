@@ -420,7 +420,7 @@ mod tests {
             spec: String::new(),
             config: ReuseConfig::default(),
         };
-        let mut rows = vec![
+        let mut rows = [
             t("full", "a 1k", true, None),
             t("v", "a 1k", true, None),
             t("full", "a 1k", true, None),

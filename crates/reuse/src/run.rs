@@ -348,14 +348,46 @@ fn recompute(
             name: "cacheblend",
             reason: "a recomputed row is missing from the layer-0 pass".into(),
         })?;
-    let input = zero.hidden.index_select(&Tensor::new(index, device)?, 0)?;
+    let pass = Continued {
+        slots: &slots,
+        from: &zero.hidden,
+        index,
+        layers: 1..num_layers,
+    };
+    forward_continued(model, kv, layout, pass, device, rows_per_layer)
+}
+
+/// Rows entering a middle layer with hidden states gathered from `from`.
+struct Continued<'a> {
+    /// The rows' slots, ascending.
+    slots: &'a [usize],
+    /// Hidden states the rows' inputs are taken from.
+    from: &'a Tensor,
+    /// Row of `from` for each slot.
+    index: Vec<u32>,
+    /// The layers to run, from the one those states enter.
+    layers: std::ops::Range<usize>,
+}
+
+/// Runs a [`Continued`] pass; returns the last row's hidden state.
+fn forward_continued(
+    model: &impl Backbone,
+    kv: &mut Kv,
+    layout: &Layout,
+    pass: Continued<'_>,
+    device: &Device,
+    rows_per_layer: &mut [usize],
+) -> Result<Tensor> {
+    let input = pass
+        .from
+        .index_select(&Tensor::new(pass.index, device)?, 0)?;
     forward_slots(
         model,
         kv,
         layout,
-        &slots,
+        pass.slots,
         Some(&input),
-        1..num_layers,
+        pass.layers,
         rows_per_layer,
     )
 }
@@ -395,16 +427,13 @@ fn recompute_resuming(
             j += 1;
         }
     }
-    let input = Tensor::cat(&[&early, &kept], 0)?.index_select(&Tensor::new(index, device)?, 0)?;
-    forward_slots(
-        model,
-        kv,
-        layout,
-        &slots,
-        Some(&input),
-        layer..model.num_layers(),
-        rows_per_layer,
-    )
+    let pass = Continued {
+        slots: &slots,
+        from: &Tensor::cat(&[&early, &kept], 0)?,
+        index,
+        layers: layer..model.num_layers(),
+    };
+    forward_continued(model, kv, layout, pass, device, rows_per_layer)
 }
 
 /// The hidden states entering `layer` that the documents kept for the rows
