@@ -202,27 +202,25 @@ pub fn load_trials(path: &std::path::Path, variants: &[Variant]) -> Result<Vec<T
     let names: Vec<&str> = std::iter::once("full")
         .chain(variants.iter().map(|v| v.name.as_str()))
         .collect();
-    // Tasks in the order the run met them.
-    let mut order: Vec<String> = Vec::new();
-    let mut by_task: BTreeMap<String, Vec<Trial>> = BTreeMap::new();
+    // Tasks in the order the run met them, each with its trials.
+    let mut tasks: Vec<(String, Vec<Trial>)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for t in trials {
-        if !by_task.contains_key(&t.id) {
-            order.push(t.id.clone());
-        }
-        by_task.entry(t.id.clone()).or_default().push(t);
+        let i = *at.entry(t.id.clone()).or_insert_with(|| {
+            tasks.push((t.id.clone(), Vec::new()));
+            tasks.len() - 1
+        });
+        tasks[i].1.push(t);
     }
     let mut out = Vec::new();
-    for id in order {
-        let Some(mut ts) = by_task.remove(&id) else {
-            continue;
-        };
-        if !names.iter().all(|n| ts.iter().any(|t| t.variant == *n)) {
-            continue;
-        }
+    for (_, mut ts) in tasks {
         let Some(reference) = ts.iter().find(|t| t.variant == "full") else {
             continue;
         };
         let reference = reference.prediction.clone();
+        if !names.iter().all(|n| ts.iter().any(|t| t.variant == *n)) {
+            continue;
+        }
         ts.retain(|t| names.contains(&t.variant.as_str()));
         for t in &mut ts {
             t.agrees_with_full = agrees_with_full(&t.prediction, &reference);

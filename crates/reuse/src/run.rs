@@ -153,7 +153,6 @@ pub fn run(
             &layout,
             &selection,
             &docs,
-            device,
             &mut rows_per_layer,
         )?;
         timings.recompute_ms = ms(t, device)?;
@@ -300,7 +299,6 @@ fn recompute(
     layout: &Layout,
     selection: &Selection,
     docs: &[&DocCache],
-    device: &Device,
     rows_per_layer: &mut [usize],
 ) -> Result<Tensor> {
     let num_layers = model.num_layers();
@@ -320,7 +318,6 @@ fn recompute(
             layout,
             (&slots, resumed, *resume_layer),
             docs,
-            device,
             rows_per_layer,
         );
     }
@@ -354,7 +351,7 @@ fn recompute(
         index,
         layers: 1..num_layers,
     };
-    forward_continued(model, kv, layout, pass, device, rows_per_layer)
+    forward_continued(model, kv, layout, pass, rows_per_layer)
 }
 
 /// Rows entering a middle layer with hidden states gathered from `from`.
@@ -375,12 +372,11 @@ fn forward_continued(
     kv: &mut Kv,
     layout: &Layout,
     pass: Continued<'_>,
-    device: &Device,
     rows_per_layer: &mut [usize],
 ) -> Result<Tensor> {
     let input = pass
         .from
-        .index_select(&Tensor::new(pass.index, device)?, 0)?;
+        .index_select(&Tensor::new(pass.index, pass.from.device())?, 0)?;
     forward_slots(
         model,
         kv,
@@ -402,7 +398,6 @@ fn recompute_resuming(
     layout: &Layout,
     (full, resumed, layer): (&[usize], &[usize], usize),
     docs: &[&DocCache],
-    device: &Device,
     rows_per_layer: &mut [usize],
 ) -> Result<Tensor> {
     let rows = rows_at(layout, full);
@@ -433,7 +428,7 @@ fn recompute_resuming(
         index,
         layers: layer..model.num_layers(),
     };
-    forward_continued(model, kv, layout, pass, device, rows_per_layer)
+    forward_continued(model, kv, layout, pass, rows_per_layer)
 }
 
 /// The hidden states entering `layer` that the documents kept for the rows
@@ -659,7 +654,6 @@ fn stats(
     } else {
         spent / layout.eligible.len() as f64
     };
-    let selected = &selected;
     let selected_positions = layout
         .documents
         .iter()
