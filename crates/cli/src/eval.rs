@@ -131,6 +131,10 @@ pub struct GenArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Distractor facts per task, in documents drawn at random (default: one
+    /// in every document): fewer make tasks a small model can answer.
+    #[arg(long)]
+    distractors: Option<usize>,
     /// Output JSONL file.
     #[arg(long)]
     out: PathBuf,
@@ -272,6 +276,7 @@ pub fn tasks(command: TasksCommand) -> anyhow::Result<()> {
         context_tokens: args.context_tokens,
         docs: args.docs,
         seed: args.seed,
+        distractors: args.distractors,
     };
     let tasks = generate(&spec, &count)?;
     write_tasks(&args.out, &tasks)?;

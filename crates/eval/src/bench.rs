@@ -97,6 +97,7 @@ pub fn bench_ttft(
             context_tokens: context,
             docs: spec.docs,
             seed: spec.seed,
+            distractors: None,
         };
         let task = generate(&gen, &count)?.remove(0);
         let prepared = evaluator.prepare(&task)?;

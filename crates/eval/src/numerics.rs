@@ -160,6 +160,7 @@ pub fn compare(
         context_tokens: spec.context_tokens,
         docs: spec.docs,
         seed: spec.seed,
+        distractors: None,
     };
     let mut prompts = Vec::new();
     for task in generate(&gen, &count)? {

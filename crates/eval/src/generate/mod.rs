@@ -79,6 +79,10 @@ pub struct GenSpec {
     pub docs: usize,
     /// Seed of the whole file.
     pub seed: u64,
+    /// Distractor facts per task, placed in documents drawn at random
+    /// (`None`: the kind's own count, a distractor in every document), so
+    /// that a small model's full prefill is not already lost among them.
+    pub distractors: Option<usize>,
 }
 
 const PROJECTS: &[&str] = &[
@@ -135,6 +139,8 @@ const PETS: &[&str] = &[
 struct Facts {
     /// (document, sentence) pairs; the needle and its distractors.
     placed: Vec<(usize, String)>,
+    /// How many of `placed`, from the first, are needles (the rest are distractors).
+    needles: usize,
     question: String,
     answers: Vec<String>,
     match_mode: Match,
@@ -177,6 +183,7 @@ fn multi_key(rng: &mut Rng, docs: usize) -> Facts {
         ),
         answers: vec![codes[0].clone()],
         match_mode: Match::Any,
+        needles: 1,
     }
 }
 
@@ -208,6 +215,7 @@ fn multi_value(rng: &mut Rng, docs: usize) -> Facts {
         ),
         answers: vec![words[0].clone(), words[1].clone()],
         match_mode: Match::All,
+        needles: 2,
     }
 }
 
@@ -245,16 +253,32 @@ fn rag(rng: &mut Rng, docs: usize) -> Facts {
     };
     let mut order: Vec<usize> = (0..docs).collect();
     rng.shuffle(&mut order);
+    // The needle (person 0) first; each document holds one sentence, so the
+    // order of `placed` does not change where sentences land.
+    let mut placed: Vec<(usize, String)> = order
+        .into_iter()
+        .enumerate()
+        .map(|(d, i)| (d, sentence(i)))
+        .collect();
+    placed.sort_by_key(|(_, s)| !s.starts_with(people[0].as_str()));
     Facts {
-        placed: order
-            .into_iter()
-            .enumerate()
-            .map(|(d, i)| (d, sentence(i)))
-            .collect(),
+        placed,
         question,
         answers: vec![values[0].clone()],
         match_mode: Match::Any,
+        needles: 1,
     }
+}
+
+/// Keeps `n` of the distractors in `facts`, drawn at random, and every needle.
+fn keep_distractors(facts: &mut Facts, n: usize, rng: &mut Rng) {
+    let distractors = facts.placed.split_off(facts.needles);
+    let mut kept: Vec<usize> = (0..distractors.len()).collect();
+    kept = rng.sample(&kept, n.min(kept.len()));
+    kept.sort_unstable();
+    facts
+        .placed
+        .extend(kept.into_iter().map(|i| distractors[i].clone()));
 }
 
 /// One document: its header, filler up to `budget` tokens with `facts`
@@ -319,11 +343,14 @@ pub fn generate(spec: &GenSpec, count: &dyn Fn(&str) -> usize) -> Result<Vec<Tas
     for i in 0..spec.n {
         let mut rng = root.fork(i as u64);
         let mut prose = Prose::new(rng.fork(u64::MAX));
-        let facts = match spec.kind {
+        let mut facts = match spec.kind {
             TaskKind::MultiKey => multi_key(&mut rng, spec.docs),
             TaskKind::MultiValue => multi_value(&mut rng, spec.docs),
             TaskKind::Rag => rag(&mut rng, spec.docs),
         };
+        if let Some(n) = spec.distractors {
+            keep_distractors(&mut facts, n, &mut rng);
+        }
         let fixed = count(PREFIX) + count(&facts.question);
         let room = spec
             .context_tokens
@@ -378,6 +405,7 @@ mod tests {
             context_tokens: 1000,
             docs: 4,
             seed,
+            distractors: None,
         }
     }
 
@@ -413,6 +441,41 @@ mod tests {
                         .collect();
                     assert_ne!(holders[0], holders[1], "values in one document");
                     assert_eq!(t.match_mode, Match::All);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_distractor_count_keeps_every_needle_and_that_many_other_facts() {
+        // Facts are the sentences of the kinds' templates; filler prose has none of their phrases.
+        let templates = [
+            " project is ",
+            " project are ",
+            " was born in ",
+            " works as a ",
+            " has a dog named ",
+            " in the town band",
+        ];
+        let is_fact = |s: &str| templates.iter().any(|t| s.contains(t));
+        for kind in TaskKind::ALL {
+            for n in [0, 1, 2] {
+                let s = GenSpec {
+                    distractors: Some(n),
+                    ..spec(kind, 6)
+                };
+                for t in generate(&s, &words).unwrap() {
+                    for a in &t.answers {
+                        let holders = t.documents.iter().filter(|d| d.contains(a.as_str()));
+                        assert_eq!(holders.count(), 1, "{kind}: the needle {a} is kept");
+                    }
+                    let facts: usize = t
+                        .documents
+                        .iter()
+                        .map(|d| d.split(". ").filter(|x| is_fact(x)).count())
+                        .sum();
+                    let needles = if kind == TaskKind::MultiValue { 2 } else { 1 };
+                    assert_eq!(facts, needles + n, "{kind} with {n} distractors");
                 }
             }
         }
