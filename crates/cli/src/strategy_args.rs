@@ -2,7 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use prophetkv_reuse::{
-    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, StrategyKind,
+    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, Signal, StrategyKind,
 };
 
 /// A strategy name as a clap value.
@@ -18,6 +18,15 @@ pub enum ProbeArg {
     Attend,
     /// The question runs alone; scored against the cached keys.
     Isolated,
+}
+
+/// What Stage I scores a row by.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SignalArg {
+    /// The question's attention probability.
+    Attention,
+    /// The probability times the norm of the row's value.
+    Flow,
 }
 
 /// Layer fusion of Stage I scores.
@@ -63,6 +72,9 @@ pub struct ReuseOptionArgs {
     /// ProphetKV Stage I probe.
     #[arg(long, value_enum, default_value = "attend")]
     probe: ProbeArg,
+    /// ProphetKV Stage I score of a row.
+    #[arg(long, value_enum, default_value = "attention")]
+    signal: SignalArg,
     /// ProphetKV layer fusion.
     #[arg(long, value_enum, default_value = "max")]
     fusion: FusionArg,
@@ -119,6 +131,10 @@ impl ReuseOptionArgs {
                 probe: match self.probe {
                     ProbeArg::Attend => Probe::Attend,
                     ProbeArg::Isolated => Probe::Isolated,
+                },
+                signal: match self.signal {
+                    SignalArg::Attention => Signal::Attention,
+                    SignalArg::Flow => Signal::Flow,
                 },
                 fusion: match self.fusion {
                     FusionArg::Mean => Fusion::Mean,

@@ -228,7 +228,7 @@ impl Model {
                 kv.positions.push(pos);
             }
         }
-        let whole = matches!(pass.observe, Observe::Attention(_));
+        let whole = pass.observe.attended().is_some();
         let plans = self.plans(&rows.positions, &kv.positions, attend, whole)?;
         let angles = self.angles(&rows.positions)?;
         let mut x = match pass.input {
@@ -516,9 +516,11 @@ impl Model {
             )));
         }
         match &pass.observe {
-            Observe::Attention(r) if !within(r, attend) => Err(ModelError::input(format!(
-                "observed key range {r:?} outside the attended slots {attend:?}"
-            ))),
+            Observe::Attention(r) | Observe::Flow(r) if !within(r, attend) => {
+                Err(ModelError::input(format!(
+                    "observed key range {r:?} outside the attended slots {attend:?}"
+                )))
+            }
             Observe::Scores(r) if !within(r, &(0..total)) => Err(ModelError::input(format!(
                 "scored key range {r:?} outside the {total} slots"
             ))),

@@ -32,6 +32,6 @@ pub use prophetkv_model::DocCache;
 pub use run::{run, ReuseOutput, ReuseRequest};
 pub use stats::{ReuseStats, StageTimings};
 pub use strategy::{
-    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, StrategyKind,
+    Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, Signal, StrategyKind,
     ValidReuseConfig,
 };

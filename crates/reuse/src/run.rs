@@ -17,7 +17,9 @@ use crate::select::{
     top_k_stable, LayerScores,
 };
 use crate::stats::{ReuseStats, StageTimings};
-use crate::strategy::{Budget, Granularity, Probe, ReuseConfig, StrategyKind, ValidReuseConfig};
+use crate::strategy::{
+    Budget, Granularity, Probe, ReuseConfig, Signal, StrategyKind, ValidReuseConfig,
+};
 use crate::{Result, ReuseError};
 use prophetkv_model::DocCache;
 
@@ -526,7 +528,12 @@ fn probe(
                     .copied()
                     .chain(layout.query.clone())
                     .collect();
-                (slots, Observe::Attention(0..layout.len()), None)
+                let keys = 0..layout.len();
+                let observe = match config.prophet.signal {
+                    Signal::Attention => Observe::Attention(keys),
+                    Signal::Flow => Observe::Flow(keys),
+                };
+                (slots, observe, None)
             }
             Probe::Isolated => (
                 layout.query.clone().collect(),

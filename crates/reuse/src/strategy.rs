@@ -77,6 +77,18 @@ pub enum Probe {
     Isolated,
 }
 
+/// What Stage I reads off the question's attention as a row's score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// The attention probability (the paper's score).
+    Attention,
+    /// The probability times the norm of the row's value: what the row
+    /// adds to the question's output, so rows attended to for no content
+    /// (separators, local sinks, whose values are small) rank lower.
+    Flow,
+}
+
 /// How per-layer scores become one score per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -144,6 +156,8 @@ pub struct Resume {
 pub struct ProphetOptions {
     /// Stage I mode.
     pub probe: Probe,
+    /// What Stage I scores a row by (with [`Probe::Attend`]).
+    pub signal: Signal,
     /// Layer fusion.
     pub fusion: Fusion,
     /// Layers whose scores count (`None`: all).
@@ -169,6 +183,7 @@ impl Default for ProphetOptions {
     fn default() -> Self {
         Self {
             probe: Probe::Attend,
+            signal: Signal::Attention,
             fusion: Fusion::Max,
             score_layers: None,
             granularity: Granularity::Token,
@@ -260,6 +275,13 @@ impl ReuseConfig {
                     reason: format!("{} is not in [0, 1]", r.deep_share),
                 });
             }
+        }
+        if self.prophet.signal == Signal::Flow && self.prophet.probe != Probe::Attend {
+            return Err(ReuseError::Option {
+                name: "signal",
+                reason: "flow reads the values the question attends to: it needs the attend probe"
+                    .into(),
+            });
         }
         if self.prophet.probes == 0 {
             return Err(ReuseError::Option {

@@ -5,7 +5,7 @@ use prophetkv_model::Model;
 use prophetkv_reuse::select::{budget, rows_for_mass};
 use prophetkv_reuse::{
     compute_doc_cache, compute_doc_cache_keeping, run, Budget, DocCache, Granularity, Piece, Probe,
-    Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, StrategyKind,
+    Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, Signal, StrategyKind,
 };
 
 const TOL: f32 = 1e-4;
@@ -294,6 +294,9 @@ fn prophetkv_options_all_run_and_change_the_choice() {
     c.prophet.granularity = Granularity::Block(4);
     variants.push(c.clone());
     c = config(StrategyKind::ProphetKv, 0.2);
+    c.prophet.signal = Signal::Flow;
+    variants.push(c.clone());
+    c = config(StrategyKind::ProphetKv, 0.2);
     c.prophet.fusion = prophetkv_reuse::Fusion::Mean;
     c.prophet.spread = 0;
     variants.push(c.clone());
@@ -426,6 +429,23 @@ fn mass_budget_out_of_range_is_refused() {
             "{share} {floor} {ceiling}"
         );
     }
+}
+
+#[test]
+fn flow_signal_scores_differ_from_attention_and_need_the_attend_probe() {
+    let (_dir, model) = tiny(Tiny::Gemma3);
+    let f = Fixture::new(&model, &[20, 25, 30]);
+    let attention = config(StrategyKind::ProphetKv, 0.2);
+    let mut flow = attention.clone();
+    flow.prophet.signal = Signal::Flow;
+    let (a, b) = (f.run(&model, &attention), f.run(&model, &flow));
+    assert_eq!(a.stats.selected, b.stats.selected);
+    assert_ne!(a.scores, b.scores, "value norms reweigh the scores");
+    flow.prophet.probe = Probe::Isolated;
+    assert!(matches!(
+        flow.validate(3),
+        Err(ReuseError::Option { name: "signal", .. })
+    ));
 }
 
 fn resume(layer: usize, deep_share: f64, ratio: f64) -> ReuseConfig {

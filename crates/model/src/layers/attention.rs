@@ -435,6 +435,22 @@ pub enum Observe {
     /// A softmax of the rows' scores over these key slots alone (position
     /// mask and window applied), whatever the rows attend to.
     Scores(Range<usize>),
+    /// What each key adds to the rows' outputs, restricted to these key
+    /// slots like `Attention`: its probability times the norm of its value
+    /// (per head, then averaged). A key attended to for no content (a
+    /// separator or a sink, whose value is small) weighs less than its
+    /// probability says.
+    Flow(Range<usize>),
+}
+
+impl Observe {
+    /// The key slots observed through the probabilities the rows use.
+    pub(crate) fn attended(&self) -> Option<&Range<usize>> {
+        match self {
+            Observe::Attention(r) | Observe::Flow(r) => Some(r),
+            Observe::None | Observe::Scores(_) => None,
+        }
+    }
 }
 
 /// Scaled dot-product attention of `q` `(rows, heads, head_dim)` (already
@@ -450,7 +466,7 @@ pub(crate) fn attend(
     let (num_keys, kv_heads, _) = k.dims3()?;
     debug_assert_eq!(num_keys, plan.num_keys);
     let group = heads / kv_heads;
-    let observing_attention = matches!(observe.what, Observe::Attention(_));
+    let observing_attention = observe.what.attended().is_some();
     if let Some(flash_plan) = &plan.flash {
         if observing_attention {
             return Err(crate::ModelError::Device(
@@ -498,10 +514,13 @@ pub(crate) fn attend(
             (None, Some(mask)) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
             (None, None) => candle_nn::ops::softmax_last_dim(&scores)?,
         };
-        if let Observe::Attention(range) = observe.what {
+        if let Some(range) = observe.what.attended() {
             // Observing plans have one chunk, which holds every row.
-            let mass = probs.to_dtype(DType::F32)?.mean(0)?;
-            observed = Some(over_range(&mass, &chunk.keys, range)?);
+            let mut probs = probs.to_dtype(DType::F32)?;
+            if let Observe::Flow(_) = observe.what {
+                probs = probs.broadcast_mul(&value_norms(&vc, group)?)?;
+            }
+            observed = Some(over_range(&probs.mean(0)?, &chunk.keys, range)?);
         }
         let out = probs
             .reshape((kv_heads, group * n, r))?
@@ -628,6 +647,21 @@ impl ByHead {
             Some(base) => self.t.narrow(1, slots.start - base, r)?,
         })
     }
+}
+
+/// The norm of every key's value `(heads, 1, keys)` from the values
+/// `(kv_heads, keys, d)`, repeated over the `group` query heads sharing them.
+fn value_norms(values: &Tensor, group: usize) -> Result<Tensor> {
+    let (kv_heads, r, _) = values.dims3()?;
+    Ok(values
+        .to_dtype(DType::F32)?
+        .sqr()?
+        .sum(2)?
+        .sqrt()?
+        .reshape((kv_heads, 1, r))?
+        .broadcast_as((kv_heads, group, r))?
+        .contiguous()?
+        .reshape((kv_heads * group, 1, r))?)
 }
 
 /// Head-averaged probabilities `mass` `(rows, keys.len())` of the key slots
@@ -846,6 +880,71 @@ mod tests {
                         .sum();
                     assert!((out[i][h * d + c] - want).abs() < 1e-5, "row {i} head {h}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn observed_flow_is_each_heads_probability_times_its_value_norm() {
+        let dev = Device::Cpu;
+        let (heads, kv_heads, d, keys) = (4, 2, 8, 6);
+        let q = Tensor::randn(0f32, 1.0, (2, heads, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
+        let (query_pos, key_pos) = ([6u32, 7], [0u32, 1, 2, 3, 4, 5]);
+        let plan = AttnPlan::new(
+            &query_pos,
+            &key_pos,
+            0..keys,
+            None,
+            true,
+            HeadShape {
+                group: heads / kv_heads,
+                head_dim: d,
+            },
+            (DType::F32, &dev),
+            Kernels::Fastest,
+        )
+        .unwrap();
+        let what = Observe::Flow(1..keys);
+        let ctx = ObserveCtx {
+            what: &what,
+            query_pos: &query_pos,
+            key_pos: &key_pos,
+            window: None,
+        };
+        let flow = attend(&q, &k, &v, &plan, &ctx)
+            .unwrap()
+            .observed
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let (qv, kv, vv) = (
+            q.to_vec3::<f32>().unwrap(),
+            k.to_vec3::<f32>().unwrap(),
+            v.to_vec3::<f32>().unwrap(),
+        );
+        for i in 0..2 {
+            let mut want = vec![0f32; keys];
+            for (h, qh) in qv[i].iter().enumerate() {
+                let kh = h / (heads / kv_heads);
+                let scores: Vec<f32> = (0..keys)
+                    .map(|j| (0..d).map(|c| qh[c] * kv[j][kh][c]).sum())
+                    .collect();
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f32 = w.iter().sum();
+                for j in 0..keys {
+                    let norm = vv[j][kh].iter().map(|x| x * x).sum::<f32>().sqrt();
+                    want[j] += w[j] / total * norm / heads as f32;
+                }
+            }
+            for (j, (&got, &want)) in flow[i].iter().zip(&want[1..]).enumerate() {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "row {i} key {}: {got} vs {want}",
+                    j + 1
+                );
             }
         }
     }
