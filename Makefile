@@ -127,6 +127,8 @@ EVAL_DIR ?= eval-out
 EVAL_N ?= 50
 ## Context sizes of the task set, each TOKENS:DOCUMENTS:SEED.
 EVAL_SIZES ?= 1000:4:1 2000:8:2 4000:8:3
+## Distractor facts per task (empty: one in every document); SmolLM2 takes 2.
+EVAL_DISTRACTORS ?=
 ## Where `make eval` copies its tables and plots (docs/results/smollm2 for the second model).
 EVAL_RESULTS ?= docs/results
 PROPHETKV = ./target/release/prophetkv
@@ -140,7 +142,8 @@ eval-tasks: model build
 	  for kind in multi-key multi-value rag; do \
 	    out=$(EVAL_DIR)/tasks/$$kind-$$((tokens / 1000))k.jsonl; files="$$files $$out"; \
 	    $(PROPHETKV) tasks gen --model $(MODEL) --kind $$kind --n $(EVAL_N) --context-tokens $$tokens \
-	      --docs $$docs --seed $$seed --out $$out || exit 1; \
+	      --docs $$docs --seed $$seed $(if $(EVAL_DISTRACTORS),--distractors $(EVAL_DISTRACTORS)) \
+	      --out $$out || exit 1; \
 	  done; \
 	done; \
 	paste -d '\n' $$files | grep -v '^$$' > $(EVAL_DIR)/tasks/all.jsonl

@@ -36,6 +36,10 @@ pub struct AblateArgs {
     /// instead of caching them after the prefix (the deployed layout).
     #[arg(long)]
     bos_anchor: bool,
+    /// Cache every document but the first behind this text (after the
+    /// anchor), a stand-in for the documents before it in a request.
+    #[arg(long)]
+    preamble: Option<String>,
     /// Directory for ablation.md and trials.jsonl.
     #[arg(long, default_value = "ablate-out")]
     out: PathBuf,
@@ -116,6 +120,9 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
     let base = ReuseConfig::default();
     let mut evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
     evaluator.prefix_in_anchor = !args.bos_anchor;
+    if let Some(text) = &args.preamble {
+        evaluator.preamble = tokenizer.encode(text)?;
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     // Each task's trials are written as it finishes, so a stopped run keeps them.

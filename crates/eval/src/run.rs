@@ -147,6 +147,10 @@ pub struct Evaluator<'a> {
     /// Whether documents are cached after the task's prefix (the deployed
     /// layout) or after BOS alone, the prefix then computed fresh.
     pub prefix_in_anchor: bool,
+    /// Token ids every document but the first is cached behind (after the
+    /// anchor), standing in for the documents before it in a request; empty:
+    /// none, every document cached after the anchor alone.
+    pub preamble: Vec<u32>,
 }
 
 /// A task ready for reuse passes.
@@ -199,6 +203,7 @@ impl<'a> Evaluator<'a> {
             max_new_tokens,
             stop_ids,
             prefix_in_anchor: true,
+            preamble: Vec::new(),
         }
     }
 
@@ -230,8 +235,19 @@ impl<'a> Evaluator<'a> {
                 task.id
             )));
         }
+        let cached = if self.preamble.is_empty() {
+            CachedDocuments::compute_keeping(self.model, &anchor, &ids, hidden_layers)?
+        } else {
+            CachedDocuments::compute_behind(
+                self.model,
+                &anchor,
+                &self.preamble,
+                &ids,
+                hidden_layers,
+            )?
+        };
         Ok(Prepared {
-            cached: CachedDocuments::compute_keeping(self.model, &anchor, &ids, hidden_layers)?,
+            cached,
             fresh_prefix,
             query: self.tokenizer.encode(&task.question)?,
         })

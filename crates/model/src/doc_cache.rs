@@ -64,6 +64,14 @@ impl DocCache {
         Ok(self)
     }
 
+    /// The same rows filed under `anchor`: rows computed behind more context
+    /// than an anchor (a preamble standing in for the documents a request
+    /// puts before them), to be placed after that anchor like any other.
+    pub fn filed_under(mut self, anchor: Vec<u32>) -> Self {
+        self.anchor = anchor;
+        self
+    }
+
     /// The hidden states that entered `layer`, when they were kept.
     pub fn hidden(&self, layer: usize) -> Option<&Tensor> {
         self.hidden

@@ -86,6 +86,22 @@ pub fn compute_doc_cache_keeping(
     Ok(cache)
 }
 
+/// [`compute_doc_cache_keeping`] with `preamble` between the anchor and the
+/// document, the rows filed under `anchor` alone: the document has seen a
+/// stand-in for the documents a request puts before it, where a document
+/// cached after the anchor alone behaves as if it came first.
+pub fn compute_doc_cache_behind(
+    model: &impl Backbone,
+    anchor: &[u32],
+    preamble: &[u32],
+    tokens: &[u32],
+    hidden_layers: &[usize],
+) -> Result<DocCache> {
+    let context: Vec<u32> = anchor.iter().chain(preamble).copied().collect();
+    let cache = compute_doc_cache_keeping(model, &context, tokens, hidden_layers)?;
+    Ok(cache.filed_under(anchor.to_vec()))
+}
+
 /// The cached half of a request: the anchor and the documents after it.
 #[derive(Debug, Clone)]
 pub struct CachedDocuments {
@@ -125,6 +141,37 @@ impl CachedDocuments {
             anchor: compute_doc_cache(model, &[], anchor)?,
             documents: cached,
         })
+    }
+
+    /// [`CachedDocuments::compute_keeping`] with every document but the
+    /// first cached behind `preamble` ([`compute_doc_cache_behind`]); the
+    /// first, directly after the anchor in the request, stays exact.
+    pub fn compute_behind(
+        model: &impl Backbone,
+        anchor: &[u32],
+        preamble: &[u32],
+        documents: &[Vec<u32>],
+        hidden_layers: &[usize],
+    ) -> Result<Self> {
+        let mut cached = Self::compute_keeping(
+            model,
+            anchor,
+            &documents[..documents.len().min(1)],
+            hidden_layers,
+        )?;
+        for (index, ids) in documents.iter().enumerate().skip(1) {
+            if ids.is_empty() {
+                return Err(ReuseError::EmptyDocument { index });
+            }
+            cached.documents.push(compute_doc_cache_behind(
+                model,
+                anchor,
+                preamble,
+                ids,
+                hidden_layers,
+            )?);
+        }
+        Ok(cached)
     }
 
     /// The documents as request pieces, in order, with nothing between them.

@@ -25,7 +25,9 @@ mod stats;
 mod strategy;
 
 pub use backbone::Backbone;
-pub use cache::{compute_doc_cache, compute_doc_cache_keeping, CachedDocuments};
+pub use cache::{
+    compute_doc_cache, compute_doc_cache_behind, compute_doc_cache_keeping, CachedDocuments,
+};
 pub use error::{Result, ReuseError};
 pub use layout::{assemble, Layout, Piece};
 pub use prophetkv_model::DocCache;

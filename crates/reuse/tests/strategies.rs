@@ -4,8 +4,9 @@ use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
 use prophetkv_model::Model;
 use prophetkv_reuse::select::{budget, rows_for_mass};
 use prophetkv_reuse::{
-    compute_doc_cache, compute_doc_cache_keeping, run, Budget, DocCache, Granularity, Piece, Probe,
-    Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, Signal, StrategyKind,
+    compute_doc_cache, compute_doc_cache_keeping, run, Budget, CachedDocuments, DocCache,
+    Granularity, Piece, Probe, Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, Signal,
+    StrategyKind,
 };
 
 const TOL: f32 = 1e-4;
@@ -581,4 +582,61 @@ fn a_second_probe_spends_the_same_budget_in_two_repairs() {
     );
     c.prophet.probes = 0;
     assert!(c.validate(3).is_err());
+}
+
+#[test]
+fn documents_cached_behind_a_preamble_keep_the_first_exact_and_assemble_after_the_anchor() {
+    let (_dir, model) = tiny(Tiny::Llama);
+    let anchor = vec![1, 2, 3];
+    let docs = vec![tokens(12, 10), tokens(15, 11), tokens(9, 12)];
+    let plain = CachedDocuments::compute(&model, &anchor, &docs).unwrap();
+    let same = CachedDocuments::compute_behind(&model, &anchor, &[], &docs, &[]).unwrap();
+    let behind =
+        CachedDocuments::compute_behind(&model, &anchor, &tokens(8, 13), &docs, &[]).unwrap();
+    let keys = |c: &DocCache| c.layers()[1].0.clone();
+    for (i, ((p, s), b)) in plain
+        .documents
+        .iter()
+        .zip(&same.documents)
+        .zip(&behind.documents)
+        .enumerate()
+    {
+        assert_eq!(
+            b.anchor(),
+            &anchor[..],
+            "document {i} is filed under the anchor"
+        );
+        assert_eq!(
+            max_abs_diff(&keys(p), &keys(s)),
+            0.0,
+            "no preamble: document {i} as before"
+        );
+        let d = max_abs_diff(&keys(p), &keys(b));
+        if i == 0 {
+            assert_eq!(d, 0.0, "the first document stays exact");
+        } else {
+            assert!(d > 1e-4, "document {i} saw the preamble");
+        }
+    }
+    // The preamble's rows are not in the request: full prefill over the
+    // assembled documents is the plain prompt's.
+    let pieces = behind.pieces();
+    let query = tokens(5, 14);
+    let request = ReuseRequest {
+        anchor: &behind.anchor,
+        pieces: &pieces,
+        query: &query,
+    };
+    let full = config(StrategyKind::Full, 1.0)
+        .validate(model.config().num_layers())
+        .unwrap();
+    let out = run(&model, &request, &full, model.device()).unwrap();
+    let prompt: Vec<u32> = anchor
+        .iter()
+        .chain(docs.iter().flatten())
+        .chain(&query)
+        .copied()
+        .collect();
+    assert_eq!(out.layout.tokens, prompt);
+    assert!(max_abs_diff(&out.logits, &plain_prefill(&model, &prompt)) < TOL);
 }
