@@ -34,6 +34,7 @@ pub fn blob_identity() -> ModelIdentity {
         kv_heads,
         head_dim,
         anchor: BLOB_ANCHOR.to_vec(),
+        preamble: Vec::new(),
         kv_dtype: candle_core::DType::F32,
     }
 }

@@ -40,6 +40,10 @@ pub struct AblateArgs {
     /// anchor), a stand-in for the documents before it in a request.
     #[arg(long)]
     preamble: Option<String>,
+    /// With --preamble: the first document too (then only a variant with
+    /// --first-doc-eligible can repair it).
+    #[arg(long, requires = "preamble")]
+    preamble_first: bool,
     /// Directory for ablation.md and trials.jsonl.
     #[arg(long, default_value = "ablate-out")]
     out: PathBuf,
@@ -122,6 +126,7 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
     evaluator.prefix_in_anchor = !args.bos_anchor;
     if let Some(text) = &args.preamble {
         evaluator.preamble = tokenizer.encode(text)?;
+        evaluator.exact_documents = usize::from(!args.preamble_first);
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

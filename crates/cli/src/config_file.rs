@@ -51,6 +51,8 @@ pub struct ModelSection {
     pub dtype: String,
     pub device: String,
     pub instruction: String,
+    /// Text every document is cached behind ("": none; docs/DESIGN.md).
+    pub preamble: String,
     pub chat_template: String,
     /// A shape whose random weights are served instead of `path` ("": none).
     pub random_weights: String,
@@ -65,6 +67,7 @@ impl Default for ModelSection {
             dtype: "mixed-bf16".into(),
             device: "cpu".into(),
             instruction: "Read the documents below and answer the question at the end.\n\n".into(),
+            preamble: String::new(),
             chat_template: String::new(),
             random_weights: String::new(),
             random_seed: 0,

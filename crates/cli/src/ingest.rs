@@ -43,6 +43,10 @@ pub struct IngestArgs {
     /// server's [default: the config's [model] instruction].
     #[arg(long)]
     prefix: Option<String>,
+    /// Text every document is cached behind; must equal the server's
+    /// [default: the config's [model] preamble].
+    #[arg(long)]
+    preamble: Option<String>,
     /// Precision the caches are computed with (mixed, q, f32, bf16, f16)
     /// [default: the config's].
     #[arg(long)]
@@ -131,6 +135,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let documents = read_documents(&args)?;
     let file = FileConfig::load(args.config.as_deref())?;
     let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
+    let preamble = args.preamble.clone().unwrap_or(file.model.preamble);
     let dtype = args.dtype.clone().unwrap_or(file.model.dtype.clone());
     let quota = args.store.quota(&file.store);
     let device = args.device.clone().unwrap_or(file.model.device);
@@ -140,6 +145,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
         &dtype,
         &device,
         &instruction,
+        &preamble,
         &store_config,
     )?;
     let store = Arc::new(store.with_quota(quota));

@@ -94,10 +94,16 @@ pub fn open(
     dtype: &str,
     device: &str,
     instruction: &str,
+    preamble: &str,
     store: &StoreConfig,
 ) -> anyhow::Result<(Model, TextTokenizer, DocumentStore)> {
     let (model, tokenizer, fingerprint) = source.load(dtype, device)?;
-    let identity = ModelIdentity::new(&model, fingerprint, tokenizer.prompt_ids(instruction)?);
+    let preamble = match preamble {
+        "" => Vec::new(),
+        text => tokenizer.encode(text)?,
+    };
+    let identity = ModelIdentity::new(&model, fingerprint, tokenizer.prompt_ids(instruction)?)
+        .with_preamble(preamble);
     let store = DocumentStore::open(store, identity, model.device())
         .with_context(|| format!("opening the store in {}", store.data_dir.display()))?;
     Ok((model, tokenizer, store))

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     /// Instruction placed after BOS; documents are cached after it.
     #[arg(long, env = "PROPHETKV_INSTRUCTION")]
     pub instruction: Option<String>,
+    /// Text every document is cached behind, after the instruction, standing
+    /// in for the documents a request puts before it ("": none) [default: the
+    /// config's [model] preamble].
+    #[arg(long, env = "PROPHETKV_PREAMBLE")]
+    pub preamble: Option<String>,
     /// Chat layout: a Jinja template file, "plain", or empty for the
     /// model's own template (plain when it has none) [default: empty].
     #[arg(long, env = "PROPHETKV_CHAT_TEMPLATE")]
@@ -135,6 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .instruction
         .clone()
         .unwrap_or(file.model.instruction.clone());
+    let preamble = args.preamble.clone().unwrap_or(file.model.preamble.clone());
     let strategy: StrategyKind = args
         .strategy
         .as_deref()
@@ -157,8 +163,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let device = args.device.clone().unwrap_or(file.model.device);
     let store_config = args.store.config(file.store, &device)?;
 
-    let (model, tokenizer, store) =
-        runtime::open(&source, &dtype, &device, &instruction, &store_config)?;
+    let (model, tokenizer, store) = runtime::open(
+        &source,
+        &dtype,
+        &device,
+        &instruction,
+        &preamble,
+        &store_config,
+    )?;
     let store = Arc::new(store.with_quota(quota));
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),

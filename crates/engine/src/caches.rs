@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use prophetkv_model::DocCache;
-use prophetkv_reuse::{compute_doc_cache, Backbone};
+use prophetkv_reuse::{compute_doc_cache_behind, Backbone};
 use prophetkv_store::{DocumentStore, Tier};
 
 use crate::Result;
@@ -47,7 +47,8 @@ impl DocumentCaches {
         if let Some(hit) = self.store.lookup(tenant, ids)? {
             return Ok(hit);
         }
-        let cache = compute_doc_cache(model, self.store.anchor(), ids)?;
+        let (anchor, preamble) = (self.store.anchor(), self.store.preamble());
+        let cache = compute_doc_cache_behind(model, anchor, preamble, ids, &[])?;
         Ok((self.store.insert(tenant, ids, cache)?, Tier::Computed))
     }
 }

@@ -147,10 +147,13 @@ pub struct Evaluator<'a> {
     /// Whether documents are cached after the task's prefix (the deployed
     /// layout) or after BOS alone, the prefix then computed fresh.
     pub prefix_in_anchor: bool,
-    /// Token ids every document but the first is cached behind (after the
-    /// anchor), standing in for the documents before it in a request; empty:
-    /// none, every document cached after the anchor alone.
+    /// Token ids documents are cached behind (after the anchor), standing in
+    /// for the documents before them in a request; empty: none, every
+    /// document cached after the anchor alone.
     pub preamble: Vec<u32>,
+    /// With a preamble, how many leading documents are cached without it
+    /// (1: the first, exact where it sits).
+    pub exact_documents: usize,
 }
 
 /// A task ready for reuse passes.
@@ -204,6 +207,7 @@ impl<'a> Evaluator<'a> {
             stop_ids,
             prefix_in_anchor: true,
             preamble: Vec::new(),
+            exact_documents: 1,
         }
     }
 
@@ -243,6 +247,7 @@ impl<'a> Evaluator<'a> {
                 &anchor,
                 &self.preamble,
                 &ids,
+                self.exact_documents,
                 hidden_layers,
             )?
         };

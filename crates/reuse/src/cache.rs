@@ -143,23 +143,21 @@ impl CachedDocuments {
         })
     }
 
-    /// [`CachedDocuments::compute_keeping`] with every document but the
-    /// first cached behind `preamble` ([`compute_doc_cache_behind`]); the
-    /// first, directly after the anchor in the request, stays exact.
+    /// [`CachedDocuments::compute_keeping`] with the documents from index
+    /// `exact` on cached behind `preamble` ([`compute_doc_cache_behind`]);
+    /// the first `exact` stay cached after the anchor alone (with 1, the
+    /// document directly after the anchor in the request stays exact).
     pub fn compute_behind(
         model: &impl Backbone,
         anchor: &[u32],
         preamble: &[u32],
         documents: &[Vec<u32>],
+        exact: usize,
         hidden_layers: &[usize],
     ) -> Result<Self> {
-        let mut cached = Self::compute_keeping(
-            model,
-            anchor,
-            &documents[..documents.len().min(1)],
-            hidden_layers,
-        )?;
-        for (index, ids) in documents.iter().enumerate().skip(1) {
+        let exact = exact.min(documents.len());
+        let mut cached = Self::compute_keeping(model, anchor, &documents[..exact], hidden_layers)?;
+        for (index, ids) in documents.iter().enumerate().skip(exact) {
             if ids.is_empty() {
                 return Err(ReuseError::EmptyDocument { index });
             }

@@ -590,9 +590,9 @@ fn documents_cached_behind_a_preamble_keep_the_first_exact_and_assemble_after_th
     let anchor = vec![1, 2, 3];
     let docs = vec![tokens(12, 10), tokens(15, 11), tokens(9, 12)];
     let plain = CachedDocuments::compute(&model, &anchor, &docs).unwrap();
-    let same = CachedDocuments::compute_behind(&model, &anchor, &[], &docs, &[]).unwrap();
+    let same = CachedDocuments::compute_behind(&model, &anchor, &[], &docs, 1, &[]).unwrap();
     let behind =
-        CachedDocuments::compute_behind(&model, &anchor, &tokens(8, 13), &docs, &[]).unwrap();
+        CachedDocuments::compute_behind(&model, &anchor, &tokens(8, 13), &docs, 1, &[]).unwrap();
     let keys = |c: &DocCache| c.layers()[1].0.clone();
     for (i, ((p, s), b)) in plain
         .documents
@@ -618,6 +618,13 @@ fn documents_cached_behind_a_preamble_keep_the_first_exact_and_assemble_after_th
             assert!(d > 1e-4, "document {i} saw the preamble");
         }
     }
+    let all =
+        CachedDocuments::compute_behind(&model, &anchor, &tokens(8, 13), &docs, 0, &[]).unwrap();
+    let d = max_abs_diff(&keys(&plain.documents[0]), &keys(&all.documents[0]));
+    assert!(
+        d > 1e-4,
+        "with none exact, the first document saw the preamble too"
+    );
     // The preamble's rows are not in the request: full prefill over the
     // assembled documents is the plain prompt's.
     let pieces = behind.pieces();

@@ -57,6 +57,7 @@ fn main() {
             kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
             anchor: tokenizer.prompt_ids("").expect("bos"),
+            preamble: Vec::new(),
             kv_dtype: model.dtype(),
         };
         let config = |host: u64| StoreConfig {

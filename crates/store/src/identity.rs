@@ -17,6 +17,11 @@ pub struct ModelIdentity {
     pub head_dim: usize,
     /// BOS + instruction prefix every document is cached after.
     pub anchor: Vec<u32>,
+    /// Tokens every document is cached behind, between the anchor and the
+    /// document, its rows then filed under the anchor alone (empty: none): a
+    /// stand-in for the documents a request puts before it. Set with
+    /// [`ModelIdentity::with_preamble`], which keys it into the fingerprint.
+    pub preamble: Vec<u32>,
     /// The precision the model computes its K/V in: caches are handed to it
     /// in this precision (blobs keep their own, `StoreConfig::kv_dtype`).
     pub kv_dtype: candle_core::DType,
@@ -33,8 +38,25 @@ impl ModelIdentity {
             kv_heads: config.num_kv_heads,
             head_dim: config.head_dim,
             anchor,
+            preamble: Vec::new(),
             kv_dtype: model.dtype(),
         }
+    }
+
+    /// The same identity with documents cached behind `preamble`: caches
+    /// computed behind another preamble (or none) differ, so the fingerprint
+    /// names it and their keys never meet.
+    pub fn with_preamble(mut self, preamble: Vec<u32>) -> Self {
+        if !preamble.is_empty() {
+            let mut h = blake3::Hasher::new();
+            for id in &preamble {
+                h.update(&id.to_le_bytes());
+            }
+            let hex = h.finalize().to_hex();
+            self.fingerprint = format!("{}+preamble:{}", self.fingerprint, &hex[..16]);
+        }
+        self.preamble = preamble;
+        self
     }
 }
 

@@ -317,6 +317,11 @@ impl DocumentStore {
         &self.model.anchor
     }
 
+    /// The ids every cache here is computed behind, after the anchor (empty: none).
+    pub fn preamble(&self) -> &[u32] {
+        &self.model.preamble
+    }
+
     fn key(&self, ids: &[u32]) -> CacheKey {
         CacheKey::new(&self.model.fingerprint, &self.model.anchor, ids)
     }

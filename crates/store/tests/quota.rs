@@ -25,6 +25,7 @@ fn open(dir: &Path, quota: TenantQuota) -> DocumentStore {
         kv_heads: 1,
         head_dim: 4,
         anchor: vec![1],
+        preamble: Vec::new(),
         kv_dtype: candle_core::DType::F32,
     };
     DocumentStore::open(&config, identity, &Device::Cpu)

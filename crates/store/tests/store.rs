@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny};
 use prophetkv_model::{DocCache, Model};
-use prophetkv_reuse::compute_doc_cache;
+use prophetkv_reuse::{compute_doc_cache, compute_doc_cache_behind};
 use prophetkv_store::testing::RedisServer;
 use prophetkv_store::{
     DocumentStore, KvDtype, ModelIdentity, NewDocument, RemoteConfig, StoreConfig, StoreError, Tier,
@@ -24,7 +24,8 @@ fn cached_ids(
     if let Some(hit) = store.lookup(tenant, ids)? {
         return Ok(hit);
     }
-    let cache = compute_doc_cache(model, store.anchor(), ids).unwrap();
+    let cache =
+        compute_doc_cache_behind(model, store.anchor(), store.preamble(), ids, &[]).unwrap();
     Ok((store.insert(tenant, ids, cache)?, Tier::Computed))
 }
 
@@ -199,6 +200,50 @@ fn blob_from_another_model_or_key_is_rejected() {
         cached(&store, &model, "t", "one").unwrap().1,
         Tier::Computed
     );
+}
+
+#[test]
+fn caches_behind_a_preamble_are_keyed_apart_from_caches_without_one() {
+    let (_m, model) = tiny(Tiny::Gemma3);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), None);
+    let ids = tokens(20, 3);
+    let open = |preamble: Vec<u32>| {
+        let identity = identity(&model).with_preamble(preamble);
+        DocumentStore::open(&cfg, identity, model.device()).unwrap()
+    };
+    let named = |p: Vec<u32>| identity(&model).with_preamble(p).fingerprint;
+    assert_eq!(
+        named(Vec::new()),
+        identity(&model).fingerprint,
+        "none: keys as before"
+    );
+    assert_ne!(named(tokens(6, 9)), named(tokens(6, 8)));
+    let plain = open(Vec::new());
+    let (without, _) = cached_ids(&plain, &model, "t", &ids).unwrap();
+    drop(plain);
+    let behind = open(tokens(6, 9));
+    assert!(
+        behind.lookup("t", &ids).unwrap().is_none(),
+        "another preamble's cache"
+    );
+    let (with, tier) = cached_ids(&behind, &model, "t", &ids).unwrap();
+    assert_eq!(tier, Tier::Computed);
+    assert_eq!(
+        with.anchor(),
+        without.anchor(),
+        "filed under the same anchor"
+    );
+    // Layer 0's keys see no context; the last layer's do.
+    let keys = |c: &DocCache| c.layers().last().unwrap().0.clone();
+    assert!(
+        max_abs_diff(&keys(&with), &keys(&without)) > 1e-4,
+        "the rows saw the preamble"
+    );
+    drop(behind);
+    // Each store finds its own on disk.
+    assert!(open(Vec::new()).lookup("t", &ids).unwrap().is_some());
+    assert!(open(tokens(6, 9)).lookup("t", &ids).unwrap().is_some());
 }
 
 #[test]

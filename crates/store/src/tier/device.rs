@@ -184,6 +184,7 @@ mod tests {
             kv_heads: HEADS,
             head_dim: DIM,
             anchor: vec![1],
+            preamble: Vec::new(),
             kv_dtype: DType::F32,
         };
         Codec::new(&model, KvDtype::F32)
