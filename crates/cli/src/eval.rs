@@ -228,6 +228,9 @@ pub struct EvalArgs {
     /// done so far (marked partial), without running anything.
     #[arg(long)]
     status: bool,
+    /// Cache every document behind this text, as `serve --preamble` does.
+    #[arg(long)]
+    preamble: Option<String>,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -374,9 +377,16 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         model: args.model.weights.model.display().to_string(),
         weights: args.model.weights.dtype.clone(),
         max_new_tokens: args.max_new_tokens,
-        options: format!("{:?}", base),
+        options: match &args.preamble {
+            None => format!("{base:?}"),
+            Some(text) => format!("{base:?}, preamble {text:?}"),
+        },
     };
-    let evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
+    let mut evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
+    if let Some(text) = &args.preamble {
+        evaluator.preamble = tokenizer.encode(text)?;
+        evaluator.exact_documents = 0;
+    }
     let mut progress = reporter(tasks.len());
     let report = evaluate(
         &evaluator,
