@@ -43,7 +43,7 @@ pub use device::device_from_name;
 pub use doc_cache::DocCache;
 pub use error::{ModelError, Result};
 pub use generate::{continue_greedy, generate_greedy, top_k, Continuation, Generation};
-pub use kernels::Isa;
+pub use kernels::{bf16_prompt_gemm, Isa};
 pub use kv::Kv;
 pub use layers::attention::{attention_by_position, Observe};
 pub use loader::{load_model, load_random, random_config, random_shapes, LoadOptions, ModelFormat};

@@ -347,7 +347,17 @@ fn mixed_bf16_prompt_rows_do_not_depend_on_their_pass_and_stay_near_f32() {
             .unwrap()
             .hidden;
         let d = max_abs_diff(&whole.narrow(0, 17, 23).unwrap(), &rest);
-        assert_eq!(d, 0.0, "{kind:?}: a row's output depends on its pass");
+        if prophetkv_model::bf16_prompt_gemm() {
+            assert_eq!(d, 0.0, "{kind:?}: a row's output depends on its pass");
+        } else {
+            // Without AVX-512 BF16 this is `mixed`: candle's f32 GEMM picks
+            // its blocking by the row count, so a split pass may sum in
+            // another order.
+            assert!(
+                d < TOL,
+                "{kind:?}: a row's output depends on its pass by {d}"
+            );
+        }
 
         let mut kv = f32_model.new_kv().unwrap();
         let exact = f32_model

@@ -45,6 +45,12 @@ pub use isa::Isa;
 #[cfg(feature = "cuda")]
 pub(crate) use masked_softmax::masked_softmax;
 
+/// Whether this CPU and OS run `mixed-bf16`'s bf16 GEMM for prompt rows;
+/// where they do not, `mixed-bf16` computes prompt rows as `mixed` does.
+pub fn bf16_prompt_gemm() -> bool {
+    gemm_bf16::Bf16Kernel::fastest().is_some()
+}
+
 /// Rows (query × head-in-group pairs) per block of the flash-attention
 /// kernel: the host plans one key range per tile of this many rows.
 pub(crate) const FLASH_TILE_ROWS: usize = 64;
