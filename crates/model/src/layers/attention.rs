@@ -843,11 +843,8 @@ mod tests {
 
     #[test]
     fn by_position_attention_matches_a_direct_softmax() {
-        let dev = Device::Cpu;
         let (heads, kv_heads, d) = (4, 2, 8);
-        let q = Tensor::randn(0f32, 1.0, (3, heads, d), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (6, kv_heads, d), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (6, kv_heads, d), &dev).unwrap();
+        let (q, k, v) = random_qkv(3, 6, heads, kv_heads, d);
         let (query_pos, key_pos) = ([2u32, 4, 5], [0u32, 1, 2, 3, 4, 5]);
         let window = Some(3);
         let out = attention_by_position(&q, &k, &v, &query_pos, &key_pos, window, true)
@@ -884,28 +881,52 @@ mod tests {
         }
     }
 
-    #[test]
-    fn observed_flow_is_each_heads_probability_times_its_value_norm() {
+    /// Random `q` `(rows, heads, d)` and `k`, `v` `(keys, kv_heads, d)`.
+    fn random_qkv(
+        rows: usize,
+        keys: usize,
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+    ) -> (Tensor, Tensor, Tensor) {
         let dev = Device::Cpu;
-        let (heads, kv_heads, d, keys) = (4, 2, 8, 6);
-        let q = Tensor::randn(0f32, 1.0, (2, heads, d), &dev).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (rows, heads, d), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
-        let (query_pos, key_pos) = ([6u32, 7], [0u32, 1, 2, 3, 4, 5]);
-        let plan = AttnPlan::new(
-            &query_pos,
-            &key_pos,
-            0..keys,
-            None,
-            true,
-            HeadShape {
-                group: heads / kv_heads,
-                head_dim: d,
-            },
-            (DType::F32, &dev),
+        (q, k, v)
+    }
+
+    /// An f32 CPU plan of `query_pos` over every key of `key_pos`.
+    fn cpu_plan(
+        query_pos: &[u32],
+        key_pos: &[u32],
+        window: Option<usize>,
+        whole: bool,
+        group: usize,
+        head_dim: usize,
+    ) -> AttnPlan {
+        let shape = HeadShape { group, head_dim };
+        let on = (DType::F32, &Device::Cpu);
+        let keys = 0..key_pos.len();
+        AttnPlan::new(
+            query_pos,
+            key_pos,
+            keys,
+            window,
+            whole,
+            shape,
+            on,
             Kernels::Fastest,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn observed_flow_is_each_heads_probability_times_its_value_norm() {
+        let (heads, kv_heads, d, keys) = (4, 2, 8, 6);
+        let (q, k, v) = random_qkv(2, keys, heads, kv_heads, d);
+        let (query_pos, key_pos) = ([6u32, 7], [0u32, 1, 2, 3, 4, 5]);
+        let plan = cpu_plan(&query_pos, &key_pos, None, true, heads / kv_heads, d);
         let what = Observe::Flow(1..keys);
         let ctx = ObserveCtx {
             what: &what,
@@ -1031,27 +1052,11 @@ mod tests {
 
     #[test]
     fn head_major_copies_give_the_same_attention_as_strided_views() {
-        let dev = Device::Cpu;
         let (heads, kv_heads, d, keys) = (6, 2, 8, 40);
-        let q = Tensor::randn(0f32, 1.0, (9, heads, d), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
+        let (q, k, v) = random_qkv(9, keys, heads, kv_heads, d);
         let query_pos: Vec<u32> = (30..39).collect();
         let key_pos: Vec<u32> = (0..keys as u32).collect();
-        let plan = AttnPlan::new(
-            &query_pos,
-            &key_pos,
-            0..keys,
-            Some(16),
-            false,
-            HeadShape {
-                group: heads / kv_heads,
-                head_dim: d,
-            },
-            (DType::F32, &dev),
-            Kernels::Fastest,
-        )
-        .unwrap();
+        let plan = cpu_plan(&query_pos, &key_pos, Some(16), false, heads / kv_heads, d);
         let run = |copy: bool| {
             let chunk = &plan.chunks[0];
             let kc = ByHead::new(&k, plan.key_span(), copy)
