@@ -239,20 +239,15 @@ impl<'a> Evaluator<'a> {
                 task.id
             )));
         }
-        let cached = if self.preamble.is_empty() {
-            CachedDocuments::compute_keeping(self.model, &anchor, &ids, hidden_layers)?
-        } else {
-            CachedDocuments::compute_behind(
+        Ok(Prepared {
+            cached: CachedDocuments::compute_behind(
                 self.model,
                 &anchor,
                 &self.preamble,
                 &ids,
                 self.exact_documents,
                 hidden_layers,
-            )?
-        };
-        Ok(Prepared {
-            cached,
+            )?,
             fresh_prefix,
             query: self.tokenizer.encode(&task.question)?,
         })

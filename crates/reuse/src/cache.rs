@@ -125,28 +125,14 @@ impl CachedDocuments {
         documents: &[Vec<u32>],
         hidden_layers: &[usize],
     ) -> Result<Self> {
-        let mut cached = Vec::with_capacity(documents.len());
-        for (index, ids) in documents.iter().enumerate() {
-            if ids.is_empty() {
-                return Err(ReuseError::EmptyDocument { index });
-            }
-            cached.push(compute_doc_cache_keeping(
-                model,
-                anchor,
-                ids,
-                hidden_layers,
-            )?);
-        }
-        Ok(Self {
-            anchor: compute_doc_cache(model, &[], anchor)?,
-            documents: cached,
-        })
+        Self::compute_behind(model, anchor, &[], documents, 0, hidden_layers)
     }
 
     /// [`CachedDocuments::compute_keeping`] with the documents from index
     /// `exact` on cached behind `preamble` ([`compute_doc_cache_behind`]);
     /// the first `exact` stay cached after the anchor alone (with 1, the
-    /// document directly after the anchor in the request stays exact).
+    /// document directly after the anchor in the request stays exact). An
+    /// empty preamble caches every document after the anchor alone.
     pub fn compute_behind(
         model: &impl Backbone,
         anchor: &[u32],
@@ -155,21 +141,24 @@ impl CachedDocuments {
         exact: usize,
         hidden_layers: &[usize],
     ) -> Result<Self> {
-        let exact = exact.min(documents.len());
-        let mut cached = Self::compute_keeping(model, anchor, &documents[..exact], hidden_layers)?;
-        for (index, ids) in documents.iter().enumerate().skip(exact) {
+        let mut cached = Vec::with_capacity(documents.len());
+        for (index, ids) in documents.iter().enumerate() {
             if ids.is_empty() {
                 return Err(ReuseError::EmptyDocument { index });
             }
-            cached.documents.push(compute_doc_cache_behind(
+            let behind = if index < exact { &[][..] } else { preamble };
+            cached.push(compute_doc_cache_behind(
                 model,
                 anchor,
-                preamble,
+                behind,
                 ids,
                 hidden_layers,
             )?);
         }
-        Ok(cached)
+        Ok(Self {
+            anchor: compute_doc_cache(model, &[], anchor)?,
+            documents: cached,
+        })
     }
 
     /// The documents as request pieces, in order, with nothing between them.

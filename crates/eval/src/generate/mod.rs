@@ -255,14 +255,10 @@ fn rag(rng: &mut Rng, docs: usize) -> Facts {
     rng.shuffle(&mut order);
     // The needle (person 0) first; each document holds one sentence, so the
     // order of `placed` does not change where sentences land.
-    let mut placed: Vec<(usize, String)> = order
-        .into_iter()
-        .enumerate()
-        .map(|(d, i)| (d, sentence(i)))
-        .collect();
-    placed.sort_by_key(|(_, s)| !s.starts_with(people[0].as_str()));
+    let mut placed: Vec<(usize, usize)> = order.into_iter().enumerate().collect();
+    placed.sort_by_key(|&(_, i)| i != 0);
     Facts {
-        placed,
+        placed: placed.into_iter().map(|(d, i)| (d, sentence(i))).collect(),
         question,
         answers: vec![values[0].clone()],
         match_mode: Match::Any,

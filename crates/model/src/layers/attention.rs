@@ -862,19 +862,10 @@ mod tests {
                 let seen: Vec<usize> = (0..6)
                     .filter(|&j| visible(qp, key_pos[j], window))
                     .collect();
-                let scores: Vec<f32> = seen
-                    .iter()
-                    .map(|&j| (0..d).map(|c| qv[i][h][c] * kv[j][kh][c]).sum())
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f32 = w.iter().sum();
+                let keys: Vec<&[f32]> = seen.iter().map(|&j| kv[j][kh].as_slice()).collect();
+                let p = direct_softmax(&qv[i][h], &keys);
                 for c in 0..d {
-                    let want: f32 = seen
-                        .iter()
-                        .zip(&w)
-                        .map(|(&j, wj)| wj / total * vv[j][kh][c])
-                        .sum();
+                    let want: f32 = seen.iter().zip(&p).map(|(&j, pj)| pj * vv[j][kh][c]).sum();
                     assert!((out[i][h * d + c] - want).abs() < 1e-5, "row {i} head {h}");
                 }
             }
@@ -894,6 +885,18 @@ mod tests {
         let k = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (keys, kv_heads, d), &dev).unwrap();
         (q, k, v)
+    }
+
+    /// Softmax of `q`'s dot products with `keys`, computed directly.
+    fn direct_softmax(q: &[f32], keys: &[&[f32]]) -> Vec<f32> {
+        let scores: Vec<f32> = keys
+            .iter()
+            .map(|k| q.iter().zip(*k).map(|(a, b)| a * b).sum())
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f32 = w.iter().sum();
+        w.iter().map(|x| x / total).collect()
     }
 
     /// An f32 CPU plan of `query_pos` over every key of `key_pos`.
@@ -949,15 +952,11 @@ mod tests {
             let mut want = vec![0f32; keys];
             for (h, qh) in qv[i].iter().enumerate() {
                 let kh = h / (heads / kv_heads);
-                let scores: Vec<f32> = (0..keys)
-                    .map(|j| (0..d).map(|c| qh[c] * kv[j][kh][c]).sum())
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let w: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let total: f32 = w.iter().sum();
-                for j in 0..keys {
+                let ks: Vec<&[f32]> = kv.iter().map(|k| k[kh].as_slice()).collect();
+                let p = direct_softmax(qh, &ks);
+                for (j, w) in want.iter_mut().enumerate() {
                     let norm = vv[j][kh].iter().map(|x| x * x).sum::<f32>().sqrt();
-                    want[j] += w[j] / total * norm / heads as f32;
+                    *w += p[j] * norm / heads as f32;
                 }
             }
             for (j, (&got, &want)) in flow[i].iter().zip(&want[1..]).enumerate() {
