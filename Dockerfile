@@ -9,15 +9,24 @@
 # docker-vendor` writes one with `cargo vendor`), crates come from it and the
 # build stage uses no network. Without it, cargo fetches from crates.io.
 #
+# PREBUILT (a path inside the context, stripped) skips the compile and takes
+# that binary: `make docker-test` packs the one `make test` built and tested
+# (the same x86-64-v3 target), with BUILD_BASE=debian:bookworm-slim since no
+# toolchain is needed. The build stage runs it once, so a binary that needs a
+# newer glibc than Debian 12's fails the build, not the container.
+#
 # The base images are the public ones; where none can be pulled,
 # scripts/docker-bases.sh makes them from Debian's packages under the same
 # names. For NVIDIA hosts see docker/cuda.Dockerfile.
 
 ARG RUST_VERSION=1.95
 ARG TARGET_CPU=x86-64-v3
+ARG PREBUILT=
+ARG BUILD_BASE=rust:${RUST_VERSION}-slim-bookworm
 
-FROM rust:${RUST_VERSION}-slim-bookworm AS build
+FROM ${BUILD_BASE} AS build
 ARG TARGET_CPU
+ARG PREBUILT
 # Lets `make docker-image` prune this stage's image after the build.
 LABEL prophetkv.stage=build
 WORKDIR /src
@@ -25,14 +34,19 @@ COPY . .
 # The repository's .cargo/config.toml builds for the local CPU; an image must not.
 ENV RUSTFLAGS="-C target-cpu=${TARGET_CPU}" CARGO_TERM_COLOR=never
 RUN set -eu; \
-    offline=""; \
-    if [ -d vendor ]; then \
-      printf '[source.crates-io]\nreplace-with = "vendored"\n[source.vendored]\ndirectory = "vendor"\n' \
-        >> .cargo/config.toml; \
-      offline="--offline"; \
-    fi; \
-    cargo build --release --locked $offline -p prophetkv --bin prophetkv; \
-    strip target/release/prophetkv
+    if [ -n "$PREBUILT" ]; then \
+      install -D -m 0755 "$PREBUILT" target/release/prophetkv; \
+      target/release/prophetkv --version; \
+    else \
+      offline=""; \
+      if [ -d vendor ]; then \
+        printf '[source.crates-io]\nreplace-with = "vendored"\n[source.vendored]\ndirectory = "vendor"\n' \
+          >> .cargo/config.toml; \
+        offline="--offline"; \
+      fi; \
+      cargo build --release --locked $offline -p prophetkv --bin prophetkv; \
+      strip target/release/prophetkv; \
+    fi
 
 FROM debian:bookworm-slim
 RUN groupadd --system --gid 10001 prophetkv \

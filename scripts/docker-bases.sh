@@ -8,7 +8,8 @@
 #   prom/prometheus:bookworm        that root + Debian's prometheus
 #
 # Where the public images can be pulled, none of this is needed: the same
-# Dockerfile builds from them. Idempotent: an image already present is kept
+# Dockerfile builds from them. BASES=runtime leaves out the Rust image: an
+# image around a binary built outside (`make docker-image-tested`) needs none. Idempotent: an image already present is kept
 # (FORCE=1 rebuilds). Needs root (debootstrap) and Debian's mirror.
 set -euo pipefail
 
@@ -63,11 +64,13 @@ copy_rust() {
 
 mkdir -p "$WORK"
 import_root debian:bookworm-slim "" nothing --change 'CMD ["bash"]'
-import_root "rust:$RUST_VERSION-slim-bookworm" "gcc,g++,libc6-dev,make,pkg-config,ca-certificates" copy_rust \
-  --change 'ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'CMD ["bash"]'
+if [[ "${BASES:-all}" != runtime ]]; then
+  import_root "rust:$RUST_VERSION-slim-bookworm" "gcc,g++,libc6-dev,make,pkg-config,ca-certificates" copy_rust \
+    --change 'ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'CMD ["bash"]'
+fi
 import_root redis:7-bookworm "redis-server" nothing \
   --change 'EXPOSE 6379' --change 'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no"]'
 import_root prom/prometheus:bookworm "prometheus" nothing \
   --change 'EXPOSE 9090' --change 'ENTRYPOINT ["/usr/bin/prometheus"]'
-echo "base images ready (rust $RUST_VERSION)"
+echo "base images ready (${BASES:-all})"
