@@ -1,6 +1,7 @@
 //! Prefill and decode throughput of our weight paths next to llama.cpp's
 //! `llama-bench` (and, on request, candle-transformers' stock
-//! `quantized_gemma3`), on the same GGUF file with the same threads, in one run.
+//! `quantized_gemma3`: `--paths stock`, built with `--features stock`), on the
+//! same GGUF file with the same threads, in one run.
 //!
 //! ```text
 //! cargo run --release -p prophetkv-model --example runtime_bench -- \
@@ -19,9 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_gemma3;
 use prophetkv_model::{load_model, LoadOptions, Model, TextTokenizer, WeightPath};
 
 struct Args {
@@ -137,48 +135,76 @@ impl Runner for Ours {
     }
 }
 
-struct Stock(PathBuf);
+/// candle-transformers' stock quantized Gemma 3 (`--features stock`).
+#[cfg(feature = "stock")]
+mod stock {
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
 
-impl Stock {
-    fn load(&self) -> quantized_gemma3::ModelWeights {
-        let mut file = std::fs::File::open(&self.0).unwrap();
-        let content = gguf_file::Content::read(&mut file).unwrap();
-        quantized_gemma3::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap()
-    }
-}
+    use candle_core::quantized::gguf_file;
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::quantized_gemma3;
 
-impl Runner for Stock {
-    fn name(&self) -> &'static str {
-        "candle-transformers quantized_gemma3"
+    use super::Runner;
+
+    pub fn runner(model: &Path) -> Box<dyn Runner> {
+        Box::new(Stock(model.to_path_buf()))
     }
-    fn prefill(&mut self, ids: &[u32]) -> f64 {
-        let mut model = self.load();
-        let x = Tensor::new(ids, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let t = Instant::now();
-        model.forward(&x, 0).unwrap().to_vec2::<f32>().unwrap();
-        t.elapsed().as_secs_f64()
+
+    struct Stock(PathBuf);
+
+    impl Stock {
+        fn load(&self) -> quantized_gemma3::ModelWeights {
+            let mut file = std::fs::File::open(&self.0).unwrap();
+            let content = gguf_file::Content::read(&mut file).unwrap();
+            quantized_gemma3::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap()
+        }
     }
-    fn decode(&mut self, ids: &[u32], steps: usize) -> f64 {
-        let mut model = self.load();
-        let x = Tensor::new(ids, &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        model.forward(&x, 0).unwrap();
-        let t = Instant::now();
-        let mut token = 506u32;
-        for i in 0..steps {
-            let x = Tensor::new(&[token], &Device::Cpu)
+
+    impl Runner for Stock {
+        fn name(&self) -> &'static str {
+            "candle-transformers quantized_gemma3"
+        }
+        fn prefill(&mut self, ids: &[u32]) -> f64 {
+            let mut model = self.load();
+            let x = Tensor::new(ids, &Device::Cpu)
                 .unwrap()
                 .unsqueeze(0)
                 .unwrap();
-            let logits = model.forward(&x, ids.len() + i).unwrap();
-            token = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap()[0];
+            let t = Instant::now();
+            model.forward(&x, 0).unwrap().to_vec2::<f32>().unwrap();
+            t.elapsed().as_secs_f64()
         }
-        t.elapsed().as_secs_f64() / steps as f64
+        fn decode(&mut self, ids: &[u32], steps: usize) -> f64 {
+            let mut model = self.load();
+            let x = Tensor::new(ids, &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            model.forward(&x, 0).unwrap();
+            let t = Instant::now();
+            let mut token = 506u32;
+            for i in 0..steps {
+                let x = Tensor::new(&[token], &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let logits = model.forward(&x, ids.len() + i).unwrap();
+                token = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap()[0];
+            }
+            t.elapsed().as_secs_f64() / steps as f64
+        }
+    }
+}
+
+#[cfg(not(feature = "stock"))]
+mod stock {
+    use std::path::Path;
+
+    use super::Runner;
+
+    pub fn runner(_: &Path) -> Box<dyn Runner> {
+        panic!("the stock path needs candle-transformers: build with `--features stock`")
     }
 }
 
@@ -367,7 +393,7 @@ fn main() {
                 )),
                 "q" => Box::new(Ours(load(WeightPath::Quantized), "prophetkv quantized")),
                 "f32" => Box::new(Ours(load(WeightPath::F32), "prophetkv f32")),
-                "stock" => Box::new(Stock(args.model.clone())),
+                "stock" => stock::runner(&args.model),
                 other => panic!("unknown path {other} (mixed, mixed-bf16, q, f32, stock)"),
             }
         })
