@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::config_file::FileConfig;
 use crate::generate::DEFAULT_MODEL;
 use crate::output::print_line;
-use crate::runtime::{self, ModelSource};
+use crate::runtime::{self, ModelSource, RuntimeSettings};
 use crate::store_args::StoreArgs;
 
 /// Arguments of `prophetkv ingest`.
@@ -134,20 +134,16 @@ fn collect_text_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> 
 pub fn run(args: IngestArgs) -> anyhow::Result<()> {
     let documents = read_documents(&args)?;
     let file = FileConfig::load(args.config.as_deref())?;
-    let instruction = args.prefix.clone().unwrap_or(file.model.instruction);
-    let preamble = args.preamble.clone().unwrap_or(file.model.preamble);
-    let dtype = args.dtype.clone().unwrap_or(file.model.dtype.clone());
+    let settings = RuntimeSettings {
+        dtype: args.dtype.clone().unwrap_or(file.model.dtype),
+        device: args.device.clone().unwrap_or(file.model.device),
+        instruction: args.prefix.clone().unwrap_or(file.model.instruction),
+        preamble: args.preamble.clone().unwrap_or(file.model.preamble),
+    };
     let quota = args.store.quota(&file.store);
-    let device = args.device.clone().unwrap_or(file.model.device);
-    let store_config = args.store.config(file.store, &device)?;
-    let (model, tokenizer, store) = runtime::open(
-        &ModelSource::Path(args.model.clone()),
-        &dtype,
-        &device,
-        &instruction,
-        &preamble,
-        &store_config,
-    )?;
+    let store_config = args.store.config(file.store, &settings.device)?;
+    let source = ModelSource::Path(args.model.clone());
+    let (model, tokenizer, store) = runtime::open(&source, &settings, &store_config)?;
     let store = Arc::new(store.with_quota(quota));
     let caches = DocumentCaches::new(store.clone());
 

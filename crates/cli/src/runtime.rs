@@ -87,23 +87,34 @@ impl ModelSource {
     }
 }
 
+/// What `serve` and `ingest` must agree on for their caches to meet in one
+/// store: how the weights run, and the text every document is cached behind.
+pub struct RuntimeSettings {
+    /// Weight path and precision (`--dtype`).
+    pub dtype: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// The instruction that opens every prompt: the anchor documents follow.
+    pub instruction: String,
+    /// Text between the anchor and each document while its cache is computed
+    /// (empty: none).
+    pub preamble: String,
+}
+
 /// The model, its tokenizer, and the store whose caches belong to them,
-/// all on the device named `device` (`cpu`, `cuda`, `cuda:N`).
+/// all on the device the settings name.
 pub fn open(
     source: &ModelSource,
-    dtype: &str,
-    device: &str,
-    instruction: &str,
-    preamble: &str,
+    settings: &RuntimeSettings,
     store: &StoreConfig,
 ) -> anyhow::Result<(Model, TextTokenizer, DocumentStore)> {
-    let (model, tokenizer, fingerprint) = source.load(dtype, device)?;
-    let preamble = match preamble {
+    let (model, tokenizer, fingerprint) = source.load(&settings.dtype, &settings.device)?;
+    let preamble = match settings.preamble.as_str() {
         "" => Vec::new(),
         text => tokenizer.encode(text)?,
     };
-    let identity = ModelIdentity::new(&model, fingerprint, tokenizer.prompt_ids(instruction)?)
-        .with_preamble(preamble);
+    let anchor = tokenizer.prompt_ids(&settings.instruction)?;
+    let identity = ModelIdentity::new(&model, fingerprint, anchor).with_preamble(preamble);
     let store = DocumentStore::open(store, identity, model.device())
         .with_context(|| format!("opening the store in {}", store.data_dir.display()))?;
     Ok((model, tokenizer, store))

@@ -17,7 +17,7 @@ use prophetkv_server::openai::Defaults;
 use prophetkv_server::{AppState, ServeOptions, ServerConfig};
 
 use crate::config_file::FileConfig;
-use crate::runtime::{self, ModelSource};
+use crate::runtime::{self, ModelSource, RuntimeSettings};
 use crate::store_args::StoreArgs;
 
 /// Log line format.
@@ -128,7 +128,6 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let file = FileConfig::load(args.config.as_deref())?;
     let model_path = args.model.clone().unwrap_or(file.model.path.clone());
-    let dtype = args.dtype.clone().unwrap_or(file.model.dtype.clone());
     let source = ModelSource::new(
         &model_path,
         args.random_weights
@@ -136,11 +135,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .or(Some(file.model.random_weights.as_str())),
         args.random_seed.unwrap_or(file.model.random_seed),
     );
-    let instruction = args
-        .instruction
-        .clone()
-        .unwrap_or(file.model.instruction.clone());
-    let preamble = args.preamble.clone().unwrap_or(file.model.preamble.clone());
+    let settings = RuntimeSettings {
+        dtype: args.dtype.clone().unwrap_or(file.model.dtype.clone()),
+        device: args.device.clone().unwrap_or(file.model.device.clone()),
+        instruction: args
+            .instruction
+            .clone()
+            .unwrap_or(file.model.instruction.clone()),
+        preamble: args.preamble.clone().unwrap_or(file.model.preamble.clone()),
+    };
     let strategy: StrategyKind = args
         .strategy
         .as_deref()
@@ -160,17 +163,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let addr = SocketAddr::new(host, args.port.unwrap_or(file.server.port));
     let quota = args.store.quota(&file.store);
-    let device = args.device.clone().unwrap_or(file.model.device);
-    let store_config = args.store.config(file.store, &device)?;
+    let store_config = args.store.config(file.store, &settings.device)?;
 
-    let (model, tokenizer, store) = runtime::open(
-        &source,
-        &dtype,
-        &device,
-        &instruction,
-        &preamble,
-        &store_config,
-    )?;
+    let (model, tokenizer, store) = runtime::open(&source, &settings, &store_config)?;
     let store = Arc::new(store.with_quota(quota));
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
@@ -187,7 +182,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         model,
         tokenizer: tokenizer.clone(),
         store,
-        instruction,
+        instruction: settings.instruction,
     };
     let chat_template = chat_template(
         args.chat_template
