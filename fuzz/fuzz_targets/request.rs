@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prophetkv_engine::validate::Limits;
-use prophetkv_engine::{StrategyKind, TextPiece};
+use prophetkv_engine::{ProphetOptions, StrategyKind, TextPiece};
 use prophetkv_fuzz::{gemma, smollm2, RealModel};
 use prophetkv_server::openai::{ChatRequest, CompletionRequest, Defaults};
 
@@ -19,6 +19,7 @@ fn defaults(model: Option<&RealModel>) -> Defaults {
         model: "served".into(),
         strategy: StrategyKind::ProphetKv,
         ratio: 0.2,
+        prophet: ProphetOptions::default(),
         chat_max_tokens: 256,
         chat_template: model.and_then(|m| m.template.clone()),
     }

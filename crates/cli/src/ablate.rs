@@ -9,6 +9,7 @@ use clap::{Args, Parser};
 use prophetkv_eval::ablate::{ablate, ablation_markdown, load_trials, summarize, Variant};
 use prophetkv_eval::run::Evaluator;
 use prophetkv_eval::task::load_tasks;
+use prophetkv_model::ModelConfig;
 use prophetkv_reuse::ReuseConfig;
 
 use crate::eval::WeightArgs;
@@ -64,7 +65,7 @@ struct VariantFlags {
     strategy: StrategyArgs,
 }
 
-fn parse_variant(text: &str, num_layers: usize) -> anyhow::Result<Variant> {
+fn parse_variant(text: &str, model: &ModelConfig) -> anyhow::Result<Variant> {
     let (name, spec) = text
         .split_once('=')
         .with_context(|| format!("variant {text:?} is not NAME=OPTIONS"))?;
@@ -77,7 +78,7 @@ fn parse_variant(text: &str, num_layers: usize) -> anyhow::Result<Variant> {
     Ok(Variant {
         name: name.to_string(),
         spec: spec.trim().to_string(),
-        config: flags.strategy.config(num_layers)?,
+        config: flags.strategy.config(model)?,
     })
 }
 
@@ -100,11 +101,10 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
         tasks.extend(file);
     }
     let (model, tokenizer) = args.model.load()?;
-    let num_layers = model.config().num_layers();
     let variants = args
         .variants
         .iter()
-        .map(|v| parse_variant(v, num_layers))
+        .map(|v| parse_variant(v, model.config()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut names = std::collections::HashSet::new();
     if let Some(v) = variants.iter().find(|v| !names.insert(v.name.as_str())) {
@@ -121,7 +121,7 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
         ));
     }
     // The base only configures `full`; every variant carries its own options.
-    let base = ReuseConfig::default();
+    let base = ReuseConfig::for_model(model.config());
     let mut evaluator = Evaluator::new(&model, &tokenizer, base, args.max_new_tokens);
     evaluator.prefix_in_anchor = !args.bos_anchor;
     if let Some(text) = &args.preamble {

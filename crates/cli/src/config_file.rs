@@ -80,6 +80,8 @@ impl Default for ModelSection {
 pub struct ReuseSection {
     pub strategy: String,
     pub recompute_ratio: f64,
+    pub fusion: String,
+    pub spread: Option<usize>,
 }
 
 impl Default for ReuseSection {
@@ -87,6 +89,8 @@ impl Default for ReuseSection {
         Self {
             strategy: "prophetkv".into(),
             recompute_ratio: 0.2,
+            fusion: "auto".into(),
+            spread: None,
         }
     }
 }

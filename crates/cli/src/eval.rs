@@ -10,14 +10,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prophetkv_eval::attention_bench::{attention_markdown, bench_attention, standard_cases};
 use prophetkv_eval::bench::{bench_ttft, ttft_chart, ttft_markdown, TtftSpec};
 use prophetkv_eval::decode_bench::{bench_decode, decode_markdown, DecodeSpec};
-use prophetkv_eval::eval::{evaluate, file_blake3, partial_summary, Progress, RunIdentity};
+use prophetkv_eval::eval::{evaluate, file_blake3, partial_outcomes, Progress, RunIdentity};
 use prophetkv_eval::generate::{generate, GenSpec, TaskKind};
+use prophetkv_eval::journal::Journal;
 use prophetkv_eval::numerics::{compare, NumericsSpec, Runtimes};
-use prophetkv_eval::report::markdown;
-use prophetkv_eval::run::{Arm, Evaluator};
+use prophetkv_eval::report::{self, compare_with_run, comparison_markdown, markdown, summarize};
+use prophetkv_eval::run::{Arm, Evaluator, Outcome};
 use prophetkv_eval::task::{load_tasks, write_tasks};
-use prophetkv_model::{DType, Model, TextTokenizer};
-use prophetkv_reuse::{Budget, ReuseConfig, StrategyKind};
+use prophetkv_model::{DType, Model, ModelConfig, TextTokenizer};
+use prophetkv_reuse::{ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
 use crate::output::print_line;
@@ -198,9 +199,9 @@ impl ModelArgs {
         self.weights.load()
     }
 
-    fn base(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
-        let base = self.options.config();
-        base.validate(num_layers)?;
+    fn base(&self, model: &ModelConfig) -> anyhow::Result<ReuseConfig> {
+        let base = self.options.config(model);
+        base.validate(model.num_layers())?;
         Ok(base)
     }
 }
@@ -231,6 +232,10 @@ pub struct EvalArgs {
     /// Cache every document behind this text, as `serve --preamble` does.
     #[arg(long)]
     preamble: Option<String>,
+    /// Also compare ProphetKV, task by task, with the ProphetKV arms of this
+    /// run directory (another selection or preamble, run on the same tasks).
+    #[arg(long)]
+    against: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -354,24 +359,35 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     }
     let tasks = load_tasks(&args.tasks)?;
     let arms = Arm::grid(&args.strategies, &args.ratios);
-    if args.model.options.config().prophet.budget != Budget::Fixed && args.ratios.len() > 1 {
+    if args.model.options.budget_per_request() && args.ratios.len() > 1 {
         bail!(
             "--mass sets ProphetKV's budget per request, so its arms would not differ by ratio: \
              give one --ratios value (the other strategies' budget), or compare budgets with \
              `prophetkv ablate`"
         );
     }
+    let against = match &args.against {
+        Some(dir) => {
+            let theirs = Journal::read_outcomes(dir)?;
+            if theirs.is_empty() {
+                bail!("--against {}: no outcomes there", dir.display());
+            }
+            Some((dir.display().to_string(), theirs))
+        }
+        None => None,
+    };
     if args.status {
-        let (done, rows) = partial_summary(&tasks, &arms, &args.out)?;
+        let (done, outcomes) = partial_outcomes(&tasks, &arms, &args.out)?;
         return print_line(&format!(
-            "{done} of {} tasks done in {} (partial: the tables cover those tasks only)\n\n{}",
+            "{done} of {} tasks done in {} (partial: the tables cover those tasks only)\n\n{}{}",
             tasks.len(),
             args.out.display(),
-            markdown(&rows)
+            markdown(&summarize(&outcomes, &arms)),
+            comparisons(&outcomes, &arms, against.as_ref()),
         ));
     }
     let (model, tokenizer) = args.model.load()?;
-    let base = args.model.base(model.config().num_layers())?;
+    let base = args.model.base(model.config())?;
     let identity = RunIdentity {
         tasks_blake3: file_blake3(&args.tasks)?,
         model: args.model.weights.model.display().to_string(),
@@ -396,12 +412,33 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
         identity,
         &mut progress,
     )?;
-    print_line(&markdown(&report.summary))?;
+    print_line(&format!(
+        "{}{}",
+        markdown(&report.summary),
+        comparisons(&report.outcomes, &arms, against.as_ref())
+    ))?;
     eprintln!(
         "results in {}: results.json, results.md, accuracy_vs_ratio.png",
         args.out.display()
     );
     Ok(())
+}
+
+/// ProphetKV against the other strategies, task by task, and against the
+/// ProphetKV arms of the `--against` run, as markdown after a blank line.
+fn comparisons(
+    outcomes: &[Outcome],
+    arms: &[Arm],
+    against: Option<&(String, Vec<Outcome>)>,
+) -> String {
+    let mut rows = report::compare(outcomes, arms);
+    if let Some((run, theirs)) = against {
+        rows.extend(compare_with_run(outcomes, arms, theirs, run));
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!("\n{}", comparison_markdown(&rows))
 }
 
 pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -470,7 +507,7 @@ fn bench_numerics_command(args: NumericsArgs) -> anyhow::Result<()> {
     let (cpu, tokenizer, _) = source.load("f32", "cpu")?;
     let (device, _, _) = source.load("f32", &args.model.device)?;
     let (low, _, _) = source.load(&args.low, &args.model.device)?;
-    let base = ReuseConfig::default();
+    let base = ReuseConfig::for_model(cpu.config());
     let evaluator = |m| Evaluator::new(m, &tokenizer, base.clone(), 1);
     let (cpu, device, low) = (evaluator(&cpu), evaluator(&device), evaluator(&low));
     let spec = NumericsSpec {
@@ -510,7 +547,7 @@ fn bench_numerics_command(args: NumericsArgs) -> anyhow::Result<()> {
 fn bench_ttft_command(args: TtftArgs) -> anyhow::Result<()> {
     ratios_valid(&[args.ratio])?;
     let (model, tokenizer) = args.model.load()?;
-    let base = args.model.base(model.config().num_layers())?;
+    let base = args.model.base(model.config())?;
     let evaluator = Evaluator::new(&model, &tokenizer, base, 1);
     let spec = TtftSpec {
         contexts: args.context_tokens,

@@ -96,7 +96,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let tokenizer = TextTokenizer::from_path(&args.model)
         .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
-    let config = args.reuse.config(model.config().num_layers())?;
+    let config = args.reuse.config(model.config())?;
     let documents = read_documents(&args.documents, args.documents_file.as_deref())?;
     tracing::info!(
         load_ms = started.elapsed().as_millis() as u64,

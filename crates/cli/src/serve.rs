@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts, StrategyKind};
-use prophetkv_model::TextTokenizer;
+use prophetkv_engine::{EngineConfig, EngineHandle, EngineParts, ProphetOptions, StrategyKind};
+use prophetkv_model::{ModelConfig, TextTokenizer};
+use prophetkv_reuse::Fusion;
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
 use prophetkv_server::{AppState, ServeOptions, ServerConfig};
@@ -85,6 +86,15 @@ pub struct ServeArgs {
     /// Default recompute ratio [default: 0.2].
     #[arg(long, env = "PROPHETKV_RECOMPUTE_RATIO")]
     pub recompute_ratio: Option<f64>,
+    /// ProphetKV's layer fusion: auto, mean, max or visible [default: auto,
+    /// the model's: max with sliding-window layers, mean without].
+    #[arg(long, env = "PROPHETKV_FUSION")]
+    pub fusion: Option<String>,
+    /// ProphetKV's spread: a row also scores as high as any of this many
+    /// rows before it in its document [default: the model's: 4 with
+    /// sliding-window layers, 0 without].
+    #[arg(long, env = "PROPHETKV_SPREAD")]
+    pub spread: Option<usize>,
     /// Most sequences per decode step [default: 16].
     #[arg(long, env = "PROPHETKV_MAX_BATCH")]
     pub max_batch: Option<usize>,
@@ -153,6 +163,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&ratio) {
         anyhow::bail!("recompute_ratio must be within [0, 1], got {ratio}");
     }
+    let fusion = configured_fusion(args.fusion.as_deref().unwrap_or(&file.reuse.fusion))?;
     let host: IpAddr = match args.host {
         Some(h) => h,
         None => file
@@ -166,6 +177,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store_config = args.store.config(file.store, &settings.device)?;
 
     let (model, tokenizer, store) = runtime::open(&source, &settings, &store_config)?;
+    let prophet = prophet_options(model.config(), fusion, args.spread.or(file.reuse.spread));
+    tracing::info!(fusion = ?prophet.fusion, spread = prophet.spread, "ProphetKV selection");
     let store = Arc::new(store.with_quota(quota));
     let engine_config = EngineConfig {
         max_batch: args.max_batch.unwrap_or(file.engine.max_batch).max(1),
@@ -199,6 +212,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             model: args.model_name.clone().unwrap_or(file.model.name),
             strategy,
             ratio,
+            prophet,
             chat_max_tokens: args.chat_max_tokens.unwrap_or(file.engine.chat_max_tokens),
             chat_template,
         },
@@ -255,4 +269,28 @@ fn chat_template(
     .context("compiling the chat template")?;
     tracing::info!("chat uses the model's chat template");
     Ok(Some(Arc::new(template)))
+}
+
+/// The configured fusion; `None` for "auto" (the model's).
+fn configured_fusion(text: &str) -> anyhow::Result<Option<Fusion>> {
+    if text == "auto" {
+        return Ok(None);
+    }
+    let fusion = text.parse::<Fusion>().context("reuse.fusion (or auto)")?;
+    Ok(Some(fusion))
+}
+
+/// ProphetKV's selection: the model's default ([`ProphetOptions::for_model`])
+/// where the fusion or the spread is not configured.
+fn prophet_options(
+    model: &ModelConfig,
+    fusion: Option<Fusion>,
+    spread: Option<usize>,
+) -> ProphetOptions {
+    let defaults = ProphetOptions::for_model(model);
+    ProphetOptions {
+        fusion: fusion.unwrap_or(defaults.fusion),
+        spread: spread.unwrap_or(defaults.spread),
+        ..defaults
+    }
 }

@@ -1,6 +1,7 @@
 //! Command-line options that configure document reuse (shared by subcommands).
 
 use clap::{Args, ValueEnum};
+use prophetkv_model::ModelConfig;
 use prophetkv_reuse::{
     Budget, Fusion, Granularity, Probe, ProphetOptions, Resume, ReuseConfig, Signal, StrategyKind,
 };
@@ -54,14 +55,14 @@ pub struct StrategyArgs {
 }
 
 impl StrategyArgs {
-    /// The validated reuse configuration.
-    pub fn config(&self, num_layers: usize) -> anyhow::Result<ReuseConfig> {
+    /// The validated reuse configuration for `model`.
+    pub fn config(&self, model: &ModelConfig) -> anyhow::Result<ReuseConfig> {
         let config = ReuseConfig {
             strategy: self.strategy,
             ratio: self.ratio,
-            ..self.options.config()
+            ..self.options.config(model)
         };
-        config.validate(num_layers)?;
+        config.validate(model.num_layers())?;
         Ok(config)
     }
 }
@@ -75,9 +76,10 @@ pub struct ReuseOptionArgs {
     /// ProphetKV Stage I score of a row.
     #[arg(long, value_enum, default_value = "attention")]
     signal: SignalArg,
-    /// ProphetKV layer fusion.
-    #[arg(long, value_enum, default_value = "max")]
-    fusion: FusionArg,
+    /// ProphetKV layer fusion [default: max on models with sliding-window
+    /// layers, mean on all-global ones].
+    #[arg(long, value_enum)]
+    fusion: Option<FusionArg>,
     /// ProphetKV scoring layers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     score_layers: Vec<usize>,
@@ -85,9 +87,10 @@ pub struct ReuseOptionArgs {
     #[arg(long)]
     block: Option<usize>,
     /// ProphetKV: a row also scores as high as any of this many rows before
-    /// it in its document (0: off).
-    #[arg(long, default_value_t = 4)]
-    spread: usize,
+    /// it in its document (0: off) [default: 4 on models with sliding-window
+    /// layers, 0 on all-global ones].
+    #[arg(long)]
+    spread: Option<usize>,
     /// ProphetKV recomputes, per request, the fewest top rows holding this
     /// share of Stage I's score, instead of the ratio's fixed count.
     #[arg(long)]
@@ -122,9 +125,17 @@ pub struct ReuseOptionArgs {
 }
 
 impl ReuseOptionArgs {
-    /// The options over the default strategy and ratio (validated by the
+    /// Whether ProphetKV's budget is set per request (`--mass`), so that
+    /// its ratio does not apply.
+    pub fn budget_per_request(&self) -> bool {
+        self.mass.is_some()
+    }
+
+    /// The options over the default strategy and ratio, and over `model`'s
+    /// default selection where an option is not given (validated by the
     /// caller once those are set).
-    pub fn config(&self) -> ReuseConfig {
+    pub fn config(&self, model: &ModelConfig) -> ReuseConfig {
+        let defaults = ProphetOptions::for_model(model);
         ReuseConfig {
             first_doc_eligible: self.first_doc_eligible,
             prophet: ProphetOptions {
@@ -136,14 +147,14 @@ impl ReuseOptionArgs {
                     SignalArg::Attention => Signal::Attention,
                     SignalArg::Flow => Signal::Flow,
                 },
-                fusion: match self.fusion {
+                fusion: self.fusion.map_or(defaults.fusion, |f| match f {
                     FusionArg::Mean => Fusion::Mean,
                     FusionArg::Max => Fusion::Max,
                     FusionArg::Visible => Fusion::Visible,
-                },
+                }),
                 score_layers: (!self.score_layers.is_empty()).then(|| self.score_layers.clone()),
                 granularity: self.block.map_or(Granularity::Token, Granularity::Block),
-                spread: self.spread,
+                spread: self.spread.unwrap_or(defaults.spread),
                 budget: self.mass.map_or(Budget::Fixed, |share| Budget::Mass {
                     share,
                     floor: self.mass_floor,

@@ -347,6 +347,56 @@ fn eval_on_the_tiny_model_prints_the_table_and_writes_reports_and_plots() {
 }
 
 #[test]
+fn eval_against_another_run_pairs_its_prophetkv_arm_task_by_task() {
+    let lines = [tiny_task_line("a"), tiny_task_line("b")];
+    let common = [
+        "--strategies",
+        "full,prophetkv",
+        "--ratios",
+        "0.5",
+        "--max-new-tokens",
+        "2",
+    ];
+    let (o, first, dir) = eval_tiny(&lines, &[&common[..], &["--spread", "0"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (model, tasks) = (dir.path().join("model"), dir.path().join("t.jsonl"));
+    let second = dir.path().join("second");
+    let args = [
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--tasks",
+            tasks.to_str().unwrap(),
+            "--out",
+            second.to_str().unwrap(),
+            "--against",
+            first.to_str().unwrap(),
+        ][..],
+        &common[..],
+    ]
+    .concat();
+    let o = prophetkv(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = format!(
+        "| prophetkv@0.5 | prophetkv@0.5 ({}) | 2 |",
+        first.display()
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&row), "{row}");
+    // --status pairs the same way; a directory without outcomes is an error.
+    let status = prophetkv(&[&args[..], &["--status"]].concat());
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&row));
+    let empty = dir.path().join("empty");
+    let mut bad = args.clone();
+    let at = bad
+        .iter()
+        .position(|a| *a == first.to_str().unwrap())
+        .unwrap();
+    bad[at] = empty.to_str().unwrap();
+    assert_one_line_error(&prophetkv(&bad), "no outcomes there");
+}
+
+#[test]
 fn eval_with_a_malformed_task_file_names_the_line_and_writes_no_results() {
     let lines = [tiny_task_line("a"), r#"{"id": "b"}"#.to_string()];
     let (o, out, _dir) = eval_tiny(&lines, &[]);
@@ -446,4 +496,15 @@ fn serve_on_a_device_this_binary_cannot_use_is_a_one_line_error() {
             .unwrap();
         assert_one_line_error(&out, needle);
     }
+}
+
+#[test]
+fn serve_with_an_unknown_fusion_is_a_one_line_error() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prophetkv"))
+        .args(["serve", "--fusion", "median", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "\"median\" is not one of mean, max, visible");
 }

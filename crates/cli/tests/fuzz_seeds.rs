@@ -11,7 +11,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use prophetkv_engine::validate::Limits;
-use prophetkv_engine::StrategyKind;
+use prophetkv_engine::{ProphetOptions, StrategyKind};
 use prophetkv_model::testing::{tokens, write_tiny, Tiny, ALL};
 use prophetkv_model::{load_model, DocCache, TextTokenizer};
 use prophetkv_server::chat_template::ChatTemplate;
@@ -336,6 +336,7 @@ fn check_requests(seeds: &Seeds) {
         model: "served".into(),
         strategy: StrategyKind::ProphetKv,
         ratio: 0.2,
+        prophet: ProphetOptions::default(),
         chat_max_tokens: 256,
         chat_template: Some(template.into()),
     };

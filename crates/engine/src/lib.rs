@@ -60,5 +60,5 @@ pub use validate::{Limits, ValidRequest, MAX_STOP_STRINGS};
 /// Types of the layers below that the engine's API hands out, so that its
 /// callers need not depend on those crates.
 pub use prophetkv_model::ModelError;
-pub use prophetkv_reuse::{ReuseConfig, ReuseError, ReuseStats, StrategyKind};
+pub use prophetkv_reuse::{ProphetOptions, ReuseConfig, ReuseError, ReuseStats, StrategyKind};
 pub use prophetkv_store::{DocumentRecord, NewDocument, StoreError, StoreStats, Tier};

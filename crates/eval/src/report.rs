@@ -192,6 +192,9 @@ pub struct Comparison {
     pub arm: Arm,
     /// The arm it is compared with.
     pub against: Arm,
+    /// The run directory `against` comes from, when not this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against_run: Option<String>,
     /// Tasks both arms ran.
     pub tasks: usize,
     /// Tasks ProphetKV answers correctly and `against` does not.
@@ -205,45 +208,69 @@ pub struct Comparison {
 /// Every ProphetKV arm against each other arm with the same ratio, and
 /// against `naive`, over all outcomes.
 pub fn compare(outcomes: &[Outcome], arms: &[Arm]) -> Vec<Comparison> {
-    let correct = |arm: &Arm| -> HashMap<&str, bool> {
-        outcomes
-            .iter()
-            .filter(|o| o.arm == *arm)
-            .map(|o| (o.id.as_str(), o.correct))
-            .collect()
-    };
     let mut out = Vec::new();
     for arm in arms
         .iter()
         .filter(|a| a.strategy == StrategyKind::ProphetKv)
     {
-        let mine = correct(arm);
         let others = arms.iter().filter(|b| {
             b.strategy != StrategyKind::ProphetKv
                 && (b.ratio == arm.ratio || b.strategy == StrategyKind::Naive)
         });
         for against in others {
-            let theirs = correct(against);
-            let (mut tasks, mut wins, mut losses) = (0, 0, 0);
-            for (id, &a) in &mine {
-                let Some(&b) = theirs.get(id) else { continue };
-                tasks += 1;
-                wins += usize::from(a && !b);
-                losses += usize::from(b && !a);
-            }
-            if tasks > 0 {
-                out.push(Comparison {
-                    arm: *arm,
-                    against: *against,
-                    tasks,
-                    wins,
-                    losses,
-                    p_value: sign_test(wins, losses),
-                });
-            }
+            out.extend(paired(outcomes, arm, outcomes, against, None));
         }
     }
     out
+}
+
+/// Every ProphetKV arm against the same arm of another run (`run` names it:
+/// other options, another preamble), on the tasks both ran.
+pub fn compare_with_run(
+    outcomes: &[Outcome],
+    arms: &[Arm],
+    theirs: &[Outcome],
+    run: &str,
+) -> Vec<Comparison> {
+    arms.iter()
+        .filter(|a| a.strategy == StrategyKind::ProphetKv)
+        .filter_map(|arm| paired(outcomes, arm, theirs, arm, Some(run)))
+        .collect()
+}
+
+/// `arm` of `mine` against `against` of `theirs`, task by task; `None`
+/// when they share no task.
+fn paired(
+    mine: &[Outcome],
+    arm: &Arm,
+    theirs: &[Outcome],
+    against: &Arm,
+    against_run: Option<&str>,
+) -> Option<Comparison> {
+    let correct = |outcomes: &[Outcome], arm: &Arm| -> HashMap<String, bool> {
+        outcomes
+            .iter()
+            .filter(|o| o.arm == *arm)
+            .map(|o| (o.id.clone(), o.correct))
+            .collect()
+    };
+    let (a, b) = (correct(mine, arm), correct(theirs, against));
+    let (mut tasks, mut wins, mut losses) = (0, 0, 0);
+    for (id, &x) in &a {
+        let Some(&y) = b.get(id) else { continue };
+        tasks += 1;
+        wins += usize::from(x && !y);
+        losses += usize::from(y && !x);
+    }
+    (tasks > 0).then(|| Comparison {
+        arm: *arm,
+        against: *against,
+        against_run: against_run.map(str::to_string),
+        tasks,
+        wins,
+        losses,
+        p_value: sign_test(wins, losses),
+    })
 }
 
 /// A markdown table of `comparisons`.
@@ -255,7 +282,10 @@ pub fn comparison_markdown(comparisons: &[Comparison]) -> String {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {:.3} |\n",
             c.arm.label(),
-            c.against.label(),
+            match &c.against_run {
+                Some(run) => format!("{} ({run})", c.against.label()),
+                None => c.against.label(),
+            },
             c.tasks,
             c.wins,
             c.losses,
@@ -400,5 +430,29 @@ mod tests {
         assert!((blend.p_value - 16.0 / 128.0).abs() < 1e-12);
         assert!(comparison_markdown(&c)
             .contains("| prophetkv@0.2 | cacheblend@0.2 | 7 | 6 | 1 | 0.125 |"));
+    }
+
+    #[test]
+    fn prophetkv_is_compared_with_the_same_arm_of_another_run_on_shared_tasks() {
+        let (full, pkv) = full_and_prophetkv();
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        // Tasks t0..t4 in both runs (mine right on t0..t2, theirs on t2..t4
+        // but t3 and t4 wrong in mine: 2 wins, 2 losses); t5 in mine only.
+        for i in 0..6 {
+            let id = format!("t{i}");
+            mine.push(outcome(&id, full, "", true, 1.0));
+            mine.push(outcome(&id, pkv, "", i <= 2 || i == 5, 1.0));
+            if i < 5 {
+                theirs.push(outcome(&id, pkv, "", i >= 2, 1.0));
+            }
+        }
+        let c = compare_with_run(&mine, &[full, pkv], &theirs, "paper-run");
+        assert_eq!(c.len(), 1, "only ProphetKV arms are paired");
+        assert_eq!((c[0].tasks, c[0].wins, c[0].losses), (5, 2, 2));
+        assert_eq!(c[0].against_run.as_deref(), Some("paper-run"));
+        assert!(comparison_markdown(&c)
+            .contains("| prophetkv@0.2 | prophetkv@0.2 (paper-run) | 5 | 2 | 2 | 1.000 |"));
+        assert!(compare_with_run(&mine, &[full, pkv], &[], "none").is_empty());
     }
 }

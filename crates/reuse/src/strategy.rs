@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use prophetkv_model::ModelConfig;
 use serde::Serialize;
 
 use crate::{Result, ReuseError};
@@ -107,6 +108,21 @@ pub enum Fusion {
     Visible,
 }
 
+impl FromStr for Fusion {
+    type Err = ReuseError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "mean" => Ok(Fusion::Mean),
+            "max" => Ok(Fusion::Max),
+            "visible" => Ok(Fusion::Visible),
+            _ => Err(ReuseError::Option {
+                name: "fusion",
+                reason: format!("{s:?} is not one of mean, max, visible"),
+            }),
+        }
+    }
+}
+
 /// Unit of selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,6 +196,8 @@ pub struct ProphetOptions {
 }
 
 impl Default for ProphetOptions {
+    /// The selection for models with sliding-window layers (see
+    /// [`ProphetOptions::for_model`]).
     fn default() -> Self {
         Self {
             probe: Probe::Attend,
@@ -191,6 +209,27 @@ impl Default for ProphetOptions {
             budget: Budget::Fixed,
             resume: None,
             probes: 1,
+        }
+    }
+}
+
+impl ProphetOptions {
+    /// The default selection for a model, by its attention. With
+    /// sliding-window layers (Gemma 3): max fusion and a spread of 4, so
+    /// that rows a windowed layer attends to and an answer right after the
+    /// matched words both rank high. With global attention in every layer
+    /// (Llama, SmolLM2): the paper's mean fusion without spread, which wins
+    /// there (docs/RESULTS.md, "The second family").
+    pub fn for_model(config: &ModelConfig) -> Self {
+        let windowed = config.layers.iter().any(|l| l.sliding_window.is_some());
+        if windowed {
+            Self::default()
+        } else {
+            Self {
+                fusion: Fusion::Mean,
+                spread: 0,
+                ..Self::default()
+            }
         }
     }
 }
@@ -226,6 +265,15 @@ impl Default for ReuseConfig {
 }
 
 impl ReuseConfig {
+    /// The defaults with the model's default selection
+    /// ([`ProphetOptions::for_model`]).
+    pub fn for_model(config: &ModelConfig) -> Self {
+        Self {
+            prophet: ProphetOptions::for_model(config),
+            ..Self::default()
+        }
+    }
+
     /// Layers whose input the documents must keep for this configuration
     /// (see [`crate::compute_doc_cache_keeping`]): none unless ProphetKV
     /// resumes rows at a middle layer.

@@ -4,9 +4,9 @@ use prophetkv_model::testing::{max_abs_diff, tiny, tokens, Tiny, ALL};
 use prophetkv_model::Model;
 use prophetkv_reuse::select::{budget, rows_for_mass};
 use prophetkv_reuse::{
-    compute_doc_cache, compute_doc_cache_keeping, run, Budget, CachedDocuments, DocCache,
-    Granularity, Piece, Probe, Resume, ReuseConfig, ReuseError, ReuseOutput, ReuseRequest, Signal,
-    StrategyKind,
+    compute_doc_cache, compute_doc_cache_keeping, run, Budget, CachedDocuments, DocCache, Fusion,
+    Granularity, Piece, Probe, ProphetOptions, Resume, ReuseConfig, ReuseError, ReuseOutput,
+    ReuseRequest, Signal, StrategyKind,
 };
 
 const TOL: f32 = 1e-4;
@@ -329,6 +329,31 @@ fn visible_fusion_scores_rows_outside_every_window_by_the_global_layers_alone() 
         assert!(
             (a - g).abs() > 1e-6,
             "row {i} is inside the windows, judged by all three layers: {a} vs {g}"
+        );
+    }
+}
+
+#[test]
+fn windowed_models_default_to_max_fusion_with_spread_and_global_ones_to_the_papers_selection() {
+    let (_dir, gemma) = tiny(Tiny::Gemma3);
+    let windowed = ProphetOptions::for_model(gemma.config());
+    assert_eq!(windowed, ProphetOptions::default());
+    assert_eq!((windowed.fusion, windowed.spread), (Fusion::Max, 4));
+    for kind in [Tiny::Llama, Tiny::Qwen3, Tiny::Qwen2] {
+        let (_dir, model) = tiny(kind);
+        let global = ReuseConfig::for_model(model.config());
+        assert_eq!(
+            (global.prophet.fusion, global.prophet.spread),
+            (Fusion::Mean, 0),
+            "{kind:?}"
+        );
+        assert_eq!(
+            global.prophet,
+            ProphetOptions {
+                fusion: Fusion::Mean,
+                spread: 0,
+                ..ProphetOptions::default()
+            }
         );
     }
 }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use prophetkv_engine::{
-    DocumentRef, GenerateRequest, OutputConstraint, PromptText, ReuseConfig, SamplingParams,
-    Segment, StrategyKind, TextPiece,
+    DocumentRef, GenerateRequest, OutputConstraint, PromptText, ProphetOptions, ReuseConfig,
+    SamplingParams, Segment, StrategyKind, TextPiece,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -357,6 +357,9 @@ pub struct Defaults {
     pub strategy: StrategyKind,
     /// Ratio when a request names none.
     pub ratio: f64,
+    /// ProphetKV's selection options (the served model's default, or the
+    /// config's).
+    pub prophet: ProphetOptions,
     /// `max_tokens` for chat when a request names none.
     pub chat_max_tokens: usize,
     /// The model's chat template; `None`: the plain layout.
@@ -512,6 +515,7 @@ fn map_common(
         reuse: ReuseConfig {
             strategy,
             ratio: reuse.recompute_ratio.unwrap_or(defaults.ratio),
+            prophet: defaults.prophet.clone(),
             ..ReuseConfig::default()
         },
         sampling: SamplingParams {

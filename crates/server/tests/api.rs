@@ -7,7 +7,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use prophetkv_engine::testing::{tiny_engine, RedisServer, RemoteConfig, TinyEngine};
-use prophetkv_engine::{EngineConfig, StrategyKind};
+use prophetkv_engine::{EngineConfig, ProphetOptions, StrategyKind};
 use prophetkv_model::testing::{tiny_text, tokens};
 use prophetkv_server::chat_template::ChatTemplate;
 use prophetkv_server::openai::Defaults;
@@ -44,6 +44,7 @@ fn app_on(
             model: "tiny".into(),
             strategy: StrategyKind::ProphetKv,
             ratio: 0.2,
+            prophet: ProphetOptions::default(),
             chat_max_tokens: 16,
             chat_template,
         },
