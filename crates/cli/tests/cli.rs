@@ -306,8 +306,15 @@ fn tiny_model_and_tasks(
 /// Runs `prophetkv eval` on a tiny model over a task file of `lines`;
 /// returns the output and the run directory.
 fn eval_tiny(lines: &[String], extra: &[&str]) -> (Output, std::path::PathBuf, tempfile::TempDir) {
-    let (dir, model, tasks) = tiny_model_and_tasks(lines);
+    let (dir, _model, _tasks) = tiny_model_and_tasks(lines);
     let out = dir.path().join("out");
+    (eval_in(dir.path(), &out, extra), out, dir)
+}
+
+/// Runs `prophetkv eval` on the model and tasks of a `tiny_model_and_tasks`
+/// directory into `out`.
+fn eval_in(dir: &Path, out: &Path, extra: &[&str]) -> Output {
+    let (model, tasks) = (dir.join("model"), dir.join("t.jsonl"));
     let mut args = vec![
         "eval",
         "--model",
@@ -318,7 +325,7 @@ fn eval_tiny(lines: &[String], extra: &[&str]) -> (Output, std::path::PathBuf, t
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    (prophetkv(&args), out, dir)
+    prophetkv(&args)
 }
 
 #[test]
@@ -359,24 +366,9 @@ fn eval_against_another_run_pairs_its_prophetkv_arm_task_by_task() {
     ];
     let (o, first, dir) = eval_tiny(&lines, &[&common[..], &["--spread", "0"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (model, tasks) = (dir.path().join("model"), dir.path().join("t.jsonl"));
     let second = dir.path().join("second");
-    let args = [
-        &[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--tasks",
-            tasks.to_str().unwrap(),
-            "--out",
-            second.to_str().unwrap(),
-            "--against",
-            first.to_str().unwrap(),
-        ][..],
-        &common[..],
-    ]
-    .concat();
-    let o = prophetkv(&args);
+    let against = [&common[..], &["--against", first.to_str().unwrap()]].concat();
+    let o = eval_in(dir.path(), &second, &against);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let row = format!(
         "| prophetkv@0.5 | prophetkv@0.5 ({}) | 2 |",
@@ -384,16 +376,11 @@ fn eval_against_another_run_pairs_its_prophetkv_arm_task_by_task() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains(&row), "{row}");
     // --status pairs the same way; a directory without outcomes is an error.
-    let status = prophetkv(&[&args[..], &["--status"]].concat());
+    let status = eval_in(dir.path(), &second, &[&against[..], &["--status"]].concat());
     assert!(String::from_utf8_lossy(&status.stdout).contains(&row));
     let empty = dir.path().join("empty");
-    let mut bad = args.clone();
-    let at = bad
-        .iter()
-        .position(|a| *a == first.to_str().unwrap())
-        .unwrap();
-    bad[at] = empty.to_str().unwrap();
-    assert_one_line_error(&prophetkv(&bad), "no outcomes there");
+    let bad = [&common[..], &["--against", empty.to_str().unwrap()]].concat();
+    assert_one_line_error(&eval_in(dir.path(), &second, &bad), "no outcomes there");
 }
 
 #[test]
