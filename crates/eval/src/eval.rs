@@ -123,15 +123,9 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// Where a run directory stands: how many of `tasks` have every arm done,
-/// and the tables over those tasks alone. Reads only; writes nothing.
-pub fn partial_summary(tasks: &[Task], arms: &[Arm], dir: &Path) -> Result<(usize, Vec<Row>)> {
-    let (done, outcomes) = partial_outcomes(tasks, arms, dir)?;
-    Ok((done, summarize(&outcomes, arms)))
-}
-
-/// How many of `tasks` have every arm done in `dir`, and those tasks'
-/// outcomes. Reads only; writes nothing.
+/// Where a run directory stands: how many of `tasks` have every arm done
+/// in `dir`, and those tasks' outcomes (for the tables over them alone).
+/// Reads only; writes nothing.
 pub fn partial_outcomes(tasks: &[Task], arms: &[Arm], dir: &Path) -> Result<(usize, Vec<Outcome>)> {
     let recorded = Journal::read_outcomes(dir)?;
     let mut outcomes = Vec::new();

@@ -213,12 +213,14 @@ pub fn compare(outcomes: &[Outcome], arms: &[Arm]) -> Vec<Comparison> {
         .iter()
         .filter(|a| a.strategy == StrategyKind::ProphetKv)
     {
+        let mine = correct(outcomes, arm);
         let others = arms.iter().filter(|b| {
             b.strategy != StrategyKind::ProphetKv
                 && (b.ratio == arm.ratio || b.strategy == StrategyKind::Naive)
         });
         for against in others {
-            out.extend(paired(outcomes, arm, outcomes, against, None));
+            let theirs = correct(outcomes, against);
+            out.extend(paired(arm, &mine, against, &theirs, None));
         }
     }
     out
@@ -234,30 +236,34 @@ pub fn compare_with_run(
 ) -> Vec<Comparison> {
     arms.iter()
         .filter(|a| a.strategy == StrategyKind::ProphetKv)
-        .filter_map(|arm| paired(outcomes, arm, theirs, arm, Some(run)))
+        .filter_map(|arm| {
+            let (mine, other) = (correct(outcomes, arm), correct(theirs, arm));
+            paired(arm, &mine, arm, &other, Some(run))
+        })
         .collect()
 }
 
-/// `arm` of `mine` against `against` of `theirs`, task by task; `None`
-/// when they share no task.
+/// Whether `arm` answered each task correctly, by task id.
+fn correct<'a>(outcomes: &'a [Outcome], arm: &Arm) -> HashMap<&'a str, bool> {
+    outcomes
+        .iter()
+        .filter(|o| o.arm == *arm)
+        .map(|o| (o.id.as_str(), o.correct))
+        .collect()
+}
+
+/// `arm` (its answers `mine`) against `against` (`theirs`), task by task;
+/// `None` when they share no task.
 fn paired(
-    mine: &[Outcome],
     arm: &Arm,
-    theirs: &[Outcome],
+    mine: &HashMap<&str, bool>,
     against: &Arm,
+    theirs: &HashMap<&str, bool>,
     against_run: Option<&str>,
 ) -> Option<Comparison> {
-    let correct = |outcomes: &[Outcome], arm: &Arm| -> HashMap<String, bool> {
-        outcomes
-            .iter()
-            .filter(|o| o.arm == *arm)
-            .map(|o| (o.id.clone(), o.correct))
-            .collect()
-    };
-    let (a, b) = (correct(mine, arm), correct(theirs, against));
     let (mut tasks, mut wins, mut losses) = (0, 0, 0);
-    for (id, &x) in &a {
-        let Some(&y) = b.get(id) else { continue };
+    for (id, &x) in mine {
+        let Some(&y) = theirs.get(id) else { continue };
         tasks += 1;
         wins += usize::from(x && !y);
         losses += usize::from(y && !x);

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use prophetkv_eval::eval::{evaluate, partial_summary, Progress, RunIdentity};
+use prophetkv_eval::eval::{evaluate, partial_outcomes, Progress, RunIdentity};
+use prophetkv_eval::report::summarize;
 use prophetkv_eval::run::{Arm, Evaluator};
 use prophetkv_eval::task::{Match, Task};
 use prophetkv_model::testing::{tiny_text, tokens, write_tiny, Tiny};
@@ -179,7 +180,8 @@ fn an_interrupted_eval_redoes_only_the_torn_task() {
     std::fs::write(&path, torn).unwrap();
     std::fs::remove_file(out.path().join("results.json")).unwrap();
     // The status view counts only tasks with every arm done, and writes nothing.
-    let (done, rows) = partial_summary(&tasks, &arms, out.path()).unwrap();
+    let (done, outcomes) = partial_outcomes(&tasks, &arms, out.path()).unwrap();
+    let rows = summarize(&outcomes, &arms);
     assert_eq!(done, 2);
     assert!(rows.iter().all(|r| r.tasks == 2), "{rows:?}");
     assert!(!out.path().join("results.json").exists());
