@@ -378,8 +378,13 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     if args.status {
         let (done, outcomes) = partial_outcomes(&tasks, &arms, &args.out)?;
+        let scope = if done < tasks.len() {
+            " (partial: the tables cover those tasks only)"
+        } else {
+            ""
+        };
         return print_line(&format!(
-            "{done} of {} tasks done in {} (partial: the tables cover those tasks only)\n\n{}{}",
+            "{done} of {} tasks done in {}{scope}\n\n{}{}",
             tasks.len(),
             args.out.display(),
             markdown(&summarize(&outcomes, &arms)),

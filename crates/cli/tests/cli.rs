@@ -377,7 +377,11 @@ fn eval_against_another_run_pairs_its_prophetkv_arm_task_by_task() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(&row), "{row}");
     // --status pairs the same way; a directory without outcomes is an error.
     let status = eval_in(dir.path(), &second, &[&against[..], &["--status"]].concat());
-    assert!(String::from_utf8_lossy(&status.stdout).contains(&row));
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&row), "{status}");
+    // A finished run's status is not called partial.
+    assert!(status.starts_with("2 of 2 tasks done in "), "{status}");
+    assert!(!status.contains("partial"), "{status}");
     let empty = dir.path().join("empty");
     let bad = [&common[..], &["--against", empty.to_str().unwrap()]].concat();
     assert_one_line_error(&eval_in(dir.path(), &second, &bad), "no outcomes there");
