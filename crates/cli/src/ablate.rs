@@ -13,7 +13,7 @@ use prophetkv_model::ModelConfig;
 use prophetkv_reuse::ReuseConfig;
 
 use crate::eval::WeightArgs;
-use crate::output::print_line;
+use crate::output::{print_line, status_line};
 use crate::strategy_args::StrategyArgs;
 
 /// Arguments of `prophetkv ablate`.
@@ -114,11 +114,8 @@ pub fn run(args: AblateArgs) -> anyhow::Result<()> {
         let trials = load_trials(&args.out.join("trials.jsonl"), &variants)?;
         let done = trials.iter().filter(|t| t.variant == "full").count();
         let table = ablation_markdown(&summarize(&trials, &variants));
-        return print_line(&format!(
-            "{done} of {} tasks done by full and every variant in {} (partial: the table covers those tasks only)\n\n{table}",
-            tasks.len(),
-            args.out.display()
-        ));
+        let status = status_line(done, tasks.len(), " by full and every variant", &args.out);
+        return print_line(&format!("{status}\n\n{table}"));
     }
     // The base only configures `full`; every variant carries its own options.
     let base = ReuseConfig::for_model(model.config());

@@ -21,7 +21,7 @@ use prophetkv_model::{DType, Model, ModelConfig, TextTokenizer};
 use prophetkv_reuse::{ReuseConfig, StrategyKind};
 
 use crate::generate::DEFAULT_MODEL;
-use crate::output::print_line;
+use crate::output::{print_line, status_line};
 use crate::runtime::ModelSource;
 use crate::strategy_args::{parse_strategy, ReuseOptionArgs};
 
@@ -378,15 +378,9 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     };
     if args.status {
         let (done, outcomes) = partial_outcomes(&tasks, &arms, &args.out)?;
-        let scope = if done < tasks.len() {
-            " (partial: the tables cover those tasks only)"
-        } else {
-            ""
-        };
         return print_line(&format!(
-            "{done} of {} tasks done in {}{scope}\n\n{}{}",
-            tasks.len(),
-            args.out.display(),
+            "{}\n\n{}{}",
+            status_line(done, tasks.len(), "", &args.out),
             markdown(&summarize(&outcomes, &arms)),
             comparisons(&outcomes, &arms, against.as_ref()),
         ));

@@ -11,3 +11,17 @@ pub fn print_line(text: &str) -> anyhow::Result<()> {
         other => Ok(other?),
     }
 }
+
+/// The first line of a `--status` report: how many of `total` tasks are
+/// done in `dir` and, while some are not, that the tables cover only those.
+pub fn status_line(done: usize, total: usize, what: &str, dir: &std::path::Path) -> String {
+    let scope = if done < total {
+        " (partial: the tables cover those tasks only)"
+    } else {
+        ""
+    };
+    format!(
+        "{done} of {total} tasks done{what} in {}{scope}",
+        dir.display()
+    )
+}

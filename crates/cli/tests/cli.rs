@@ -432,8 +432,8 @@ fn eval_status_reads_the_journal_and_a_closed_stdout_is_not_a_panic() {
 fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_error() {
     let (dir, model, tasks) = tiny_model_and_tasks(&[tiny_task_line("a"), tiny_task_line("b")]);
     let out = dir.path().join("out");
-    let run = |variant: &str| {
-        prophetkv(&[
+    let run_with = |variant: &str, extra: &[&str]| {
+        let args = [
             "ablate",
             "--model",
             model.to_str().unwrap(),
@@ -449,8 +449,10 @@ fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_
             "naive=--strategy naive",
             "--variant",
             variant,
-        ])
+        ];
+        prophetkv(&[&args[..], extra].concat())
     };
+    let run = |variant: &str| run_with(variant, &[]);
     let o = run("vis=--fusion visible --ratio 0.5");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -468,6 +470,14 @@ fn ablate_on_the_tiny_model_prints_each_variant_and_a_bad_variant_is_a_one_line_
         "one task (--n 1) × full + 2 variants"
     );
     assert!(out.join("ablation.md").is_file());
+    // Every task done: the status is not called partial.
+    let status = run_with("vis=--fusion visible --ratio 0.5", &["--status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.starts_with("1 of 1 tasks done by full and every variant in "),
+        "{status}"
+    );
+    assert!(!status.contains("partial"), "{status}");
 
     assert_one_line_error(&run("bad=--fusion median"), "variant bad");
     assert_one_line_error(&run("--fusion max"), "NAME=OPTIONS");
