@@ -10,20 +10,9 @@ variant against BASE task by task (wins–losses with a two-sided sign test).
     scripts/pair-ablation.py default eval-out/smol-held/ablate-odd/trials.jsonl eval-out/smol-held/ablate-even/trials.jsonl
 """
 import json
-import math
 import sys
-from math import comb
 
-
-def sign_test(wins: int, losses: int) -> float:
-    n, k = wins + losses, min(wins, losses)
-    return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
-
-
-def mean_se(xs):
-    m = sum(xs) / len(xs)
-    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
-    return m, se
+from pairing import mean_se, sign_test
 
 
 def main() -> None:

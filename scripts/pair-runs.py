@@ -9,9 +9,10 @@ runs finished.
     scripts/pair-runs.py docs/results/runs/gemma-preamble eval-out/gemma-longpre
 """
 import json
-import math
 import sys
 from pathlib import Path
+
+from pairing import mean_se
 
 
 def arms(run: Path):
@@ -43,8 +44,7 @@ def main() -> None:
         for i in ids
     }
     diffs = [b[i]["gold_logprob"] - a[i]["gold_logprob"] for i in ids]
-    mean = sum(diffs) / len(diffs)
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    mean, se = mean_se(diffs)
     print(f"tasks: {len(ids)}")
     print(f"correct: first {sum(a[i]['correct'] for i in ids)}, second {sum(b[i]['correct'] for i in ids)}")
     print(f"agrees with full: first {sum(x for x, _ in agrees.values())}, "
