@@ -28,6 +28,9 @@ pub enum SignalArg {
     Attention,
     /// The probability times the norm of the row's value.
     Flow,
+    /// The probability times the row's deviation from full prefill
+    /// (an ablation's upper bound: it runs a full prefill).
+    OracleDeviation,
 }
 
 /// Layer fusion of Stage I scores.
@@ -146,6 +149,7 @@ impl ReuseOptionArgs {
                 signal: match self.signal {
                     SignalArg::Attention => Signal::Attention,
                     SignalArg::Flow => Signal::Flow,
+                    SignalArg::OracleDeviation => Signal::OracleDeviation,
                 },
                 fusion: self.fusion.map_or(defaults.fusion, |f| match f {
                     FusionArg::Mean => Fusion::Mean,

@@ -17,6 +17,7 @@
 
 mod backbone;
 mod cache;
+mod deviation;
 mod error;
 mod layout;
 mod run;

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use prophetkv_model::{Forward, Kv, Observe, Rows};
 
 use crate::backbone::Backbone;
+use crate::deviation::kv_gaps;
 use crate::layout::{assemble, Layout, Piece};
 use crate::select::{
     budget, fuse, leading_rows, normalise, random_rows, rows_for_mass, spread_forward, top_blocks,
@@ -530,7 +531,7 @@ fn probe(
                     .collect();
                 let keys = 0..layout.len();
                 let observe = match config.prophet.signal {
-                    Signal::Attention => Observe::Attention(keys),
+                    Signal::Attention | Signal::OracleDeviation => Observe::Attention(keys),
                     Signal::Flow => Observe::Flow(keys),
                 };
                 (slots, observe, None)
@@ -550,6 +551,10 @@ fn probe(
     let forward_ms = ms(started, out.hidden.device())?;
     rows_per_layer.iter_mut().for_each(|r| *r += slots.len());
     let attention = out.attention.unwrap_or_default();
+    let deviation = match config.prophet.signal {
+        Signal::OracleDeviation => Some(deviation_from_full(model, kv, layout)?),
+        Signal::Attention | Signal::Flow => None,
+    };
     let layers: Vec<usize> = match &config.prophet.score_layers {
         Some(list) => list.clone(),
         None => (0..num_layers).collect(),
@@ -564,6 +569,12 @@ fn probe(
         let n = mass.dim(0)?;
         let summed: Vec<f32> = mass.narrow(0, n - q, q)?.sum(0)?.to_vec1()?;
         let mut scores: Vec<f32> = layout.eligible.iter().map(|&s| summed[s]).collect();
+        if let Some(deviation) = &deviation {
+            scores
+                .iter_mut()
+                .zip(&deviation[l])
+                .for_each(|(s, d)| *s *= d);
+        }
         normalise(&mut scores);
         let first_visible = match model.sliding_window(l) {
             Some(w) => layout
@@ -586,6 +597,25 @@ fn probe(
         "stage I"
     );
     Ok(fused)
+}
+
+/// How far each eligible row's cached key and value lie from a full
+/// prefill's, per layer (`[layer][eligible row]`, as [`kv_gaps`] measures
+/// it). Runs that prefill on its own cache; counts nothing as recomputed.
+fn deviation_from_full(model: &impl Backbone, kv: &Kv, layout: &Layout) -> Result<Vec<Vec<f32>>> {
+    let mut full = model.new_kv()?;
+    let slots: Vec<usize> = (0..layout.len()).collect();
+    let rows = rows_at(layout, &slots);
+    let out = model.forward(&mut full, &Forward::new(&rows, model.num_layers()))?;
+    let eligible: Vec<u32> = layout.eligible.iter().map(|&s| s as u32).collect();
+    let index = Tensor::new(eligible, out.hidden.device())?;
+    let at = |t: Tensor| t.index_select(&index, 0);
+    (0..model.num_layers())
+        .map(|l| {
+            let reference = (&at(full.k_raw(l)?)?, &at(full.v(l)?)?);
+            kv_gaps(reference, (&at(kv.k_raw(l)?)?, &at(kv.v(l)?)?))
+        })
+        .collect()
 }
 
 /// CacheBlend's selection pass: layer 0 for every document, fresh and

@@ -88,6 +88,13 @@ pub enum Signal {
     /// adds to the question's output, so rows attended to for no content
     /// (separators, local sinks, whose values are small) rank lower.
     Flow,
+    /// The probability times how far the row's cached key and value lie
+    /// from full prefill's (each relative to the rows' mean norm): a
+    /// first-order estimate of the error the row leaves in the question's
+    /// output. An upper bound for ablations, not a selector to serve: it
+    /// runs a full prefill to measure the deviation.
+    #[serde(rename = "oracle-deviation")]
+    OracleDeviation,
 }
 
 /// How per-layer scores become one score per row.
@@ -324,10 +331,11 @@ impl ReuseConfig {
                 });
             }
         }
-        if self.prophet.signal == Signal::Flow && self.prophet.probe != Probe::Attend {
+        if self.prophet.signal != Signal::Attention && self.prophet.probe != Probe::Attend {
             return Err(ReuseError::Option {
                 name: "signal",
-                reason: "flow reads the values the question attends to: it needs the attend probe"
+                reason: "flow and oracle-deviation weigh the attention of the \
+                         question over the assembled context: they need the attend probe"
                     .into(),
             });
         }

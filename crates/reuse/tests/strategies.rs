@@ -474,6 +474,30 @@ fn flow_signal_scores_differ_from_attention_and_need_the_attend_probe() {
     ));
 }
 
+#[test]
+fn oracle_deviation_never_scores_a_row_already_equal_to_full_prefill() {
+    for kind in ALL {
+        let (_dir, model) = tiny(kind);
+        let f = Fixture::new(&model, &[20, 25, 30]);
+        // The first document sits right after the anchor it was cached
+        // behind, so its rows are full prefill's: no deviation to repair.
+        let mut c = config(StrategyKind::ProphetKv, 0.5);
+        c.first_doc_eligible = true;
+        c.prophet.signal = Signal::OracleDeviation;
+        let out = f.run(&model, &c);
+        let scores = out.scores.expect("prophetkv scores its rows");
+        let (exact, rest) = scores.split_at(20);
+        let top = |s: &[f32]| s.iter().copied().fold(0f32, f32::max);
+        // Zero up to the rounding of a prefill split differently into passes.
+        assert!(
+            top(exact) <= 1e-3 * top(rest),
+            "{kind:?}: {exact:?} against {}",
+            top(rest)
+        );
+        assert_eq!(out.stats.selected, budget(0.5, 75), "{kind:?}");
+    }
+}
+
 fn resume(layer: usize, deep_share: f64, ratio: f64) -> ReuseConfig {
     let mut c = config(StrategyKind::ProphetKv, ratio);
     c.prophet.resume = Some(Resume { layer, deep_share });
