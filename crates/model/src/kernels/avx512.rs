@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{decode_q5_0, decode_q8_0, hsum, row_loop, scale, MAX_ROWS, PREFETCH_BYTES};
+use super::avx2::{decode, hsum, row_loop, scale, MAX_ROWS, PREFETCH_BYTES};
 use super::formats::{BlockFormat, QuantizedRows, BLOCK};
 
 /// [`super::avx2::gemv`] with VNNI dot products; same contract.
@@ -21,8 +21,9 @@ pub(crate) unsafe fn gemv(
     out: &mut [f32],
 ) {
     match format {
-        BlockFormat::Q8_0 => row_loop!(weights, acts, out, false, dot_i32),
-        BlockFormat::Q5_0 => row_loop!(weights, acts, out, true, dot_i32),
+        BlockFormat::Q8_0 => row_loop!(weights, acts, out, BlockFormat::Q8_0, dot_i32),
+        BlockFormat::Q5_0 => row_loop!(weights, acts, out, BlockFormat::Q5_0, dot_i32),
+        BlockFormat::Q4_1 => row_loop!(weights, acts, out, BlockFormat::Q4_1, dot_i32),
     }
 }
 

@@ -126,8 +126,7 @@ fn gemv(isa: Isa, format: BlockFormat, weights: &[u8], acts: &QuantizedRows, out
             let row_bytes = acts.cols / BLOCK * format.block_bytes();
             for (r, row) in weights.chunks_exact(row_bytes).enumerate() {
                 for i in 0..m {
-                    out[r * m + i] =
-                        scalar::dot(format, row, acts.row_values(i), acts.row_scales(i));
+                    out[r * m + i] = scalar::dot(format, row, acts, i);
                 }
             }
         }
@@ -161,8 +160,8 @@ mod tests {
     }
 
     #[test]
-    fn every_supported_isa_matches_the_scalar_kernel_on_both_formats() {
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+    fn every_supported_isa_matches_the_scalar_kernel_on_every_format() {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_1] {
             for (rows, out, seed) in [(1, 300, 1), (3, 129, 2), (MAX_ROWS, 70, 3)] {
                 let (gemv, x) = case(dtype, out, 640, rows, seed);
                 let acts = QuantizedRows::quantize(&x, 640);
@@ -184,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_scalar_kernel_matches_candles_dequantized_product() {
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0] {
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_1] {
             let (gemv, x) = case(dtype, 96, 256, 2, 7);
             let dense = gemv.weights.dequantize(&Device::Cpu).unwrap();
             let xt = Tensor::from_vec(x.clone(), (2, 256), &Device::Cpu).unwrap();
@@ -213,12 +212,18 @@ mod tests {
     #[test]
     fn many_rows_give_each_row_what_it_gets_alone() {
         let rows = 2 * MAX_ROWS + 5;
-        let (gemv, x) = case(GgmlDType::Q5_0, 70, 64, rows, 13);
-        let xt = Tensor::from_vec(x, (rows, 64), &Device::Cpu).unwrap();
-        let all: Vec<Vec<f32>> = gemv.forward(&xt).unwrap().to_vec2().unwrap();
-        for (i, got) in all.iter().enumerate() {
-            let alone = gemv.forward(&xt.narrow(0, i, 1).unwrap()).unwrap();
-            assert_eq!(got, &alone.to_vec2::<f32>().unwrap()[0], "row {i}");
+        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4_1] {
+            let (gemv, x) = case(dtype, 70, 64, rows, 13);
+            let xt = Tensor::from_vec(x, (rows, 64), &Device::Cpu).unwrap();
+            let all: Vec<Vec<f32>> = gemv.forward(&xt).unwrap().to_vec2().unwrap();
+            for (i, got) in all.iter().enumerate() {
+                let alone = gemv.forward(&xt.narrow(0, i, 1).unwrap()).unwrap();
+                assert_eq!(
+                    got,
+                    &alone.to_vec2::<f32>().unwrap()[0],
+                    "{dtype:?} row {i}"
+                );
+            }
         }
     }
 

@@ -2,15 +2,17 @@
 //!
 //! A decode step reads every weight once per token, so its speed is the speed
 //! at which the quantized weights stream through the cores. candle's kernels
-//! cover Q4_K and Q6_K well, but Q5_0 has no SIMD path there and Q8_0 rows
-//! whose length is not a multiple of 256 (every projection of a 640-wide
-//! model, the output projection included) miss its fast path. These kernels
+//! cover Q4_K and Q6_K well, but Q5_0 and Q4_1 have no SIMD path there and
+//! Q8_0 rows whose length is not a multiple of 256 (every projection of a
+//! 640-wide model, the output projection included) miss its fast path. These kernels
 //! fill that gap: one dot product per block format and instruction set,
 //! behind [`Isa::detect`], which asks the CPU *and* the OS (a binary built for
 //! a portable baseline runs its AVX-512 code only where the kernel enabled
 //! the AVX-512 state).
 //!
-//! The MLP's gated GELU gets the same treatment (libm's `tanhf` is scalar).
+//! The MLP's gated GELU and SiLU get the same treatment (libm's `tanhf` and
+//! `expf` are scalar), and so does attention's softmax, which masks by
+//! position as it reads ([`softmax`]).
 //!
 //! Prompt rows on CPUs with AVX-512 BF16 can take a bf16 GEMM
 //! ([`gemm_bf16`]): twice the multiply-adds per instruction of the f32 one.
@@ -35,8 +37,9 @@ mod isa;
 #[cfg(feature = "cuda")]
 mod masked_softmax;
 mod scalar;
+mod softmax;
 
-pub(crate) use activation::gelu_tanh_mul;
+pub(crate) use activation::{gelu_tanh_mul, silu_mul};
 #[cfg(feature = "cuda")]
 pub(crate) use flash_attention::{flash_attention, runs_on as flash_runs_on};
 pub(crate) use gemm_bf16::Bf16Gemm;
@@ -44,6 +47,7 @@ pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;
 #[cfg(feature = "cuda")]
 pub(crate) use masked_softmax::masked_softmax;
+pub(crate) use softmax::{masked_softmax_cpu, visible_ranges};
 
 /// Whether this CPU and OS run `mixed-bf16`'s bf16 GEMM for prompt rows;
 /// where they do not, `mixed-bf16` computes prompt rows as `mixed` does.

@@ -1,10 +1,11 @@
 //! The reference kernels: plain Rust, one block at a time.
 
-use super::formats::{block_scale, BlockFormat, BLOCK};
+use super::formats::{block_min, block_scale, BlockFormat, QuantizedRows, BLOCK};
 
-/// Dot product of one weight row (`blocks` blocks of `format`) with one
-/// quantized activation row.
-pub(crate) fn dot(format: BlockFormat, row: &[u8], values: &[i8], scales: &[f32]) -> f32 {
+/// Dot product of one weight row (`blocks` blocks of `format`) with
+/// activation row `i` of `acts`.
+pub(crate) fn dot(format: BlockFormat, row: &[u8], acts: &QuantizedRows, i: usize) -> f32 {
+    let (values, scales, sums) = (acts.row_values(i), acts.row_scales(i), acts.row_sums(i));
     let bytes = format.block_bytes();
     let mut sum = 0f32;
     for (b, block) in row.chunks_exact(bytes).enumerate() {
@@ -14,6 +15,9 @@ pub(crate) fn dot(format: BlockFormat, row: &[u8], values: &[i8], scales: &[f32]
             acc += weight(format, block, i) * xi as i32;
         }
         sum += block_scale(block) * scales[b] * acc as f32;
+        if format == BlockFormat::Q4_1 {
+            sum += block_min(block) * sums[b];
+        }
     }
     sum
 }
@@ -28,6 +32,10 @@ pub(crate) fn weight(format: BlockFormat, block: &[u8], i: usize) -> i32 {
             let nibble = if i < 16 { packed & 0x0F } else { packed >> 4 };
             let high = ((high_bits >> i) & 1) as u8;
             (nibble | high << 4) as i32 - 16
+        }
+        BlockFormat::Q4_1 => {
+            let packed = block[4 + i % 16];
+            (if i < 16 { packed & 0x0F } else { packed >> 4 }) as i32
         }
     }
 }

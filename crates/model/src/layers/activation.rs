@@ -28,10 +28,6 @@ pub(crate) fn gated(gate: &Tensor, up: &Tensor, activation: Activation) -> Resul
 
 struct GatedActivation(Activation);
 
-fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
-
 impl CustomOp2 for GatedActivation {
     fn name(&self) -> &'static str {
         "gated-activation"
@@ -65,11 +61,7 @@ impl CustomOp2 for GatedActivation {
             .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
             .for_each(|(o, (g, u))| match activation {
                 Activation::GeluTanh => kernels::gelu_tanh_mul(g, u, o),
-                Activation::Silu => {
-                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                        *o = silu(g) * u;
-                    }
-                }
+                Activation::Silu => kernels::silu_mul(g, u, o),
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

@@ -20,7 +20,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use super::attention_row::attend_one_row;
-use crate::kernels::{FLASH_HEAD_DIMS, FLASH_TILE_ROWS};
+use crate::kernels::{self, FLASH_HEAD_DIMS, FLASH_TILE_ROWS};
 use crate::Result;
 
 /// Query rows per chunk on the CPU. Large enough for efficient GEMMs, small
@@ -36,16 +36,26 @@ const GPU_QUERY_CHUNK: usize = 1024;
 /// and the environment variable `var` (read once) not `0`, which keeps the
 /// path it replaces at hand to compare the two.
 fn gpu_kernel_enabled(device: &Device, var: &str, cell: &std::sync::OnceLock<bool>) -> bool {
-    cfg!(feature = "cuda")
-        && !device.is_cpu()
-        && *cell.get_or_init(|| std::env::var(var).as_deref() != Ok("0"))
+    cfg!(feature = "cuda") && !device.is_cpu() && switched_on(var, cell)
 }
 
-/// Whether attention on `device` takes the fused masked softmax
+/// Whether the environment variable `var` (read once) is not `0`.
+fn switched_on(var: &str, cell: &std::sync::OnceLock<bool>) -> bool {
+    *cell.get_or_init(|| std::env::var(var).as_deref() != Ok("0"))
+}
+
+static FUSED_SOFTMAX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether attention on `device` takes the GPU's fused masked softmax
 /// (`PROPHETKV_FUSED_SOFTMAX=0`: candle's softmax over an additive mask).
 fn fused_softmax(device: &Device) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    gpu_kernel_enabled(device, "PROPHETKV_FUSED_SOFTMAX", &ENABLED)
+    gpu_kernel_enabled(device, "PROPHETKV_FUSED_SOFTMAX", &FUSED_SOFTMAX)
+}
+
+/// Whether f32 attention on the CPU takes the CPU's fused masked softmax
+/// (the same switch as the GPU's).
+fn cpu_fused_softmax(device: &Device, dtype: DType) -> bool {
+    device.is_cpu() && dtype == DType::F32 && switched_on("PROPHETKV_FUSED_SOFTMAX", &FUSED_SOFTMAX)
 }
 
 #[cfg(feature = "cuda")]
@@ -190,6 +200,9 @@ struct ChunkPlan {
     /// On a GPU: the rows' and keys' positions (u32 on the device), from
     /// which the fused softmax masks as it reads.
     positions: Option<(Tensor, Tensor)>,
+    /// On the CPU: the keys (within `keys`) each row sees, over which the
+    /// fused softmax runs.
+    visible: Option<Vec<Range<usize>>>,
 }
 
 /// Which attention kernels a plan may use.
@@ -271,17 +284,21 @@ impl AttnPlan {
             };
             let keys = allowed.start + local.start..allowed.start + local.end;
             let (q, k) = (&query_pos[rows.clone()], &key_pos[keys.clone()]);
-            let (mask, positions) = if fused_softmax(device) {
+            let (mut mask, mut positions, mut visible) = (None, None, None);
+            if fused_softmax(device) {
                 let up = |p: &[u32]| Tensor::new(p, device);
-                (None, Some((up(q)?, up(k)?)))
+                positions = Some((up(q)?, up(k)?));
+            } else if keys_sorted && cpu_fused_softmax(device, dtype) {
+                visible = Some(kernels::visible_ranges(q, k, window));
             } else {
-                (build_mask(q, k, window, dtype, device)?, None)
-            };
+                mask = build_mask(q, k, window, dtype, device)?;
+            }
             chunks.push(ChunkPlan {
                 rows,
                 keys,
                 mask,
                 positions,
+                visible,
             });
         }
         Ok(Self {
@@ -509,10 +526,13 @@ pub(crate) fn attend(
             .reshape((kv_heads, group * n, head_dim))?;
         let (kc, vc) = (k_heads.keys(&chunk.keys)?, v_heads.values(&chunk.keys)?);
         let scores = qc.matmul(&kc)?.reshape((heads, n, r))?;
-        let probs = match (&chunk.positions, &chunk.mask) {
-            (Some((q_pos, k_pos)), _) => fused(&scores, q_pos, k_pos, plan.window)?,
-            (None, Some(mask)) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
-            (None, None) => candle_nn::ops::softmax_last_dim(&scores)?,
+        let probs = match (&chunk.visible, &chunk.positions, &chunk.mask) {
+            (Some(visible), _, _) => kernels::masked_softmax_cpu(&scores, visible)?,
+            (None, Some((q_pos, k_pos)), _) => fused(&scores, q_pos, k_pos, plan.window)?,
+            (None, None, Some(mask)) => {
+                candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?
+            }
+            (None, None, None) => candle_nn::ops::softmax_last_dim(&scores)?,
         };
         if let Some(range) = observe.what.attended() {
             // Observing plans have one chunk, which holds every row.

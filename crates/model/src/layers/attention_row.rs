@@ -53,27 +53,62 @@ pub(crate) fn attend_one_row(
     let span = keys.start * stride..keys.end * stride;
     let (k_rows, v_rows) = (&k_all[k0..][span.clone()], &v_all[v0..][span]);
     let group = heads / kv_heads;
-    let mut out = vec![0f32; heads * head_dim];
-    let out_addr = out.as_mut_ptr() as usize;
-    // Heads in parallel on candle's spinning pool (the one the matrix-vector
-    // products of the same step use): a lone thread over a long cache left
-    // the other core waiting.
-    candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
-        let mut scores = vec![0f32; keys.len()];
-        for h in range {
-            // SAFETY: `out` holds `heads * head_dim` values and each head
-            // writes only its own `head_dim` of them.
-            let out_h = unsafe {
-                std::slice::from_raw_parts_mut((out_addr as *mut f32).add(h * head_dim), head_dim)
+    // Tasks: each KV head's keys cut into parts, so that both cores have
+    // work when there are fewer KV heads than cores (Gemma 3 270M has one).
+    // A task reads each of its keys and values once for all the query heads
+    // that share them, and leaves a partial softmax that the merge combines.
+    let parts = (2 * candle_core::utils::get_num_threads())
+        .div_ceil(kv_heads)
+        .clamp(1, keys.len().div_ceil(MIN_KEYS_PER_PART).max(1));
+    let per_part = keys.len().div_ceil(parts);
+    let tasks = kv_heads * parts;
+    let mut partials = vec![Partial::default(); tasks * group];
+    for p in &mut partials {
+        p.out = vec![0f32; head_dim];
+    }
+    let partials_addr = partials.as_mut_ptr() as usize;
+    // On candle's spinning pool (the one the matrix-vector products of the
+    // same step use): a lone thread over a long cache left the other core
+    // waiting.
+    candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+        let mut scores = vec![0f32; group * per_part];
+        for t in range {
+            let (kv_head, part) = (t / parts, t % parts);
+            let rows = (part * per_part).min(keys.len())..((part + 1) * per_part).min(keys.len());
+            // SAFETY: `partials` holds `tasks * group` entries and each task
+            // writes only its own `group` of them.
+            let mine = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (partials_addr as *mut Partial).add(t * group),
+                    group,
+                )
             };
-            let head = Head {
-                q: &q[h * head_dim..(h + 1) * head_dim],
-                offset: (h / group) * head_dim,
+            let heads = KvHead {
+                q: &q[kv_head * group * head_dim..(kv_head + 1) * group * head_dim],
+                offset: kv_head * head_dim,
                 stride,
             };
-            head.attend(k_rows, v_rows, &mut scores, out_h);
+            let span = rows.start * stride..rows.end * stride;
+            heads.attend(&k_rows[span.clone()], &v_rows[span], &mut scores, mine);
         }
     });
+    let mut out = vec![0f32; heads * head_dim];
+    for (h, out_h) in out.chunks_exact_mut(head_dim).enumerate() {
+        let (kv_head, g) = (h / group, h % group);
+        let parts_of_h = (0..parts)
+            .map(|part| &partials[(kv_head * parts + part) * group + g])
+            .filter(|p| p.total > 0.0);
+        let max = parts_of_h
+            .clone()
+            .fold(f32::NEG_INFINITY, |m, p| m.max(p.max));
+        let mut total = 0f32;
+        for p in parts_of_h {
+            let w = (p.max - max).exp();
+            total += w * p.total;
+            out_h.iter_mut().zip(&p.out).for_each(|(o, &x)| *o += w * x);
+        }
+        out_h.iter_mut().for_each(|o| *o /= total);
+    }
     Ok(Some(Tensor::from_vec(
         out,
         (1, heads * head_dim),
@@ -81,34 +116,57 @@ pub(crate) fn attend_one_row(
     )?))
 }
 
-/// One query head against the key and value rows of its KV head.
-struct Head<'a> {
-    /// The head's query, `head_dim` values.
+/// Fewest keys a part takes: below it, a task costs more than it saves.
+const MIN_KEYS_PER_PART: usize = 64;
+
+/// One query head's softmax over some of the keys, before normalising: the
+/// highest score, the sum of `exp(score - max)` and the values weighted by it.
+#[derive(Debug, Clone, Default)]
+struct Partial {
+    max: f32,
+    total: f32,
+    out: Vec<f32>,
+}
+
+/// The query heads that share one KV head, against its key and value rows.
+struct KvHead<'a> {
+    /// The heads' queries, `head_dim` values each, one after the other.
     q: &'a [f32],
-    /// Where its KV head starts within a slot's row.
+    /// Where the KV head starts within a slot's row.
     offset: usize,
     /// Values per slot (KV heads × head_dim).
     stride: usize,
 }
 
-impl Head<'_> {
-    /// Softmax attention over every row of `k_rows`/`v_rows` into `out`
-    /// (zeroed, `head_dim` values); `scores` holds one value per row.
-    fn attend(&self, k_rows: &[f32], v_rows: &[f32], scores: &mut [f32], out: &mut [f32]) {
-        let (dim, offset) = (self.q.len(), self.offset);
-        for (s, key) in scores.iter_mut().zip(k_rows.chunks_exact(self.stride)) {
-            *s = dot(self.q, &key[offset..offset + dim]);
+impl KvHead<'_> {
+    /// Each query head's [`Partial`] over every row of `k_rows`/`v_rows`
+    /// (each row read once for all heads); `scores` has room for a score
+    /// per head and row.
+    fn attend(&self, k_rows: &[f32], v_rows: &[f32], scores: &mut [f32], out: &mut [Partial]) {
+        let dim = self.q.len() / out.len();
+        let rows = k_rows.len() / self.stride;
+        let scores = &mut scores[..out.len() * rows];
+        for (j, key) in k_rows.chunks_exact(self.stride).enumerate() {
+            let key = &key[self.offset..self.offset + dim];
+            for (g, q) in self.q.chunks_exact(dim).enumerate() {
+                scores[g * rows + j] = dot(q, key);
+            }
         }
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            total += *s;
+        for (p, s) in out.iter_mut().zip(scores.chunks_exact_mut(rows.max(1))) {
+            p.max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            p.total = 0.0;
+            for x in s.iter_mut() {
+                *x = (*x - p.max).exp();
+                p.total += *x;
+            }
         }
-        for (&p, value) in scores.iter().zip(v_rows.chunks_exact(self.stride)) {
-            let weight = p / total;
-            for (o, &x) in out.iter_mut().zip(&value[offset..offset + dim]) {
-                *o += weight * x;
+        for (j, value) in v_rows.chunks_exact(self.stride).enumerate() {
+            let value = &value[self.offset..self.offset + dim];
+            for (g, p) in out.iter_mut().enumerate() {
+                let weight = scores[g * rows + j];
+                for (o, &x) in p.out.iter_mut().zip(value) {
+                    *o += weight * x;
+                }
             }
         }
     }
@@ -138,11 +196,28 @@ mod tests {
 
     #[test]
     fn one_row_equals_softmax_attention_with_grouped_heads() {
-        let (heads, kv_heads, d, slots) = (4, 2, 20, 50);
+        matches_softmax_attention(4, 2, 20, 50, 5..42);
+    }
+
+    #[test]
+    fn long_caches_split_into_parts_merge_to_one_softmax() {
+        // Enough keys for several parts per KV head: one KV head (as Gemma
+        // 3 270M), then three shared by nine query heads (as SmolLM2).
+        matches_softmax_attention(4, 1, 16, 700, 3..690);
+        matches_softmax_attention(9, 3, 8, 300, 0..300);
+    }
+
+    /// [`attend_one_row`] against candle's softmax attention, head by head.
+    fn matches_softmax_attention(
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        slots: usize,
+        keys: std::ops::Range<usize>,
+    ) {
         let q = Tensor::randn(0f32, 1.0, (heads, d), &Device::Cpu).unwrap();
         let k = Tensor::randn(0f32, 1.0, (slots, kv_heads, d), &Device::Cpu).unwrap();
         let v = Tensor::randn(0f32, 1.0, (slots, kv_heads, d), &Device::Cpu).unwrap();
-        let keys = 5..42;
         let got = attend_one_row(&q, &k, &v, keys.clone()).unwrap().unwrap();
         let got = got.reshape((heads, d)).unwrap();
         // The `(keys, head_dim)` rows of KV head `kv_head` in the attended slots.
@@ -154,8 +229,9 @@ mod tests {
                 .squeeze(1)
                 .unwrap()
         };
+        let group = heads / kv_heads;
         for h in 0..heads {
-            let (kh, vh) = (head_rows(&k, h / 2), head_rows(&v, h / 2));
+            let (kh, vh) = (head_rows(&k, h / group), head_rows(&v, h / group));
             let qh = q.narrow(0, h, 1).unwrap();
             let p =
                 candle_nn::ops::softmax_last_dim(&qh.matmul(&kh.t().unwrap()).unwrap()).unwrap();
@@ -166,7 +242,10 @@ mod tests {
                 .unwrap()
                 .max_all()
                 .unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "head {h}");
+            assert!(
+                d.to_scalar::<f32>().unwrap() < 1e-5,
+                "{heads} heads on {kv_heads}: head {h}"
+            );
         }
     }
 
