@@ -47,7 +47,7 @@ pub(crate) use gemv::{QuantGemv, MAX_ROWS};
 pub use isa::Isa;
 #[cfg(feature = "cuda")]
 pub(crate) use masked_softmax::masked_softmax;
-pub(crate) use softmax::{masked_softmax_cpu, visible_ranges};
+pub(crate) use softmax::masked_softmax_cpu;
 
 /// Whether this CPU and OS run `mixed-bf16`'s bf16 GEMM for prompt rows;
 /// where they do not, `mixed-bf16` computes prompt rows as `mixed` does.

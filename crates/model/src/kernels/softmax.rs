@@ -62,26 +62,6 @@ impl CustomOp1 for MaskedSoftmax<'_> {
     }
 }
 
-/// The keys each query at `query_pos` sees among `key_pos` (ascending):
-/// `key <= query` and, under `window`, `query - key < window`.
-pub(crate) fn visible_ranges(
-    query_pos: &[u32],
-    key_pos: &[u32],
-    window: Option<usize>,
-) -> Vec<Range<usize>> {
-    query_pos
-        .iter()
-        .map(|&q| {
-            let end = key_pos.partition_point(|&k| k <= q);
-            let start = match window {
-                Some(w) => key_pos.partition_point(|&k| (q as u64) >= k as u64 + w as u64),
-                None => 0,
-            };
-            start.min(end)..end
-        })
-        .collect()
-}
-
 /// `dst = softmax(src)` over `visible`, zeros elsewhere; `src` and `dst`
 /// are one row of scores each.
 fn masked_softmax_row(src: &[f32], dst: &mut [f32], visible: Range<usize>) {
@@ -142,19 +122,6 @@ mod avx2 {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
-
-    #[test]
-    fn visible_ranges_follow_causality_and_the_window() {
-        let keys = [0, 1, 2, 3, 4, 5];
-        assert_eq!(visible_ranges(&[3], &keys, None), vec![0..4]);
-        assert_eq!(visible_ranges(&[3], &keys, Some(2)), vec![2..4]);
-        assert_eq!(visible_ranges(&[9], &keys, Some(2)), vec![6..6]);
-        // Keys with gaps (another document's rows left out).
-        assert_eq!(
-            visible_ranges(&[7, 12], &[2, 5, 8, 11], Some(6)),
-            vec![0..2, 2..4]
-        );
-    }
 
     #[test]
     fn every_supported_isa_matches_a_masked_libm_softmax() {

@@ -194,15 +194,22 @@ fn query_chunk(device: &Device) -> usize {
 struct ChunkPlan {
     rows: Range<usize>,
     keys: Range<usize>,
-    /// Additive `(rows, keys)` mask; `None` when every key in range is
-    /// visible, or when the fused softmax masks by `positions`.
-    mask: Option<Tensor>,
-    /// On a GPU: the rows' and keys' positions (u32 on the device), from
-    /// which the fused softmax masks as it reads.
-    positions: Option<(Tensor, Tensor)>,
-    /// On the CPU: the keys (within `keys`) each row sees, over which the
-    /// fused softmax runs.
-    visible: Option<Vec<Range<usize>>>,
+    softmax: ChunkSoftmax,
+}
+
+/// How a chunk's softmax hides the keys a row cannot see.
+#[derive(Debug)]
+enum ChunkSoftmax {
+    /// candle's softmax: every key in range is visible.
+    Plain,
+    /// candle's softmax over the scores plus this `(rows, keys)` mask.
+    Additive(Tensor),
+    /// On a GPU, the fused softmax, masking by the rows' and keys'
+    /// positions (u32 on the device) as it reads.
+    Positions(Tensor, Tensor),
+    /// On the CPU, the fused softmax over the keys (within the chunk's)
+    /// each row sees.
+    Ranges(Vec<Range<usize>>),
 }
 
 /// Which attention kernels a plan may use.
@@ -284,21 +291,23 @@ impl AttnPlan {
             };
             let keys = allowed.start + local.start..allowed.start + local.end;
             let (q, k) = (&query_pos[rows.clone()], &key_pos[keys.clone()]);
-            let (mut mask, mut positions, mut visible) = (None, None, None);
-            if fused_softmax(device) {
+            let softmax = if fused_softmax(device) {
                 let up = |p: &[u32]| Tensor::new(p, device);
-                positions = Some((up(q)?, up(k)?));
+                ChunkSoftmax::Positions(up(q)?, up(k)?)
             } else if keys_sorted && cpu_fused_softmax(device, dtype) {
-                visible = Some(kernels::visible_ranges(q, k, window));
+                // Sorted keys: what one row sees is one range of them.
+                let each = q.iter().map(|&p| visible_key_range(&[p], k, window));
+                ChunkSoftmax::Ranges(each.collect())
             } else {
-                mask = build_mask(q, k, window, dtype, device)?;
-            }
+                match build_mask(q, k, window, dtype, device)? {
+                    Some(mask) => ChunkSoftmax::Additive(mask),
+                    None => ChunkSoftmax::Plain,
+                }
+            };
             chunks.push(ChunkPlan {
                 rows,
                 keys,
-                mask,
-                positions,
-                visible,
+                softmax,
             });
         }
         Ok(Self {
@@ -507,7 +516,7 @@ pub(crate) fn attend(
     for chunk in &plan.chunks {
         let n = chunk.rows.len();
         let r = chunk.keys.len();
-        if n == 1 && chunk.mask.is_none() && !observing_attention {
+        if n == 1 && !matches!(chunk.softmax, ChunkSoftmax::Additive(_)) && !observing_attention {
             let q_row = q
                 .narrow(0, chunk.rows.start, 1)?
                 .reshape((heads, head_dim))?;
@@ -526,13 +535,13 @@ pub(crate) fn attend(
             .reshape((kv_heads, group * n, head_dim))?;
         let (kc, vc) = (k_heads.keys(&chunk.keys)?, v_heads.values(&chunk.keys)?);
         let scores = qc.matmul(&kc)?.reshape((heads, n, r))?;
-        let probs = match (&chunk.visible, &chunk.positions, &chunk.mask) {
-            (Some(visible), _, _) => kernels::masked_softmax_cpu(&scores, visible)?,
-            (None, Some((q_pos, k_pos)), _) => fused(&scores, q_pos, k_pos, plan.window)?,
-            (None, None, Some(mask)) => {
+        let probs = match &chunk.softmax {
+            ChunkSoftmax::Ranges(visible) => kernels::masked_softmax_cpu(&scores, visible)?,
+            ChunkSoftmax::Positions(q_pos, k_pos) => fused(&scores, q_pos, k_pos, plan.window)?,
+            ChunkSoftmax::Additive(mask) => {
                 candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?
             }
-            (None, None, None) => candle_nn::ops::softmax_last_dim(&scores)?,
+            ChunkSoftmax::Plain => candle_nn::ops::softmax_last_dim(&scores)?,
         };
         if let Some(range) = observe.what.attended() {
             // Observing plans have one chunk, which holds every row.
@@ -1019,6 +1028,22 @@ mod tests {
         // Disjoint: all zeros.
         let apart = over_range(&mass, &(5..8), &(0..2)).unwrap();
         assert_eq!(apart.to_vec2::<f32>().unwrap(), vec![vec![0.0; 2]; 2]);
+    }
+
+    #[test]
+    fn one_rows_visible_keys_follow_causality_and_the_window() {
+        let rows = |queries: &[u32], keys: &[u32], window| {
+            let each = queries
+                .iter()
+                .map(|&q| visible_key_range(&[q], keys, window));
+            each.collect::<Vec<_>>()
+        };
+        let keys = [0, 1, 2, 3, 4, 5];
+        assert_eq!(rows(&[3], &keys, None), vec![0..4]);
+        assert_eq!(rows(&[3], &keys, Some(2)), vec![2..4]);
+        assert_eq!(rows(&[9], &keys, Some(2)), vec![6..6]);
+        // Keys with gaps (another document's rows left out).
+        assert_eq!(rows(&[7, 12], &[2, 5, 8, 11], Some(6)), vec![0..2, 2..4]);
     }
 
     #[test]

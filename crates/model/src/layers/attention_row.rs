@@ -62,10 +62,12 @@ pub(crate) fn attend_one_row(
         .clamp(1, keys.len().div_ceil(MIN_KEYS_PER_PART).max(1));
     let per_part = keys.len().div_ceil(parts);
     let tasks = kv_heads * parts;
-    let mut partials = vec![Partial::default(); tasks * group];
-    for p in &mut partials {
-        p.out = vec![0f32; head_dim];
-    }
+    let empty = Partial {
+        max: f32::NEG_INFINITY,
+        total: 0.0,
+        out: vec![0f32; head_dim],
+    };
+    let mut partials = vec![empty; tasks * group];
     let partials_addr = partials.as_mut_ptr() as usize;
     // On candle's spinning pool (the one the matrix-vector products of the
     // same step use): a lone thread over a long cache left the other core
@@ -121,7 +123,7 @@ const MIN_KEYS_PER_PART: usize = 64;
 
 /// One query head's softmax over some of the keys, before normalising: the
 /// highest score, the sum of `exp(score - max)` and the values weighted by it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Partial {
     max: f32,
     total: f32,
