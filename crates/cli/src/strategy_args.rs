@@ -125,10 +125,6 @@ pub struct ReuseOptionArgs {
     /// Let the first document be recomputed too (its cache is already exact).
     #[arg(long)]
     first_doc_eligible: bool,
-    /// Attention temperature on the document rows left as cached (their
-    /// keys scaled by 1/T; 1: off).
-    #[arg(long, default_value_t = 1.0)]
-    reused_temperature: f32,
 }
 
 impl ReuseOptionArgs {
@@ -176,7 +172,6 @@ impl ReuseOptionArgs {
             },
             epic_rows: self.epic_rows,
             seed: self.seed,
-            reused_temperature: self.reused_temperature,
             ..ReuseConfig::default()
         }
     }

@@ -324,29 +324,6 @@ impl Kv {
         self.layer(layer)?.v.view()
     }
 
-    /// Multiplies every layer's keys (raw and rotated) slot by slot by
-    /// `factors`, one per slot: a factor `f` makes every later query attend
-    /// to that slot at temperature `1 / f` (RoPE is linear, so scaling the
-    /// rotated keys equals rotating the scaled ones).
-    pub fn scale_keys(&mut self, factors: &[f32]) -> Result<()> {
-        if factors.len() != self.len() {
-            return Err(crate::ModelError::input(format!(
-                "{} key factors for a cache of {} slots",
-                factors.len(),
-                self.len()
-            )));
-        }
-        for layer in &mut self.layers {
-            for keys in [&mut layer.k_raw, &mut layer.k] {
-                let view = keys.view()?;
-                let scale = Tensor::from_slice(factors, (factors.len(), 1, 1), view.device())?
-                    .to_dtype(view.dtype())?;
-                *keys = RowBuffer::from_tensor(&view.broadcast_mul(&scale)?)?;
-            }
-        }
-        Ok(())
-    }
-
     fn layer(&self, layer: usize) -> Result<&LayerKv> {
         self.layers.get(layer).ok_or_else(|| {
             crate::ModelError::input(format!(

@@ -142,13 +142,6 @@ pub fn run(
         let selection = select(model, &mut kv, &layout, config, &mut rows_per_layer)?;
         timings.probe_ms = ms(t, device)?;
         let t = Instant::now();
-        if config.reused_temperature != 1.0 {
-            kv.scale_keys(&reused_key_factors(
-                &layout,
-                &selection,
-                config.reused_temperature,
-            ))?;
-        }
         let docs: Vec<&DocCache> = request
             .pieces
             .iter()
@@ -187,25 +180,6 @@ pub fn run(
         scores: selection.scores,
         stats,
     })
-}
-
-/// One key factor per slot: `1 / temperature` on the eligible rows that
-/// the selection leaves as cached, 1 elsewhere.
-fn reused_key_factors(layout: &Layout, selection: &Selection, temperature: f32) -> Vec<f32> {
-    let mut factors = vec![1.0; layout.len()];
-    for &slot in &layout.eligible {
-        factors[slot] = 1.0 / temperature;
-    }
-    let (resumed, _) = &selection.resumed;
-    for &slot in selection
-        .slots
-        .iter()
-        .chain(resumed)
-        .chain(&selection.repaired)
-    {
-        factors[slot] = 1.0;
-    }
-    factors
 }
 
 /// The strategy's choice of eligible rows (Stage I where it has one).

@@ -256,11 +256,6 @@ pub struct ReuseConfig {
     pub epic_rows: Option<usize>,
     /// Seed of `random`.
     pub seed: u64,
-    /// Attention temperature on the eligible rows left as cached: their
-    /// keys are scaled by `1 / T`, so that the recomputed rows, the
-    /// question and the answer attend to them at temperature `T` (1: off;
-    /// below 1 sharpens, as APE does for contexts encoded apart).
-    pub reused_temperature: f32,
 }
 
 impl Default for ReuseConfig {
@@ -272,7 +267,6 @@ impl Default for ReuseConfig {
             prophet: ProphetOptions::default(),
             epic_rows: None,
             seed: 0,
-            reused_temperature: 1.0,
         }
     }
 }
@@ -343,12 +337,6 @@ impl ReuseConfig {
                 reason: "flow and oracle-deviation weigh the attention of the \
                          question over the assembled context: they need the attend probe"
                     .into(),
-            });
-        }
-        if !(self.reused_temperature > 0.0 && self.reused_temperature.is_finite()) {
-            return Err(ReuseError::Option {
-                name: "reused temperature",
-                reason: format!("{} is not a positive number", self.reused_temperature),
             });
         }
         if self.prophet.probes == 0 {
