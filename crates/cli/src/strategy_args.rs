@@ -33,15 +33,10 @@ pub enum SignalArg {
     OracleDeviation,
 }
 
-/// Layer fusion of Stage I scores.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum FusionArg {
-    /// Mean over layers.
-    Mean,
-    /// Max over layers.
-    Max,
-    /// Mean over the layers that see each row, each relative to its window.
-    Visible,
+/// A layer fusion name as a clap value (the names the config file takes).
+fn parse_fusion(s: &str) -> Result<Fusion, String> {
+    s.parse()
+        .map_err(|e: prophetkv_reuse::ReuseError| e.to_string())
 }
 
 /// How documents are reused and which rows are recomputed.
@@ -79,10 +74,11 @@ pub struct ReuseOptionArgs {
     /// ProphetKV Stage I score of a row.
     #[arg(long, value_enum, default_value = "attention")]
     signal: SignalArg,
-    /// ProphetKV layer fusion [default: max on models with sliding-window
-    /// layers, mean on all-global ones].
-    #[arg(long, value_enum)]
-    fusion: Option<FusionArg>,
+    /// ProphetKV layer fusion: mean, max, or visible (the mean over the
+    /// layers that see each row, each relative to its window) [default: max
+    /// on models with sliding-window layers, mean on all-global ones].
+    #[arg(long, value_parser = parse_fusion)]
+    fusion: Option<Fusion>,
     /// ProphetKV scoring layers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     score_layers: Vec<usize>,
@@ -151,11 +147,7 @@ impl ReuseOptionArgs {
                     SignalArg::Flow => Signal::Flow,
                     SignalArg::OracleDeviation => Signal::OracleDeviation,
                 },
-                fusion: self.fusion.map_or(defaults.fusion, |f| match f {
-                    FusionArg::Mean => Fusion::Mean,
-                    FusionArg::Max => Fusion::Max,
-                    FusionArg::Visible => Fusion::Visible,
-                }),
+                fusion: self.fusion.unwrap_or(defaults.fusion),
                 score_layers: (!self.score_layers.is_empty()).then(|| self.score_layers.clone()),
                 granularity: self.block.map_or(Granularity::Token, Granularity::Block),
                 spread: self.spread.unwrap_or(defaults.spread),
