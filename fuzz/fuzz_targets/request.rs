@@ -63,6 +63,7 @@ fuzz_target!(
             anchor: 12,
             max_documents: prophetkv_engine::validate::DEFAULT_MAX_DOCUMENTS,
             document_tokens: 0,
+            first_document_exact: true,
         };
         let query = mapped.request.query.clone();
         if limits.validate(mapped.request).is_ok() {

@@ -347,6 +347,7 @@ fn check_requests(seeds: &Seeds) {
         anchor: 12,
         max_documents: prophetkv_engine::validate::DEFAULT_MAX_DOCUMENTS,
         document_tokens: 0,
+        first_document_exact: true,
     };
     for (name, choice, body) in requests() {
         let bytes = serde_json::to_vec(&body).unwrap();

@@ -75,6 +75,7 @@ impl EngineHandle {
             anchor: anchor_ids.len(),
             max_documents: config.max_documents,
             document_tokens: config.max_document_tokens,
+            first_document_exact: parts.store.preamble().is_empty(),
         };
         let shared = Arc::new(Shared::default());
         let (tx, rx) = channel();

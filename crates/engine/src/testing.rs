@@ -49,6 +49,16 @@ pub fn tiny_engine(
     config: EngineConfig,
     remote: Option<RemoteConfig>,
 ) -> TinyEngine {
+    tiny_engine_behind(instruction, "", config, remote)
+}
+
+/// [`tiny_engine`] with documents cached behind `preamble` (empty: none).
+pub fn tiny_engine_behind(
+    instruction: &str,
+    preamble: &str,
+    config: EngineConfig,
+    remote: Option<RemoteConfig>,
+) -> TinyEngine {
     let model_dir = tempfile::tempdir().expect("a temporary directory");
     write_tiny(model_dir.path(), Tiny::Gemma3);
     let model = load_tiny(model_dir.path());
@@ -58,7 +68,8 @@ pub fn tiny_engine(
         &model,
         "tiny".into(),
         tokenizer.prompt_ids(instruction).expect("the anchor ids"),
-    );
+    )
+    .with_preamble(tokenizer.encode(preamble).expect("the preamble ids"));
     let store_config = StoreConfig {
         data_dir: data_dir.path().to_path_buf(),
         device_budget: 0,

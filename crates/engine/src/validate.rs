@@ -62,6 +62,11 @@ pub struct Limits {
     /// Most tokens in one document as configured (`max_document_tokens`);
     /// 0: only the context bounds it.
     pub document_tokens: usize,
+    /// Whether documents are cached right after the anchor, so that a
+    /// request's first document is exact and kept out of the recompute.
+    /// False when the store computes them behind a preamble: then no
+    /// document is exact, and every one is eligible.
+    pub first_document_exact: bool,
 }
 
 /// A request that passed [`Limits::validate`]: the only thing
@@ -101,7 +106,9 @@ impl Limits {
         }
         self.check_documents(&request.segments)?;
         self.check_prompt_ids(&request.query)?;
-        let reuse = request.reuse.validate(self.num_layers)?;
+        let mut reuse = request.reuse;
+        reuse.first_doc_eligible |= !self.first_document_exact;
+        let reuse = reuse.validate(self.num_layers)?;
         Ok(ValidRequest {
             tenant: request.tenant,
             segments: request.segments,
@@ -351,6 +358,7 @@ mod tests {
         anchor: 4,
         max_documents: DEFAULT_MAX_DOCUMENTS,
         document_tokens: 0,
+        first_document_exact: true,
     };
 
     fn field_of(r: GenerateRequest) -> &'static str {
@@ -477,6 +485,21 @@ mod tests {
             loose.max_document_tokens(),
             (58, DocumentBound::Context(64))
         );
+    }
+
+    #[test]
+    fn the_first_document_is_eligible_exactly_when_documents_sit_behind_a_preamble() {
+        let exact = LIMITS.validate(request()).unwrap();
+        assert!(!exact.reuse.first_doc_eligible);
+        let behind = Limits {
+            first_document_exact: false,
+            ..LIMITS
+        };
+        assert!(behind.validate(request()).unwrap().reuse.first_doc_eligible);
+        // A request may already ask for it; an exact store keeps the ask.
+        let mut asked = request();
+        asked.reuse.first_doc_eligible = true;
+        assert!(LIMITS.validate(asked).unwrap().reuse.first_doc_eligible);
     }
 
     #[test]

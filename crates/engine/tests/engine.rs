@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use prophetkv_engine::testing::{load_tiny, tiny_engine, TinyEngine};
+use prophetkv_engine::testing::{load_tiny, tiny_engine, tiny_engine_behind, TinyEngine};
 use prophetkv_engine::{
     DocumentRef, EngineConfig, EngineError, EngineHandle, Event, FinishReason, GenerateRequest,
     OutputConstraint, ReuseConfig, SamplingParams, Segment, StrategyKind, Summary,
@@ -103,6 +103,26 @@ async fn greedy_generation_with_full_reuse_equals_the_models_own_greedy_decode()
     assert_eq!(summary.usage.prompt_tokens, ids.len());
     assert_eq!(summary.usage.completion_tokens, expected_ids.len());
     assert_eq!(summary.hits.computed, 2);
+}
+
+#[tokio::test]
+async fn behind_a_preamble_the_first_document_is_eligible_too() {
+    /// Eligible rows of a request over two documents of 30 and 25 tokens.
+    async fn eligible(preamble: &str) -> usize {
+        let tiny = tiny_engine_behind(INSTRUCTION, preamble, EngineConfig::default(), None);
+        let docs = [tiny_text(&tokens(30, 1)), tiny_text(&tokens(25, 2))];
+        let req = request(
+            docs.into_iter().map(DocumentRef::Text).collect(),
+            &tiny_text(&tokens(5, 3)),
+            1,
+        );
+        let (_, summary) = collect(submit(&tiny.engine, req).unwrap()).await.unwrap();
+        summary.reuse.eligible
+    }
+    // Cached after the anchor alone, the first document is exact.
+    assert_eq!(eligible("").await, 25);
+    // Behind a preamble no document is exact: both may be repaired.
+    assert_eq!(eligible(&tiny_text(&tokens(6, 4))).await, 55);
 }
 
 #[tokio::test]
