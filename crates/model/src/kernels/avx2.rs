@@ -49,7 +49,7 @@ macro_rules! row_loop {
     ($weights:expr, $acts:expr, $out:expr, $format:expr, $dot:ident) => {{
         let (weights, acts, out): (&[u8], &QuantizedRows, &mut [f32]) = ($weights, $acts, $out);
         let format: BlockFormat = $format;
-        let has_min = format == BlockFormat::Q4_1;
+        let has_min = format.has_min();
         let block_bytes = format.block_bytes();
         let m = acts.rows();
         let blocks = acts.cols / BLOCK;

@@ -43,6 +43,13 @@ impl BlockFormat {
             Self::Q4_1 => 20,
         }
     }
+
+    /// Whether a block adds a minimum to its scaled values (Q4_1), which
+    /// multiplies the activation block's sum ([`QuantizedRows::sums`]).
+    #[inline(always)]
+    pub(crate) const fn has_min(self) -> bool {
+        matches!(self, Self::Q4_1)
+    }
 }
 
 /// Activation rows quantized to 8 bits per value with one f32 scale per

@@ -15,7 +15,7 @@ pub(crate) fn dot(format: BlockFormat, row: &[u8], acts: &QuantizedRows, i: usiz
             acc += weight(format, block, i) * xi as i32;
         }
         sum += block_scale(block) * scales[b] * acc as f32;
-        if format == BlockFormat::Q4_1 {
+        if format.has_min() {
             sum += block_min(block) * sums[b];
         }
     }
