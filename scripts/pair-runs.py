@@ -18,7 +18,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from pairing import mean_se
+from pairing import mean_se, sign_test
 
 
 def arms(run: Path, strategy: str):
@@ -64,11 +64,16 @@ def main() -> None:
     correct_a = sum(a[i]["correct"] for i in ids)
     correct_b = sum(b[i]["correct"] for i in ids)
     print(f"arm: {args.arm}, tasks: {len(ids)}")
+    cw = sum(b[i]["correct"] and not a[i]["correct"] for i in ids)
+    cl = sum(a[i]["correct"] and not b[i]["correct"] for i in ids)
     print(f"correct: first {correct_a}, second {correct_b}"
-          + (f" ({100 * correct_b / correct_a:.1f}% of the first)" if correct_a else ""))
+          + (f" ({100 * correct_b / correct_a:.1f}% of the first)" if correct_a else "")
+          + f"; second wins {cw}, loses {cl} (p = {sign_test(cw, cl):.3f})")
+    aw = sum(y and not x for x, y in agrees.values())
+    al = sum(x and not y for x, y in agrees.values())
     print(f"agrees with full: first {sum(x for x, _ in agrees.values())}, "
-          f"second {sum(y for _, y in agrees.values())}; second wins "
-          f"{sum(y and not x for x, y in agrees.values())}, loses {sum(x and not y for x, y in agrees.values())}")
+          f"second {sum(y for _, y in agrees.values())}; second wins {aw}, loses {al} "
+          f"(p = {sign_test(aw, al):.3f})")
     print(f"second raises the reference answer's log-probability on {sum(d > 0 for d in diffs)}; "
           f"mean {mean:+.3f} ± {se:.3f}")
     groups = defaultdict(list)
